@@ -1,0 +1,347 @@
+//! Validated identifiers. Everything that reaches Tencent or the allowlist has passed through one
+//! of these constructors, so a malformed ID can never be sent or matched.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Longest user-supplied string we echo back in an error message; longer input is summarised.
+const ECHO_LIMIT: usize = 40;
+
+/// A CVM instance ID: `ins-` followed by eight lower-case letters or digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(String);
+
+/// Why a string is not an instance ID; the `Display` text is what the user sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInstanceId {
+    #[error("no instance ID was given: pass one like ins-a1b2c3d4")]
+    Empty,
+    #[error("the instance ID is {0} characters long; a CVM instance ID is 12, like ins-a1b2c3d4")]
+    WrongLength(usize),
+    #[error("{0} contains characters that cannot be in an instance ID (only a-z and 0-9 after `ins-`, like ins-a1b2c3d4)")]
+    BadCharacters(Quoted),
+    #[error("{0} has upper-case letters: instance IDs are lower case, try {1}")]
+    UpperCase(Quoted, String),
+    #[error("{0} does not start with `ins-`; a CVM instance ID looks like ins-a1b2c3d4")]
+    BadPrefix(Quoted),
+}
+
+impl InstanceId {
+    pub const EXAMPLE: &'static str = "ins-a1b2c3d4";
+
+    /// Validates `^ins-[a-z0-9]{8}$`, saying precisely what is wrong otherwise.
+    pub fn parse(input: &str) -> Result<Self, InvalidInstanceId> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidInstanceId::Empty);
+        }
+        let chars = trimmed.chars().count();
+        if chars != 12 {
+            return Err(InvalidInstanceId::WrongLength(chars));
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        let valid = |s: &str| {
+            s.strip_prefix("ins-").is_some_and(|rest| {
+                rest.len() == 8
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+        };
+        if valid(trimmed) {
+            return Ok(Self(trimmed.to_owned()));
+        }
+        if valid(&lower) {
+            return Err(InvalidInstanceId::UpperCase(Quoted::new(trimmed), lower));
+        }
+        if !lower.starts_with("ins-") {
+            return Err(InvalidInstanceId::BadPrefix(Quoted::new(trimmed)));
+        }
+        Err(InvalidInstanceId::BadCharacters(Quoted::new(trimmed)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A Tencent Cloud region name such as `ap-guangzhou`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region(String);
+
+/// Regions where CVM runs. A config naming anything else is almost always a typo, and a typo here
+/// would only surface as a failed call during an incident.
+/// Source: <https://www.tencentcloud.com/document/api/213/15692> (region list).
+pub const KNOWN_REGIONS: &[&str] = &[
+    "ap-bangkok",
+    "ap-beijing",
+    "ap-beijing-fsi",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-guangzhou",
+    "ap-hongkong",
+    "ap-jakarta",
+    "ap-mumbai",
+    "ap-nanjing",
+    "ap-qingyuan",
+    "ap-seoul",
+    "ap-shanghai",
+    "ap-shanghai-fsi",
+    "ap-shenzhen-fsi",
+    "ap-singapore",
+    "ap-taipei",
+    "ap-tokyo",
+    "eu-frankfurt",
+    "eu-moscow",
+    "na-ashburn",
+    "na-siliconvalley",
+    "na-toronto",
+    "sa-saopaulo",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRegion {
+    #[error("no region was given")]
+    Empty,
+    #[error("{0} is not a Tencent Cloud region (they look like ap-guangzhou)")]
+    Malformed(Quoted),
+    #[error("{0} is not a Tencent Cloud region this bot knows; known regions: {known}", known = KNOWN_REGIONS.join(", "))]
+    Unknown(Quoted),
+}
+
+impl Region {
+    /// Accepts only the names in [`KNOWN_REGIONS`].
+    pub fn parse(input: &str) -> Result<Self, InvalidRegion> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidRegion::Empty);
+        }
+        if let Some(known) = KNOWN_REGIONS.iter().find(|r| **r == trimmed) {
+            return Ok(Self((*known).to_owned()));
+        }
+        let well_formed = trimmed.len() <= 32
+            && trimmed
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && trimmed.contains('-');
+        if well_formed {
+            Err(InvalidRegion::Unknown(Quoted::new(trimmed)))
+        } else {
+            Err(InvalidRegion::Malformed(Quoted::new(trimmed)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Finance-cloud regions (`ap-shanghai-fsi`, ...) are served only at their own domain.
+    pub fn is_finance(&self) -> bool {
+        self.0.ends_with("-fsi")
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Region::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A Discord snowflake (user, guild, channel or role ID). Config files may write it as an integer
+/// or as a string, since many tools copy IDs as strings to dodge float precision loss.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Snowflake(u64);
+
+impl Snowflake {
+    pub fn new(id: u64) -> Option<Self> {
+        (id != 0).then_some(Self(id))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Snowflake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Snowflake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for Snowflake {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(Snowflake::new)
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a Discord ID (a positive number such as 800000000000000001)",
+                    Quoted::new(s)
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Snowflake {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Snowflake;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Discord ID: a number like 800000000000000001, or the same in quotes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Snowflake, E> {
+                Snowflake::new(v).ok_or_else(|| E::custom("a Discord ID cannot be 0"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Snowflake, E> {
+                u64::try_from(v)
+                    .ok()
+                    .and_then(Snowflake::new)
+                    .ok_or_else(|| E::custom("a Discord ID must be a positive number"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Snowflake, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// User input made safe to quote in a message: bounded, control characters escaped, in backticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted(String);
+
+impl Quoted {
+    pub fn new(input: &str) -> Self {
+        let total = input.chars().count();
+        let mut out = String::with_capacity(ECHO_LIMIT + 16);
+        for c in input.chars().take(ECHO_LIMIT) {
+            match c {
+                '`' => out.push('\''),
+                c if c.is_control() => out.extend(c.escape_default()),
+                c => out.push(c),
+            }
+        }
+        if total > ECHO_LIMIT {
+            out.push_str(&format!("… ({total} characters)"));
+        }
+        Self(out)
+    }
+}
+
+impl fmt::Display for Quoted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids() {
+        assert!(InstanceId::parse("ins-a1b2c3d4").is_ok());
+        assert_eq!(
+            InstanceId::parse(" ins-a1b2c3d4 ").unwrap().as_str(),
+            "ins-a1b2c3d4"
+        );
+        assert_eq!(InstanceId::parse(""), Err(InvalidInstanceId::Empty));
+        assert_eq!(
+            InstanceId::parse("ins-1122"),
+            Err(InvalidInstanceId::WrongLength(8))
+        );
+        assert!(matches!(
+            InstanceId::parse("INS-A1B2C3D4"),
+            Err(InvalidInstanceId::UpperCase(_, s)) if s == "ins-a1b2c3d4"
+        ));
+        assert!(matches!(
+            InstanceId::parse("ins-a1b2 3d4"),
+            Err(InvalidInstanceId::BadCharacters(_))
+        ));
+        assert!(matches!(
+            InstanceId::parse("lhins-a1b2c3"),
+            Err(InvalidInstanceId::BadPrefix(_))
+        ));
+        assert!(matches!(
+            InstanceId::parse("ins-a1b2c3dé"),
+            Err(InvalidInstanceId::BadCharacters(_))
+        ));
+        let huge = "x".repeat(10_000);
+        let err = InstanceId::parse(&huge).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn regions() {
+        assert!(Region::parse("ap-guangzhou").is_ok());
+        assert!(Region::parse("ap-shanghai-fsi").unwrap().is_finance());
+        assert!(!Region::parse("ap-guangzhou").unwrap().is_finance());
+        assert!(matches!(
+            Region::parse("ap-guangzho"),
+            Err(InvalidRegion::Unknown(_))
+        ));
+        assert!(matches!(
+            Region::parse("AP GZ"),
+            Err(InvalidRegion::Malformed(_))
+        ));
+        assert_eq!(Region::parse("  "), Err(InvalidRegion::Empty));
+    }
+
+    #[test]
+    fn quoting_escapes_controls_and_bounds_length() {
+        assert_eq!(Quoted::new("a\nb`c").to_string(), "`a\\nb'c`");
+        let q = Quoted::new(&"y".repeat(500)).to_string();
+        assert!(q.contains("(500 characters)") && q.len() < 70, "{q}");
+    }
+
+    #[test]
+    fn snowflakes_from_ints_and_strings() {
+        #[derive(Deserialize)]
+        struct T {
+            a: Snowflake,
+            b: Snowflake,
+        }
+        let t: T = toml::from_str("a = 5\nb = \"800000000000000001\"").unwrap();
+        assert_eq!((t.a.get(), t.b.get()), (5, 800000000000000001));
+        assert!(toml::from_str::<T>("a = 0\nb = 1").is_err());
+        assert!(toml::from_str::<T>("a = -3\nb = 1").is_err());
+        assert!(toml::from_str::<T>("a = \"abc\"\nb = 1").is_err());
+    }
+}

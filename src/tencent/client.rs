@@ -1,0 +1,331 @@
+//! The CVM API client for `DescribeInstanceVncUrl`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use reqwest::Url;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::endpoint::{self, Endpoint};
+use super::error::{ApiErrorKind, TencentError};
+use super::sign::{sign, SignInput};
+use crate::config::{Language, TencentConfig, TencentCredentials};
+use crate::ids::{InstanceId, Region};
+use crate::limits::ApiPacer;
+use crate::link::ConsoleUrl;
+
+const SERVICE: &str = "cvm";
+const ACTION: &str = "DescribeInstanceVncUrl";
+const VERSION: &str = "2017-03-12";
+/// Bigger answers are not Tencent's: refuse rather than buffer them.
+const MAX_BODY: usize = 256 * 1024;
+
+/// How many times, and how patiently, transient failures are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    /// Backoff before retry `n` is a random duration in `[base·2ⁿ/2, base·2ⁿ]`.
+    pub base: Duration,
+    /// Tencent's rate limit counts per second, so after `RequestLimitExceeded` wait at least this.
+    pub rate_limited_floor: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            base: Duration::from_millis(200),
+            rate_limited_floor: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A freshly minted console URL.
+#[derive(Debug)]
+pub struct VncUrl {
+    pub url: ConsoleUrl,
+    pub request_id: String,
+    /// When the API answered; the URL works until 15 s after this.
+    pub issued_at: SystemTime,
+    /// Attempts it took (1 when the first succeeded).
+    pub attempts: u32,
+}
+
+pub struct CvmClient {
+    http: reqwest::Client,
+    creds: TencentCredentials,
+    endpoint_override: Option<Url>,
+    language: Language,
+    timeout: Duration,
+    pacer: ApiPacer,
+    retry: RetryPolicy,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "Response")]
+    response: Body,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(rename = "Error")]
+    error: Option<ApiError>,
+    #[serde(rename = "RequestId")]
+    request_id: Option<String>,
+    #[serde(rename = "InstanceVncUrl")]
+    instance_vnc_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(rename = "Code")]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl CvmClient {
+    pub fn new(
+        cfg: &TencentConfig,
+        creds: TencentCredentials,
+        pacer: ApiPacer,
+        retry: RetryPolicy,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(false)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("vncbot/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            creds,
+            endpoint_override: cfg.endpoint.clone(),
+            language: cfg.language,
+            timeout: cfg.timeout,
+            pacer,
+            retry,
+        })
+    }
+
+    pub fn endpoint(&self, region: &Region) -> Endpoint {
+        endpoint::resolve(region, self.endpoint_override.as_ref())
+    }
+
+    /// Mints a console URL, retrying transient failures with jittered backoff. The first success
+    /// is returned at once: each success is a single-use URL, and dropping one for a stale error
+    /// (as the Python SDK's retryer does) loses it.
+    pub async fn describe_instance_vnc_url(
+        &self,
+        region: &Region,
+        instance: &InstanceId,
+    ) -> Result<VncUrl, TencentError> {
+        let endpoint = self.endpoint(region);
+        // Serialised once; every attempt signs and sends these exact bytes.
+        let body = serde_json::to_vec(&serde_json::json!({ "InstanceId": instance.as_str() }))
+            .expect("a JSON object of one string serialises");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.attempt(&endpoint, region, &body).await;
+            match result {
+                Ok((url, request_id)) => {
+                    return Ok(VncUrl {
+                        url,
+                        request_id,
+                        issued_at: SystemTime::now(),
+                        attempts: attempt,
+                    })
+                }
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let delay = self.backoff(attempt, &e);
+                    tracing::warn!(
+                        %instance, %region, attempt, code = %e.code(),
+                        request_id = e.request_id().unwrap_or("-"),
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e, "Tencent call failed, retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32, e: &TencentError) -> Duration {
+        let ceiling = self.retry.base * 2u32.saturating_pow(attempt - 1);
+        let jittered = ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0);
+        match e {
+            TencentError::Api {
+                kind: ApiErrorKind::RateLimited,
+                ..
+            } => jittered.max(self.retry.rate_limited_floor),
+            _ => jittered,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        region: &Region,
+        body: &[u8],
+    ) -> Result<(ConsoleUrl, String), TencentError> {
+        self.pacer
+            .acquire()
+            .await
+            .map_err(|q| TencentError::QueueFull {
+                retry_after: q.retry_after,
+            })?;
+        // Signed after the pacer's wait, just before sending: Tencent rejects timestamps more
+        // than five minutes off, and a queued request must not carry a stale one.
+        let headers = self.signed_headers(endpoint, region, body)?;
+        let response = self
+            .http
+            .post(endpoint.url.clone())
+            .headers(headers)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let bytes = read_bounded(response)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        // Parse whatever the Content-Type says: gateways mislabel JSON.
+        let parsed: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        let request_id = parsed.as_ref().and_then(|p| p.response.request_id.clone());
+        if status != reqwest::StatusCode::OK {
+            return Err(TencentError::Status {
+                status: status.as_u16(),
+                request_id,
+            });
+        }
+        let Some(Envelope { response }) = parsed else {
+            return Err(TencentError::InvalidResponse {
+                detail: format!(
+                    "HTTP 200 but the body is not Tencent's JSON ({} bytes)",
+                    bytes.len()
+                ),
+                request_id: None,
+            });
+        };
+        let request_id = response.request_id.unwrap_or_default();
+        if let Some(err) = response.error {
+            return Err(TencentError::Api {
+                kind: ApiErrorKind::classify(&err.code),
+                code: err.code,
+                message: err.message,
+                request_id,
+            });
+        }
+        let Some(raw) = response.instance_vnc_url else {
+            return Err(TencentError::InvalidResponse {
+                detail: "success without InstanceVncUrl".into(),
+                request_id: Some(request_id),
+            });
+        };
+        let url = ConsoleUrl::compose(&raw).map_err(|e| TencentError::InvalidResponse {
+            detail: e.to_string(),
+            request_id: Some(request_id.clone()),
+        })?;
+        Ok((url, request_id))
+    }
+
+    fn signed_headers(
+        &self,
+        endpoint: &Endpoint,
+        region: &Region,
+        body: &[u8],
+    ) -> Result<HeaderMap, TencentError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| TencentError::Signing("the system clock is before 1970".into()))?
+            .as_secs() as i64;
+        let content_type = "application/json";
+        let signed = sign(&SignInput {
+            secret_id: &self.creds.secret_id,
+            secret_key: self.creds.secret_key.expose_secret(),
+            service: SERVICE,
+            timestamp,
+            headers: &[("content-type", content_type), ("host", &endpoint.host)],
+            payload: body,
+        })
+        .map_err(|e| TencentError::Signing(e.to_string()))?;
+
+        let mut h = HeaderMap::with_capacity(10);
+        let value = |s: &str| {
+            HeaderValue::from_str(s)
+                .map_err(|_| TencentError::Signing("a header value has invalid characters".into()))
+        };
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(HOST, value(&endpoint.host)?);
+        h.insert(
+            HeaderName::from_static("x-tc-action"),
+            HeaderValue::from_static(ACTION),
+        );
+        h.insert(
+            HeaderName::from_static("x-tc-version"),
+            HeaderValue::from_static(VERSION),
+        );
+        h.insert(
+            HeaderName::from_static("x-tc-region"),
+            value(region.as_str())?,
+        );
+        h.insert(
+            HeaderName::from_static("x-tc-timestamp"),
+            value(&timestamp.to_string())?,
+        );
+        h.insert(
+            HeaderName::from_static("x-tc-language"),
+            HeaderValue::from_static(self.language.as_str()),
+        );
+        if let Some(token) = &self.creds.session_token {
+            let mut v = value(token.expose_secret())?;
+            v.set_sensitive(true);
+            h.insert(HeaderName::from_static("x-tc-token"), v);
+        }
+        let mut auth = value(&signed.authorization)?;
+        auth.set_sensitive(true);
+        h.insert(AUTHORIZATION, auth);
+        Ok(h)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> TencentError {
+        let e = e.without_url();
+        if e.is_timeout() {
+            TencentError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            TencentError::Connect(error_chain(&e))
+        } else {
+            TencentError::Transport(error_chain(&e))
+        }
+    }
+}
+
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::with_capacity(512);
+    while let Some(chunk) = response.chunk().await? {
+        if out.len() + chunk.len() > MAX_BODY {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

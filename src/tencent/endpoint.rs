@@ -1,0 +1,67 @@
+//! Which host serves a region.
+
+use reqwest::Url;
+
+use crate::ids::Region;
+
+/// Where a request goes and the `Host` value it is signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: Url,
+    /// `host[:port]`, exactly as sent in the `Host` header (and signed).
+    pub host: String,
+}
+
+/// The CVM endpoint for `region`. Ordinary regions use the nearest-access domain; finance-cloud
+/// regions (`*-fsi`) are reachable only at `cvm.<region>.tencentcloudapi.com`, which Tencent's own
+/// SDK does not pick for you. An `override_url` (private links, tests) wins over both.
+pub fn resolve(region: &Region, override_url: Option<&Url>) -> Endpoint {
+    let url = match override_url {
+        Some(u) => u.clone(),
+        None if region.is_finance() => {
+            Url::parse(&format!("https://cvm.{region}.tencentcloudapi.com/"))
+                .expect("a known region makes a valid host name")
+        }
+        None => Url::parse("https://cvm.tencentcloudapi.com/").expect("constant URL"),
+    };
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => unreachable!("config validation only accepts URLs with a host"),
+    };
+    Endpoint { url, host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Region {
+        Region::parse(s).unwrap()
+    }
+
+    #[test]
+    fn ordinary_and_finance_regions() {
+        let e = resolve(&r("ap-guangzhou"), None);
+        assert_eq!(e.host, "cvm.tencentcloudapi.com");
+        assert_eq!(e.url.as_str(), "https://cvm.tencentcloudapi.com/");
+        let e = resolve(&r("ap-shanghai-fsi"), None);
+        assert_eq!(e.host, "cvm.ap-shanghai-fsi.tencentcloudapi.com");
+        assert_eq!(
+            e.url.as_str(),
+            "https://cvm.ap-shanghai-fsi.tencentcloudapi.com/"
+        );
+    }
+
+    #[test]
+    fn override_keeps_its_port_in_the_host() {
+        let o = Url::parse("http://127.0.0.1:8080").unwrap();
+        let e = resolve(&r("ap-shanghai-fsi"), Some(&o));
+        assert_eq!(e.host, "127.0.0.1:8080");
+        let o = Url::parse("https://cvm.internal.example").unwrap();
+        assert_eq!(
+            resolve(&r("ap-guangzhou"), Some(&o)).host,
+            "cvm.internal.example"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! What can go wrong calling Tencent, typed by error-code family, with the sentence a user sees.
+//! Source of the codes: <https://www.tencentcloud.com/document/api/213/15739> (the action's error
+//! codes) and <https://www.tencentcloud.com/document/api/213/33281> (common error codes).
+
+use std::time::Duration;
+
+use crate::ids::{InstanceId, Region};
+
+/// Families of Tencent error codes. We branch on `Code`, never on `Message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// `InvalidInstanceId.Malformed`, `InvalidParameterValue.InstanceIdMalformed`.
+    MalformedId,
+    /// `InvalidInstanceId.NotFound`.
+    NotFound,
+    /// `InvalidInstanceState`, `UnsupportedOperation.InstanceState*`.
+    InstanceState,
+    /// `OperationDenied.InstanceOperationInProgress`.
+    Busy,
+    /// `AuthFailure.*`, `UnauthorizedOperation*`: our credentials, clock or CAM policy.
+    Credentials,
+    /// `RequestLimitExceeded*`.
+    RateLimited,
+    /// `InternalError*`, `ServiceUnavailable*`.
+    ServerSide,
+    /// Anything else (`InvalidParameter`, `UnknownParameter`, ...): a bug on our side.
+    Other,
+}
+
+impl ApiErrorKind {
+    pub fn classify(code: &str) -> Self {
+        let family = |prefix: &str| code == prefix || code.starts_with(&format!("{prefix}."));
+        if matches!(
+            code,
+            "InvalidInstanceId.Malformed" | "InvalidParameterValue.InstanceIdMalformed"
+        ) {
+            Self::MalformedId
+        } else if code == "InvalidInstanceId.NotFound" {
+            Self::NotFound
+        } else if code == "InvalidInstanceState"
+            || code.starts_with("UnsupportedOperation.InstanceState")
+        {
+            Self::InstanceState
+        } else if code == "OperationDenied.InstanceOperationInProgress" {
+            Self::Busy
+        } else if family("AuthFailure") || code.starts_with("UnauthorizedOperation") {
+            Self::Credentials
+        } else if code.starts_with("RequestLimitExceeded") {
+            Self::RateLimited
+        } else if family("InternalError") || family("ServiceUnavailable") {
+            Self::ServerSide
+        } else {
+            Self::Other
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TencentError {
+    /// Tencent processed the request and answered with an error.
+    #[error("Tencent error {code} (RequestId {request_id}): {message}")]
+    Api {
+        kind: ApiErrorKind,
+        code: String,
+        message: String,
+        request_id: String,
+    },
+    /// A non-200 status: a gateway or network failure in front of the API.
+    #[error("HTTP status {status} from the CVM endpoint")]
+    Status {
+        status: u16,
+        request_id: Option<String>,
+    },
+    #[error("no answer from the CVM endpoint within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to the CVM endpoint: {0}")]
+    Connect(String),
+    #[error("the connection to the CVM endpoint failed: {0}")]
+    Transport(String),
+    /// HTTP 200 with a body we cannot use (including a success without `InstanceVncUrl`).
+    #[error("unusable answer from the CVM endpoint: {detail}")]
+    InvalidResponse {
+        detail: String,
+        request_id: Option<String>,
+    },
+    /// Our own pacer's queue is longer than a caller may wait.
+    #[error("too many Tencent calls queued; retry in {retry_after:?}")]
+    QueueFull { retry_after: Duration },
+    /// The request could not be built (a clock before 1970, say).
+    #[error("cannot sign the request: {0}")]
+    Signing(String),
+}
+
+impl TencentError {
+    /// Worth another attempt: the same request may well succeed in a moment.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { kind, .. } => {
+                matches!(kind, ApiErrorKind::RateLimited | ApiErrorKind::ServerSide)
+            }
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            Self::Timeout(_) | Self::Connect(_) | Self::Transport(_) => true,
+            Self::InvalidResponse { .. } | Self::QueueFull { .. } | Self::Signing(_) => false,
+        }
+    }
+
+    /// True when the admins, not the user, must act (credentials, CAM policy, clock, a bug).
+    pub fn needs_admin(&self) -> bool {
+        matches!(
+            self,
+            Self::Api {
+                kind: ApiErrorKind::Credentials | ApiErrorKind::Other,
+                ..
+            } | Self::InvalidResponse { .. }
+                | Self::Signing(_)
+        )
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Api { request_id, .. } => Some(request_id),
+            Self::Status { request_id, .. } | Self::InvalidResponse { request_id, .. } => {
+                request_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable code for logs, metrics and the audit journal.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Api { code, .. } => code.clone(),
+            Self::Status { status, .. } => format!("http_{status}"),
+            Self::Timeout(_) => "timeout".into(),
+            Self::Connect(_) => "connect".into(),
+            Self::Transport(_) => "transport".into(),
+            Self::InvalidResponse { .. } => "invalid_response".into(),
+            Self::QueueFull { .. } => "queue_full".into(),
+            Self::Signing(_) => "signing".into(),
+        }
+    }
+
+    /// What the person who asked is told: what happened and what to do next. Never Tencent's
+    /// message text (it may be in Chinese, or reveal account details) and never a secret.
+    pub fn user_message(&self, instance: &InstanceId, region: &Region) -> String {
+        let reference = self
+            .request_id()
+            .map(|id| format!(" (Tencent RequestId {id})"))
+            .unwrap_or_default();
+        match self {
+            Self::Api { kind, .. } => match kind {
+                ApiErrorKind::MalformedId => format!(
+                    "Tencent Cloud says {instance} is not a valid instance ID. Copy the ID from the CVM console and try again."
+                ),
+                ApiErrorKind::NotFound => format!(
+                    "There is no instance {instance} in {region}. If it runs in another region, try again with the region option."
+                ),
+                ApiErrorKind::InstanceState => format!(
+                    "{instance} is in a state that does not allow a console (stopped, starting or being created). Start it or wait until it is running, then try again."
+                ),
+                ApiErrorKind::Busy => format!(
+                    "{instance} is busy with another operation. Try again in a minute."
+                ),
+                ApiErrorKind::Credentials | ApiErrorKind::Other => format!(
+                    "The bot is misconfigured: Tencent Cloud refused its request{reference}. The admins have been told; this is not something you can fix."
+                ),
+                ApiErrorKind::RateLimited | ApiErrorKind::ServerSide => format!(
+                    "Tencent Cloud is busy or failing right now{reference}. Try again in a minute."
+                ),
+            },
+            Self::Status { .. } | Self::Timeout(_) | Self::Connect(_) | Self::Transport(_) => format!(
+                "Tencent Cloud could not be reached{reference}. Try again in a minute; if it keeps failing, tell the admins."
+            ),
+            Self::InvalidResponse { .. } | Self::Signing(_) => format!(
+                "Tencent Cloud's answer could not be used{reference}. Try again; if it keeps happening, tell the admins."
+            ),
+            Self::QueueFull { retry_after } => format!(
+                "Too many console requests are waiting for Tencent Cloud. Try again in {} seconds.",
+                retry_after.as_secs().max(1)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_fall_into_families() {
+        use ApiErrorKind::*;
+        for (code, kind) in [
+            ("InvalidInstanceId.Malformed", MalformedId),
+            ("InvalidParameterValue.InstanceIdMalformed", MalformedId),
+            ("InvalidInstanceId.NotFound", NotFound),
+            ("InvalidInstanceState", InstanceState),
+            ("UnsupportedOperation.InstanceStateStopped", InstanceState),
+            ("UnsupportedOperation.InstanceStatePending", InstanceState),
+            ("OperationDenied.InstanceOperationInProgress", Busy),
+            ("AuthFailure.SignatureFailure", Credentials),
+            ("AuthFailure", Credentials),
+            ("UnauthorizedOperation", Credentials),
+            ("UnauthorizedOperation.CamNoAuth", Credentials),
+            ("RequestLimitExceeded", RateLimited),
+            ("RequestLimitExceeded.UinLimitExceeded", RateLimited),
+            ("InternalError", ServerSide),
+            ("InternalError.Unknown", ServerSide),
+            ("ServiceUnavailable", ServerSide),
+            ("UnknownParameter", Other),
+            ("AuthFailureX", Other),
+        ] {
+            assert_eq!(ApiErrorKind::classify(code), kind, "{code}");
+        }
+    }
+}
