@@ -4,7 +4,10 @@
 //! [`grant`] (the transport-free core) → [`access`], [`limits`], [`audit`], [`tencent`].
 
 pub mod access;
+pub mod audit;
 pub mod config;
+pub mod discord;
+pub mod grant;
 pub mod ids;
 pub mod limits;
 pub mod link;

@@ -1,1 +1,69 @@
-fn main() {}
+//! The `vncbot` command line. Each command lives in its own file under `src/cli/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "vncbot",
+    version,
+    about = "Audited on-call access to Tencent Cloud CVM consoles from Discord"
+)]
+struct Args {
+    /// Config file
+    #[arg(long, global = true, env = "VNCBOT_CONFIG", default_value = vncbot::config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Discord bot until SIGINT or SIGTERM
+    Run,
+    /// Fetch one fresh console link and print it alone on stdout
+    Url {
+        /// The CVM instance ID, like ins-a1b2c3d4
+        instance_id: String,
+        /// Region (default: the first in tencent.regions)
+        #[arg(long)]
+        region: Option<String>,
+        /// Why you need the console (recorded in the audit journal)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Validate the config and the environment and print the effective policy
+    CheckConfig,
+    /// Audit journal tools
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the journal's hash chain (default file: audit.path from the config)
+    Verify { file: Option<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let code = match args.command {
+        Command::Run => cli::run::main(&args.config),
+        Command::Url {
+            instance_id,
+            region,
+            reason,
+        } => cli::url::main(&args.config, instance_id, region, reason),
+        Command::CheckConfig => cli::check_config::main(&args.config),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => cli::audit_verify::main(&args.config, file),
+    };
+    ExitCode::from(code as u8)
+}

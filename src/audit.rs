@@ -1,0 +1,729 @@
+//! The audit journal: one JSON object a line, hash-chained, fsynced before the bot acts.
+//!
+//! Each record carries `prev` (the previous record's hash) and `hash` (SHA-256 of the record's own
+//! line without its `hash` field), so editing, deleting, inserting or reordering lines breaks the
+//! chain at the first changed record. One writer serialises appends, so concurrent requests can
+//! neither interleave bytes nor fork the chain. The console link is never a field.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HASH_SUFFIX_LEN: usize = r#","hash":""}"#.len() + 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Allowed and about to call Tencent (written before the call).
+    Requested,
+    /// Refused by the allowlist.
+    Denied,
+    /// Refused as malformed (bad ID, region, reason, guild).
+    Invalid,
+    /// Refused by a per-member or per-instance limit.
+    Limited,
+    /// Tencent returned a URL (the URL itself is never recorded).
+    Issued,
+    /// Tencent or the network failed.
+    Failed,
+    /// The link reached the member's DMs.
+    Delivered,
+    /// The DM could not be sent; the link was discarded.
+    DmFailed,
+    /// A torn last line (a crash mid-write) was found and sealed at start-up.
+    Sealed,
+}
+
+/// Who asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Discord { id: u64, name: String },
+    Local { user: String },
+}
+
+impl Actor {
+    /// The key for per-member limits.
+    pub fn key(&self) -> String {
+        match self {
+            Actor::Discord { id, .. } => format!("discord:{id}"),
+            Actor::Local { user } => format!("local:{user}"),
+        }
+    }
+
+    /// The person running this process, for `vncbot url`.
+    pub fn local() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        Actor::Local {
+            user: match uid {
+                Some(uid) => format!("{user} (uid {uid})"),
+                None => user,
+            },
+        }
+    }
+}
+
+/// What one record says, apart from the chain fields the journal fills in.
+#[derive(Debug, Clone, Default)]
+pub struct Entry<'a> {
+    pub guild: Option<u64>,
+    pub channel: Option<u64>,
+    pub instance: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    /// The allowlist rule that allowed the request.
+    pub rule: Option<usize>,
+    /// Our or Tencent's error code.
+    pub code: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    /// The `seq` of the record this one follows up (an outcome names its `requested`).
+    pub refers_to: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    seq: u64,
+    time: String,
+    event: Event,
+    actor_id: String,
+    actor_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guild: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refers_to: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torn_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torn_bytes: Option<usize>,
+    prev: &'a str,
+}
+
+/// The fields `verify` reads back.
+#[derive(Deserialize)]
+struct Head {
+    seq: u64,
+    time: String,
+    event: Event,
+    prev: String,
+    torn_sha256: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open the audit journal {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("the audit journal {path} is damaged: {problem}. Run `vncbot audit verify` and move the file aside once it has been examined")]
+    Damaged { path: PathBuf, problem: VerifyError },
+    #[error("cannot write to the audit journal {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("the audit journal {path} was moved, deleted or replaced while the bot was running")]
+    Replaced { path: PathBuf },
+    #[error(
+        "an earlier write to the audit journal failed and could not be undone; restart the bot"
+    )]
+    Poisoned,
+}
+
+/// Where a record landed in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The journal's single writer. Cheap to clone; all clones append to the same chain.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Mutex<Writer>>,
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    /// (device, inode) of the file we opened, to notice it being replaced under us.
+    identity: (u64, u64),
+    len: u64,
+    seq: u64,
+    prev: String,
+    poisoned: bool,
+}
+
+impl Journal {
+    /// Opens (creating it and its directory, mode 0600) and checks the chain. A torn last line is
+    /// sealed with a `sealed` record; any other damage refuses to start, since appending to a
+    /// broken chain would hide the break.
+    pub fn open(path: &Path) -> Result<(Self, Option<Appended>), AuditError> {
+        let open_err = |source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(open_err)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(open_err(io::Error::other("not a regular file")));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(open_err)?;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes).map_err(open_err)?;
+
+        let (state, torn) = match verify_bytes(&bytes) {
+            Ok(summary) => (summary, None),
+            Err(VerifyError {
+                kind: Problem::TornTail { bytes: n },
+                ..
+            }) => {
+                let fragment = &bytes[bytes.len() - n..];
+                let intact = verify_bytes(&bytes[..bytes.len() - n]).map_err(|problem| {
+                    AuditError::Damaged {
+                        path: path.to_owned(),
+                        problem,
+                    }
+                })?;
+                (intact, Some(fragment.to_vec()))
+            }
+            Err(problem) => {
+                return Err(AuditError::Damaged {
+                    path: path.to_owned(),
+                    problem,
+                })
+            }
+        };
+        let journal = Journal {
+            inner: Arc::new(Mutex::new(Writer {
+                path: path.to_owned(),
+                identity: (meta.dev(), meta.ino()),
+                len: bytes.len() as u64,
+                file,
+                seq: state.last_seq,
+                prev: state.last_hash,
+                poisoned: false,
+            })),
+        };
+        let sealed = match torn {
+            None => None,
+            Some(fragment) => Some(journal.seal(&fragment)?),
+        };
+        Ok((journal, sealed))
+    }
+
+    fn seal(&self, fragment: &[u8]) -> Result<Appended, AuditError> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // End the torn fragment's line so the seal starts on a line of its own.
+        w.write_raw(b"\n")?;
+        let actor = Actor::Local {
+            user: "vncbot".into(),
+        };
+        w.append(
+            Event::Sealed,
+            &actor,
+            &Entry::default(),
+            Some((hex::encode(Sha256::digest(fragment)), fragment.len())),
+        )
+    }
+
+    /// Appends one record and fsyncs it. Blocking I/O runs off the async workers.
+    pub async fn append(
+        &self,
+        event: Event,
+        actor: &Actor,
+        entry: &Entry<'_>,
+    ) -> Result<Appended, AuditError> {
+        let this = self.clone();
+        let actor = actor.clone();
+        let owned = OwnedEntry::from(entry);
+        tokio::task::spawn_blocking(move || this.append_blocking(event, &actor, &owned.borrow()))
+            .await
+            .unwrap_or(Err(AuditError::Poisoned))
+    }
+
+    pub fn append_blocking(
+        &self,
+        event: Event,
+        actor: &Actor,
+        entry: &Entry<'_>,
+    ) -> Result<Appended, AuditError> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.append(event, actor, entry, None)
+    }
+
+    /// True when the file is still ours and writable: for health checks.
+    pub fn is_healthy(&self) -> bool {
+        let w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        !w.poisoned && w.check_identity().is_ok()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .path
+            .clone()
+    }
+}
+
+impl Writer {
+    fn check_identity(&self) -> Result<(), AuditError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_file() && (m.dev(), m.ino()) == self.identity => Ok(()),
+            _ => Err(AuditError::Replaced {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned);
+        }
+        self.check_identity()?;
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = result {
+            // Undo a partial line so the next record starts clean; if even that fails, refuse
+            // every later write rather than glue records onto garbage.
+            if self.file.set_len(self.len).is_err() {
+                self.poisoned = true;
+            }
+            return Err(AuditError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        event: Event,
+        actor: &Actor,
+        e: &Entry<'_>,
+        torn: Option<(String, usize)>,
+    ) -> Result<Appended, AuditError> {
+        let (actor_id, actor_name) = match actor {
+            Actor::Discord { id, name } => (id.to_string(), name.as_str()),
+            Actor::Local { user } => ("local".to_owned(), user.as_str()),
+        };
+        let seq = self.seq + 1;
+        let record = Record {
+            seq,
+            time: now_rfc3339(),
+            event,
+            actor_id,
+            actor_name,
+            guild: e.guild.map(|g| g.to_string()),
+            channel: e.channel.map(|c| c.to_string()),
+            instance: e.instance,
+            region: e.region,
+            reason: e.reason,
+            rule: e.rule,
+            code: e.code,
+            request_id: e.request_id,
+            refers_to: e.refers_to,
+            torn_bytes: torn.as_ref().map(|t| t.1),
+            torn_sha256: torn.map(|t| t.0),
+            prev: &self.prev,
+        };
+        let mut line = serde_json::to_vec(&record).expect("a record always serialises");
+        let hash = hex::encode(Sha256::digest(&line));
+        line.pop(); // the closing brace
+        line.extend_from_slice(br#","hash":""#);
+        line.extend_from_slice(hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        self.write_raw(&line)?;
+        self.seq = seq;
+        self.prev.clone_from(&hash);
+        Ok(Appended { seq, hash })
+    }
+}
+
+struct OwnedEntry {
+    guild: Option<u64>,
+    channel: Option<u64>,
+    instance: Option<String>,
+    region: Option<String>,
+    reason: Option<String>,
+    rule: Option<usize>,
+    code: Option<String>,
+    request_id: Option<String>,
+    refers_to: Option<u64>,
+}
+
+impl OwnedEntry {
+    fn from(e: &Entry<'_>) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Self {
+            guild: e.guild,
+            channel: e.channel,
+            instance: own(e.instance),
+            region: own(e.region),
+            reason: own(e.reason),
+            rule: e.rule,
+            code: own(e.code),
+            request_id: own(e.request_id),
+            refers_to: e.refers_to,
+        }
+    }
+
+    fn borrow(&self) -> Entry<'_> {
+        Entry {
+            guild: self.guild,
+            channel: self.channel,
+            instance: self.instance.as_deref(),
+            region: self.region.as_deref(),
+            reason: self.reason.as_deref(),
+            rule: self.rule,
+            code: self.code.as_deref(),
+            request_id: self.request_id.as_deref(),
+            refers_to: self.refers_to,
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    let now = OffsetDateTime::now_utc();
+    let now = now
+        .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(now);
+    now.format(&Rfc3339).expect("UTC times always format")
+}
+
+// ---- verification -----------------------------------------------------------------------------
+
+/// An intact chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub first_time: Option<String>,
+    pub last_time: Option<String>,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub sealed: u64,
+}
+
+/// The first problem found, with the 1-based line where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {kind}")]
+pub struct VerifyError {
+    pub line: usize,
+    pub kind: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("not a journal record (unreadable JSON or no hash)")]
+    Unreadable,
+    #[error("record seq {seq} was edited: its hash does not match its content")]
+    Edited { seq: u64 },
+    #[error("record seq {seq} does not follow the record before it (expected seq {expected}): a record was deleted, inserted or moved")]
+    OutOfSequence { seq: u64, expected: u64 },
+    #[error("record seq {seq} does not chain to the record before it: a record was deleted, inserted, moved or edited")]
+    BrokenLink { seq: u64 },
+    #[error("the last line is torn ({bytes} bytes with no line end), as a crash mid-write leaves it; the bot seals it on its next start")]
+    TornTail { bytes: usize },
+}
+
+/// Verifies a journal file.
+pub fn verify_file(path: &Path) -> Result<Result<Summary, VerifyError>, io::Error> {
+    Ok(verify_bytes(&std::fs::read(path)?))
+}
+
+/// Walks the chain. A torn line is accepted only when the next record seals exactly it.
+pub fn verify_bytes(bytes: &[u8]) -> Result<Summary, VerifyError> {
+    let mut s = Summary {
+        records: 0,
+        first_time: None,
+        last_time: None,
+        last_seq: 0,
+        last_hash: GENESIS.to_owned(),
+        sealed: 0,
+    };
+    let mut pending_torn: Option<(usize, &[u8])> = None;
+    let mut rest = bytes;
+    let mut line_no = 0;
+    while !rest.is_empty() {
+        line_no += 1;
+        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+            return Err(VerifyError {
+                line: line_no,
+                kind: Problem::TornTail { bytes: rest.len() },
+            });
+        };
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        let Some((head, hash)) = parse_line(line) else {
+            if pending_torn.is_none() && !rest.is_empty() {
+                // Could be a sealed torn line; the next record decides.
+                pending_torn = Some((line_no, line));
+                continue;
+            }
+            return Err(VerifyError {
+                line: pending_torn.map_or(line_no, |p| p.0),
+                kind: Problem::Unreadable,
+            });
+        };
+        if let Some((torn_line, fragment)) = pending_torn.take() {
+            let seals_it = head.event == Event::Sealed
+                && head.torn_sha256.as_deref() == Some(&hex::encode(Sha256::digest(fragment)));
+            if !seals_it {
+                return Err(VerifyError {
+                    line: torn_line,
+                    kind: Problem::Unreadable,
+                });
+            }
+        }
+        if head.seq != s.last_seq + 1 {
+            return Err(VerifyError {
+                line: line_no,
+                kind: Problem::OutOfSequence {
+                    seq: head.seq,
+                    expected: s.last_seq + 1,
+                },
+            });
+        }
+        if hash != hex::encode(Sha256::digest(body_without_hash(line))) {
+            return Err(VerifyError {
+                line: line_no,
+                kind: Problem::Edited { seq: head.seq },
+            });
+        }
+        if head.prev != s.last_hash {
+            return Err(VerifyError {
+                line: line_no,
+                kind: Problem::BrokenLink { seq: head.seq },
+            });
+        }
+        s.records += 1;
+        s.sealed += u64::from(head.event == Event::Sealed);
+        s.first_time.get_or_insert_with(|| head.time.clone());
+        s.last_time = Some(head.time);
+        s.last_seq = head.seq;
+        s.last_hash = hash.to_owned();
+    }
+    if let Some((line, _)) = pending_torn {
+        return Err(VerifyError {
+            line,
+            kind: Problem::Unreadable,
+        });
+    }
+    Ok(s)
+}
+
+/// Splits `{...,"hash":"<64 hex>"}` into its parsed head and the hash.
+fn parse_line(line: &[u8]) -> Option<(Head, &str)> {
+    if line.len() < HASH_SUFFIX_LEN || !line.ends_with(b"\"}") {
+        return None;
+    }
+    let suffix = &line[line.len() - HASH_SUFFIX_LEN..];
+    if !suffix.starts_with(br#","hash":""#) {
+        return None;
+    }
+    let hash = std::str::from_utf8(&suffix[9..9 + 64]).ok()?;
+    if !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let head: Head = serde_json::from_slice(&body_without_hash(line)).ok()?;
+    Some((head, hash))
+}
+
+fn body_without_hash(line: &[u8]) -> Vec<u8> {
+    let mut body = line[..line.len() - HASH_SUFFIX_LEN].to_vec();
+    body.push(b'}');
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Actor {
+        Actor::Discord {
+            id: 42,
+            name: "alice".into(),
+        }
+    }
+
+    fn journal_with(n: usize) -> (tempdir::Dir, Vec<u8>) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("audit.jsonl");
+        let (j, sealed) = Journal::open(&path).unwrap();
+        assert!(sealed.is_none());
+        for i in 0..n {
+            j.append_blocking(
+                Event::Requested,
+                &alice(),
+                &Entry {
+                    instance: Some("ins-a1b2c3d4"),
+                    region: Some("ap-guangzhou"),
+                    reason: Some(if i % 2 == 0 {
+                        "incident \"42\"\n"
+                    } else {
+                        "deploy"
+                    }),
+                    ..Entry::default()
+                },
+            )
+            .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        (dir, bytes)
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let (_d, bytes) = journal_with(5);
+        let s = verify_bytes(&bytes).unwrap();
+        assert_eq!((s.records, s.last_seq, s.sealed), (5, 5, 0));
+        assert!(s.first_time.unwrap().ends_with('Z'));
+    }
+
+    fn lines(bytes: &[u8]) -> Vec<&[u8]> {
+        bytes.split_inclusive(|b| *b == b'\n').collect()
+    }
+
+    #[test]
+    fn every_tamper_kind_is_caught_at_the_right_line() {
+        let (_d, bytes) = journal_with(5);
+        let l = lines(&bytes);
+
+        let edited = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replacen("deploy", "dep1oy", 1);
+        let e = verify_bytes(edited.as_bytes()).unwrap_err();
+        assert_eq!((e.line, e.kind), (2, Problem::Edited { seq: 2 }));
+
+        let deleted: Vec<u8> = [l[0], l[1], l[3], l[4]].concat();
+        assert_eq!(verify_bytes(&deleted).unwrap_err().line, 3);
+
+        let reordered: Vec<u8> = [l[0], l[2], l[1], l[3], l[4]].concat();
+        assert_eq!(verify_bytes(&reordered).unwrap_err().line, 2);
+
+        let inserted: Vec<u8> = [l[0], l[1], l[1], l[2], l[3], l[4]].concat();
+        assert_eq!(verify_bytes(&inserted).unwrap_err().line, 3);
+
+        let torn = &bytes[..bytes.len() - 10];
+        assert!(matches!(
+            verify_bytes(torn).unwrap_err(),
+            VerifyError {
+                line: 5,
+                kind: Problem::TornTail { .. }
+            }
+        ));
+
+        // Renumbering and rehashing a forged record still breaks the link to its neighbour.
+        let junk: Vec<u8> = [l[0], &b"{\"not\":\"a record\"}\n"[..], l[1]].concat();
+        assert_eq!(verify_bytes(&junk).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn torn_tail_is_sealed_on_open_and_the_chain_continues() {
+        let (dir, bytes) = journal_with(3);
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+        let (j, sealed) = Journal::open(&path).unwrap();
+        assert_eq!(sealed.unwrap().seq, 3);
+        j.append_blocking(Event::Denied, &alice(), &Entry::default())
+            .unwrap();
+        let s = verify_file(&path).unwrap().unwrap();
+        assert_eq!((s.records, s.sealed, s.last_seq), (4, 1, 4));
+        // The sealed fragment cannot be swapped for another.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let swapped = text.replacen("ins-a1b2c3d4", "ins-zzzzzzzz", 3);
+        assert!(verify_bytes(swapped.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_replaced_file_fails_closed() {
+        let (dir, _) = journal_with(0);
+        let path = dir.path().join("audit.jsonl");
+        let (j, _) = Journal::open(&path).unwrap();
+        j.append_blocking(Event::Requested, &alice(), &Entry::default())
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(
+            j.append_blocking(Event::Requested, &alice(), &Entry::default()),
+            Err(AuditError::Replaced { .. })
+        ));
+        assert!(!j.is_healthy());
+    }
+
+    #[test]
+    fn file_is_private_and_other_damage_refuses_to_open() {
+        let (dir, bytes) = journal_with(2);
+        let path = dir.path().join("audit.jsonl");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let edited = String::from_utf8(bytes)
+            .unwrap()
+            .replacen("alice", "mallory", 1);
+        std::fs::write(&path, edited).unwrap();
+        assert!(matches!(
+            Journal::open(&path),
+            Err(AuditError::Damaged { .. })
+        ));
+    }
+
+    /// A throwaway directory, removed on drop.
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "vncbot-audit-test-{}-{}",
+                    std::process::id(),
+                    fastrand::u64(..)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Self(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `vncbot check-config`: validates the config file and the environment and prints the effective
+//! policy. It makes no network call and creates no file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use vncbot::audit::verify_file;
+use vncbot::config::{self, mask, Config, TencentCredentials};
+use vncbot::limits::ApiPacer;
+use vncbot::tencent::endpoint;
+
+use super::Exit;
+
+pub fn main(config_path: &Path) -> Exit {
+    super::init_logging("warn", Default::default());
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Config;
+        }
+    };
+    let (report, problems) = report(config_path, &config);
+    print!("{report}");
+    if problems.is_empty() {
+        println!("OK: the config and environment are valid.");
+        Exit::Ok
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        Exit::Config
+    }
+}
+
+fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut problems = Vec::new();
+    let ids = |v: &[vncbot::ids::Snowflake]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "config: {}", path.display());
+    let _ = writeln!(out, "discord:");
+    let _ = writeln!(out, "  guilds: {}", ids(&c.discord.guild_ids));
+    let _ = writeln!(
+        out,
+        "  audit channel: {}",
+        c.discord
+            .audit_channel_id
+            .map_or("none".into(), |i| i.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "  REST API: {}",
+        c.discord
+            .api_base
+            .as_ref()
+            .map_or("https://discord.com (default)".into(), |u| format!(
+                "{u} (serenity's rate limiter off)"
+            ))
+    );
+    let _ = writeln!(
+        out,
+        "  gateway: {}",
+        c.discord
+            .gateway_url
+            .as_ref()
+            .map_or("from Discord (default)".into(), ToString::to_string)
+    );
+    let _ = writeln!(
+        out,
+        "tencent: language {}, timeout {}s",
+        c.tencent.language.as_str(),
+        c.tencent.timeout.as_secs()
+    );
+    for (i, r) in c.tencent.regions.iter().enumerate() {
+        let e = endpoint::resolve(r, c.tencent.endpoint.as_ref());
+        let _ = writeln!(
+            out,
+            "  region {r}{} -> {} (Host {})",
+            if i == 0 { " (default)" } else { "" },
+            e.url,
+            e.host
+        );
+    }
+    let _ = writeln!(out, "allow:");
+    for (i, rule) in c.allow.iter().enumerate() {
+        let regions = rule
+            .regions
+            .as_ref()
+            .map_or("every configured region".into(), |rs| {
+                rs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+        let _ = writeln!(
+            out,
+            "  [{i}] roles {} may open {} in {regions}",
+            ids(&rule.roles),
+            rule.instances.join(", ")
+        );
+    }
+    let pacer = ApiPacer::new(c.limits.api_per_second, std::time::Duration::ZERO);
+    let _ = writeln!(
+        out,
+        "limits: {} per member per minute, {} per instance per minute, Tencent calls at most {}/s (spaced {} ms)",
+        c.limits.per_user_per_minute,
+        c.limits.per_instance_per_minute,
+        c.limits.api_per_second,
+        pacer.spacing().as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "audit: {} ({}); reason {}",
+        c.audit.path.display(),
+        audit_state(&c.audit.path, &mut problems),
+        if c.audit.require_reason {
+            "required"
+        } else {
+            "optional"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "admin: {}",
+        c.admin.map_or("off".into(), |a| format!(
+            "http://{}/healthz and /metrics",
+            a.listen
+        ))
+    );
+    let _ = writeln!(out, "log: {:?}", c.log.format);
+    let _ = writeln!(out, "environment:");
+    match TencentCredentials::from_env() {
+        Ok(creds) => {
+            let _ = writeln!(
+                out,
+                "  {}: {}; {}: set; {}: {}",
+                config::SECRET_ID,
+                mask(&creds.secret_id),
+                config::SECRET_KEY,
+                config::SESSION_TOKEN,
+                if creds.session_token.is_some() {
+                    "set (temporary credentials)"
+                } else {
+                    "not set (long-term key)"
+                }
+            );
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    match config::discord_token_from_env() {
+        Ok(_) => {
+            let _ = writeln!(out, "  {}: set", config::DISCORD_TOKEN);
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    (out, problems)
+}
+
+/// Describes the journal without creating or changing anything.
+fn audit_state(path: &Path, problems: &mut Vec<String>) -> String {
+    if path.exists() {
+        match verify_file(path) {
+            Ok(Ok(s)) => format!("exists, {} records, chain intact", s.records),
+            Ok(Err(e)) if matches!(e.kind, vncbot::audit::Problem::TornTail { .. }) => {
+                format!("exists; {e}")
+            }
+            Ok(Err(e)) => {
+                problems.push(format!(
+                    "audit.path: the journal is damaged at {e}; run `vncbot audit verify`"
+                ));
+                "damaged".into()
+            }
+            Err(e) => {
+                problems.push(format!("audit.path: cannot read {}: {e}", path.display()));
+                "unreadable".into()
+            }
+        }
+    } else {
+        let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        while let Some(d) = dir {
+            if d.exists() {
+                break;
+            }
+            dir = d.parent().filter(|d| !d.as_os_str().is_empty());
+        }
+        match dir {
+            Some(d) if !d.is_dir() => {
+                problems.push(format!("audit.path: {} is not a directory", d.display()));
+                "cannot be created".into()
+            }
+            _ => "will be created on first start, mode 0600".into(),
+        }
+    }
+}

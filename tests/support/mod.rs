@@ -1,0 +1,84 @@
+//! Shared test fixtures: the mock Tencent endpoint, the fake Discord, configs and temp dirs.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod mock_cvm;
+
+use std::path::{Path, PathBuf};
+
+/// A throwaway directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "vncbot-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub const GUILD: u64 = 800000000000000001;
+pub const OTHER_GUILD: u64 = 800000000000000099;
+pub const ONCALL_ROLE: u64 = 555000000000000001;
+pub const WEB_ROLE: u64 = 555000000000000002;
+
+/// A config pointing at the given Tencent endpoint (and Discord fakes, when given), with the
+/// journal inside `dir`.
+pub fn config_text(dir: &TempDir, cvm_endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+[discord]
+guild_ids = [{GUILD}]
+{extra_discord}
+
+[tencent]
+regions = ["ap-guangzhou", "ap-shanghai-fsi"]
+endpoint = "{cvm_endpoint}"
+timeout_secs = 2
+
+[[allow]]
+roles = [{ONCALL_ROLE}]
+instances = ["*"]
+regions = ["*"]
+
+[[allow]]
+roles = ["{WEB_ROLE}"]
+instances = ["ins-web*"]
+regions = ["ap-guangzhou"]
+
+[limits]
+per_user_per_minute = 3
+per_instance_per_minute = 10
+api_per_second = 10
+
+[audit]
+path = "{audit}"
+"#,
+        extra_discord = extra,
+        audit = dir.join("audit/vncbot-audit.jsonl").display()
+    )
+}
+
+pub fn write_config(dir: &TempDir, text: &str) -> PathBuf {
+    let p = dir.join("vncbot.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
