@@ -51,21 +51,37 @@ async fn url_prints_the_link_alone_and_audits_it() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let issued = mock.issued();
     assert_eq!(stdout, format!("{CONSOLE_PAGE}{}\n", issued[0]));
-    assert!(stderr.contains("works once, until") && stderr.contains("UTC"), "{stderr}");
+    assert!(
+        stderr.contains("works once, until") && stderr.contains("UTC"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&mock.seen()[0].request_id), "{stderr}");
-    assert!(!stderr.contains("bjvnc"), "the link never reaches stderr: {stderr}");
+    assert!(
+        !stderr.contains("bjvnc"),
+        "the link never reaches stderr: {stderr}"
+    );
 
     let journal = std::fs::read_to_string(dir.join("audit/vncbot-audit.jsonl")).unwrap();
     let events: Vec<String> = journal
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(events, ["requested", "issued", "delivered"]);
     assert!(journal.contains("INC-1234 disk full") && journal.contains("tester"));
     assert!(journal.contains(&mock.seen()[0].request_id));
     assert!(!journal.contains(&issued[0]) && !journal.contains("bjvnc"));
 
-    let verify = vncbot().args(["audit", "verify", "--config"]).arg(&cfg).output().await.unwrap();
+    let verify = vncbot()
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
     assert!(text(&verify.stdout).contains("intact, 3 records"));
 }
@@ -78,14 +94,34 @@ async fn bad_input_gets_one_clear_line_and_no_request() {
     let huge = "i".repeat(10_000);
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("short", vec!["ins-1122"], "12, like ins-a1b2c3d4"),
-        ("upper", vec!["INS-RUNNING1"], "lower case, try ins-running1"),
+        (
+            "upper",
+            vec!["INS-RUNNING1"],
+            "lower case, try ins-running1",
+        ),
         ("space", vec!["ins-run ing1"], "cannot be in an instance ID"),
         ("huge", vec![&huge], "10000 characters long"),
-        ("unicode", vec!["ins-rünning1"], "cannot be in an instance ID"),
+        (
+            "unicode",
+            vec!["ins-rünning1"],
+            "cannot be in an instance ID",
+        ),
         ("prefix", vec!["vm-running12"], "does not start with `ins-`"),
-        ("region", vec!["ins-running1", "--region", "ap-mars"], "not a Tencent Cloud region this bot knows"),
-        ("served", vec!["ins-running1", "--region", "ap-tokyo"], "not one of this bot's regions"),
-        ("reason", vec!["ins-running1", "--reason", &huge], "reason is too long"),
+        (
+            "region",
+            vec!["ins-running1", "--region", "ap-mars"],
+            "not a Tencent Cloud region this bot knows",
+        ),
+        (
+            "served",
+            vec!["ins-running1", "--region", "ap-tokyo"],
+            "not one of this bot's regions",
+        ),
+        (
+            "reason",
+            vec!["ins-running1", "--reason", &huge],
+            "reason is too long",
+        ),
     ];
     for (name, args, expect) in cases {
         let out = url(&cfg, &args).await;
@@ -121,7 +157,10 @@ async fn tencent_refusals_map_to_messages_and_exit_codes() {
 
     let bad_key = vncbot()
         .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", "wrongwrongwrongwrongwrongwrong00")
+        .env(
+            "TENCENTCLOUD_SECRET_KEY",
+            "wrongwrongwrongwrongwrongwrong00",
+        )
         .args(["url", "ins-running1", "--config"])
         .arg(&cfg)
         .output()
@@ -138,7 +177,12 @@ async fn missing_secrets_and_bad_configs_are_named() {
     let mock = MockCvm::start().await;
     let dir = TempDir::new("cli-env");
     let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
-    let out = vncbot().args(["url", "ins-running1", "--config"]).arg(&cfg).output().await.unwrap();
+    let out = vncbot()
+        .args(["url", "ins-running1", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("TENCENTCLOUD_SECRET_ID is not set"));
     let out = vncbot()
@@ -182,7 +226,12 @@ async fn check_config_prints_the_policy_and_fails_on_problems() {
     let mock = MockCvm::start().await;
     let dir = TempDir::new("cli-check");
     let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
-    let out = with_secrets(vncbot()).args(["check-config", "--config"]).arg(&cfg).output().await.unwrap();
+    let out = with_secrets(vncbot())
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for expect in [
@@ -199,22 +248,44 @@ async fn check_config_prints_the_policy_and_fails_on_problems() {
     assert!(!stdout.contains(mock_cvm::SECRET_KEY) && !stdout.contains("discord-token-for-tests"));
     assert!(!dir.join("audit").exists(), "check-config creates nothing");
 
-    let out = vncbot().args(["check-config", "--config"]).arg(&cfg).output().await.unwrap();
+    let out = vncbot()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("TENCENTCLOUD_SECRET_ID is not set"));
     assert!(text(&out.stderr).contains("DISCORD_TOKEN is not set"));
 
-    let bad = write_config(&dir, &config_text(&dir, &mock.endpoint(), "").replace("\"ins-web*\"", "\"web*\"").replace("per_user_per_minute = 3", "per_user_per_minute = 0"));
-    let out = with_secrets(vncbot()).args(["check-config", "--config"]).arg(&bad).output().await.unwrap();
+    let bad = write_config(
+        &dir,
+        &config_text(&dir, &mock.endpoint(), "")
+            .replace("\"ins-web*\"", "\"web*\"")
+            .replace("per_user_per_minute = 3", "per_user_per_minute = 0"),
+    );
+    let out = with_secrets(vncbot())
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr.contains("allow[1].instances[0]") && stderr.contains("limits.per_user_per_minute"), "{stderr}");
+    assert!(
+        stderr.contains("allow[1].instances[0]") && stderr.contains("limits.per_user_per_minute"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn the_shipped_example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vncbot.example.toml");
-    let out = with_secrets(vncbot()).args(["check-config", "--config", path]).output().await.unwrap();
+    let out = with_secrets(vncbot())
+        .args(["check-config", "--config", path])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -227,7 +298,16 @@ async fn audit_verify_names_the_first_bad_record() {
     let path = dir.join("audit/vncbot-audit.jsonl");
     let journal = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, journal.replacen("ins-running1", "ins-running2", 2)).unwrap();
-    let out = vncbot().args(["audit", "verify"]).arg(&path).output().await.unwrap();
+    let out = vncbot()
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("line 1: record seq 1 was edited"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("line 1: record seq 1 was edited"),
+        "{}",
+        text(&out.stderr)
+    );
 }

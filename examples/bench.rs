@@ -1,0 +1,110 @@
+//! Benchmarks: signing cost per request, and `vncbot url` end to end against a local mock
+//! Tencent endpoint (wall time and peak memory).
+//!
+//! cargo build --release && cargo run --release --example bench
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::mock_cvm::{self, MockCvm};
+use support::{config_text, write_config, TempDir};
+use vncbot::tencent::sign::{sign, SignInput};
+
+fn bench_sign() {
+    let body = br#"{"InstanceId":"ins-a1b2c3d4"}"#;
+    let n = 200_000u32;
+    let mut sink = 0usize;
+    let start = Instant::now();
+    for i in 0..n {
+        let s = sign(&SignInput {
+            secret_id: "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE",
+            secret_key: "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
+            service: "cvm",
+            timestamp: 1_700_000_000 + i64::from(i),
+            headers: &[
+                ("content-type", "application/json"),
+                ("host", "cvm.tencentcloudapi.com"),
+            ],
+            payload: body,
+        })
+        .unwrap();
+        sink += s.authorization.len();
+    }
+    let per = start.elapsed() / n;
+    println!(
+        "sign: {n} requests, {:.2} µs per request (checksum {sink})",
+        per.as_nanos() as f64 / 1000.0
+    );
+}
+
+/// Runs a command to completion and returns (success, peak RSS in KiB) of that one process.
+fn run_measured(mut cmd: std::process::Command) -> (bool, i64) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: wait4 writes only into the status and rusage we pass, for our own child.
+    unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        (
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            usage.ru_maxrss,
+        )
+    }
+}
+
+async fn bench_url() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("vncbot");
+    if !bin.exists() {
+        println!(
+            "url: {} not found; run `cargo build --release` first",
+            bin.display()
+        );
+        return;
+    }
+    let mock = MockCvm::start().await;
+    let dir = TempDir::new("bench");
+    let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
+    // Each run is a new process, so the per-member limit starts afresh; use a new instance
+    // each time to stay clear of the per-instance limit too.
+    let runs = 20;
+    let mut times = Vec::with_capacity(runs);
+    let mut peak = 0;
+    for i in 0..runs {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["url", &format!("ins-load{i:04}"), "--config"])
+            .arg(&cfg)
+            .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
+            .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+            .env("NO_PROXY", "127.0.0.1");
+        let start = Instant::now();
+        let (ok, rss) = tokio::task::spawn_blocking(move || run_measured(cmd))
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+        assert!(ok, "vncbot url failed");
+        peak = peak.max(rss);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "url end to end: {} runs, median {:.1} ms, max {:.1} ms, peak RSS {} KiB",
+        times.len(),
+        ms(times[times.len() / 2]),
+        ms(*times.last().unwrap()),
+        peak
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    bench_sign();
+    bench_url().await;
+}
