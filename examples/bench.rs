@@ -40,6 +40,8 @@ fn bench_sign() {
 }
 
 /// Runs a command to completion and returns (success, peak RSS in KiB) of that one process.
+/// `wait4` reaps the child, which `Child::wait` cannot do while also returning its rusage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(mut cmd: std::process::Command) -> (bool, i64) {
     let child = cmd
         .stdout(std::process::Stdio::null())
