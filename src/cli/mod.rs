@@ -5,8 +5,6 @@ pub mod check_config;
 pub mod run;
 pub mod url;
 
-use vncbot::config::LogFormat;
-
 /// Exit codes, documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -25,15 +23,4 @@ pub enum Exit {
     Audit = 6,
 }
 
-/// Logs go to stderr; stdout is reserved for the link (`url`) and reports.
-pub fn init_logging(default_level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
+pub use vncbot::init_logging;
