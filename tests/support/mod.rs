@@ -1,6 +1,7 @@
 //! Shared test fixtures: the mock Tencent endpoint, the fake Discord, configs and temp dirs.
 #![allow(dead_code)]
 
+pub mod fake_discord;
 pub mod http;
 pub mod mock_cvm;
 

@@ -1,0 +1,362 @@
+//! The real bot (serenity client) against the fake Discord and the mock Tencent endpoint.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
+use support::mock_cvm::{self, MockCvm, Scripted};
+use support::{config_text, TempDir, GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
+use vncbot::config::{Config, TencentCredentials};
+use vncbot::link::CONSOLE_PAGE;
+
+struct Bot {
+    discord: FakeDiscord,
+    cvm: MockCvm,
+    dir: TempDir,
+}
+
+async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
+    let discord = FakeDiscord::start().await;
+    let cvm = MockCvm::start().await;
+    let dir = TempDir::new("e2e");
+    let text = tweak(config_text(&dir, &cvm.endpoint(), &discord.config_lines()));
+    let config = Config::parse(&text).unwrap();
+    let creds = TencentCredentials {
+        secret_id: mock_cvm::SECRET_ID.into(),
+        secret_key: mock_cvm::SECRET_KEY.to_string().into(),
+        session_token: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = vncbot::discord::run(config, TOKEN, creds).await {
+            panic!("the bot stopped: {e}");
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), discord.wait_ready())
+        .await
+        .expect("the bot connects and registers /vnc");
+    Bot { discord, cvm, dir }
+}
+
+fn vnc<'a>(user: u64, roles: Vec<u64>, options: Vec<(&'a str, &'a str)>) -> Invocation<'a> {
+    Invocation {
+        user,
+        name: "member",
+        guild: Some(GUILD),
+        roles,
+        command: "vnc",
+        options,
+    }
+}
+
+/// The final text of the ephemeral reply for an interaction.
+async fn reply_text(bot: &Bot, token: &str) -> String {
+    let call = bot
+        .discord
+        .wait_for(Duration::from_secs(15), "the reply edit", |c| {
+            c.method == "PATCH" && c.path.contains(token) && c.path.ends_with("@original")
+        })
+        .await;
+    assert_eq!(
+        call.body["allowed_mentions"]["parse"],
+        serde_json::json!([]),
+        "{:?}",
+        call.body
+    );
+    call.body["content"].as_str().unwrap_or_default().to_owned()
+}
+
+fn journal_events(bot: &Bot) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(bot.dir.join("audit/vncbot-audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn allowed_member_gets_the_link_by_dm_only() {
+    let bot = start_bot(|t| t).await;
+    let sent = Instant::now();
+    let token = bot.discord.invoke(vnc(
+        111,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    let text = reply_text(&bot, &token).await;
+    assert!(
+        text.contains("is in your DMs") && text.contains("<t:"),
+        "{text}"
+    );
+
+    let callback = &bot.discord.calls_for(&token)[0];
+    assert!(callback.path.ends_with("/callback"));
+    assert_eq!(
+        (
+            callback.body["type"].as_u64(),
+            callback.body["data"]["flags"].as_u64()
+        ),
+        (Some(5), Some(64))
+    );
+    assert!(callback.at.duration_since(sent) < Duration::from_secs(3));
+
+    let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
+    let dm_channel = bot.discord.dm_channels_of(111)[0];
+    let dm = bot
+        .discord
+        .calls()
+        .into_iter()
+        .find(|c| {
+            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
+        })
+        .expect("a DM was sent");
+    assert_eq!(
+        dm.body["components"][0]["components"][0]["url"],
+        link.as_str()
+    );
+    assert_eq!(dm.body["components"][0]["components"][0]["style"], 5);
+    let content = dm.body["content"].as_str().unwrap();
+    assert!(
+        content.contains("ins-running1") && content.contains("once") && content.contains(":R>")
+    );
+    // The link is in that DM and nowhere else.
+    for c in bot.discord.calls() {
+        if c.path != dm.path {
+            assert!(
+                !c.body.to_string().contains(&bot.cvm.issued()[0]),
+                "link leaked in {}",
+                c.path
+            );
+        }
+    }
+    assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
+
+    // After 15 s the DM is edited to drop the dead link.
+    let expired = bot
+        .discord
+        .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
+            c.method == "PATCH"
+                && c.path
+                    .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
+        })
+        .await;
+    let content = expired.body["content"].as_str().unwrap();
+    assert!(content.contains("expired") && content.contains("/vnc") && !content.contains("bjvnc"));
+    assert_eq!(expired.body["components"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn refusals_never_reach_tencent() {
+    let bot = start_bot(|t| t).await;
+    let d = &bot.discord;
+    let denied = d.invoke(vnc(222, vec![WEB_ROLE], vec![("instance", "ins-running1")]));
+    let text = reply_text(&bot, &denied).await;
+    assert!(
+        text.contains("None of your roles") && text.contains(&format!("<@&{ONCALL_ROLE}>")),
+        "{text}"
+    );
+
+    let no_roles = d.invoke(vnc(223, vec![], vec![("instance", "ins-web00001")]));
+    assert!(reply_text(&bot, &no_roles)
+        .await
+        .contains("None of your roles"));
+
+    let malformed = d.invoke(vnc(
+        224,
+        vec![ONCALL_ROLE],
+        vec![("instance", "INS-RUNNING1")],
+    ));
+    assert!(reply_text(&bot, &malformed).await.contains("lower case"));
+
+    let region = d.invoke(vnc(
+        225,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1"), ("region", "ap-mars")],
+    ));
+    assert!(reply_text(&bot, &region)
+        .await
+        .contains("not a Tencent Cloud region"));
+
+    let other = d.invoke(Invocation {
+        guild: Some(OTHER_GUILD),
+        ..vnc(226, vec![ONCALL_ROLE], vec![("instance", "ins-running1")])
+    });
+    assert!(reply_text(&bot, &other)
+        .await
+        .contains("not enabled in this server"));
+
+    let in_dm = d.invoke(Invocation {
+        guild: None,
+        ..vnc(227, vec![], vec![("instance", "ins-running1")])
+    });
+    assert!(reply_text(&bot, &in_dm).await.contains("not in DMs"));
+
+    let unknown = d.invoke(Invocation {
+        command: "other",
+        ..vnc(228, vec![ONCALL_ROLE], vec![])
+    });
+    assert!(reply_text(&bot, &unknown).await.contains("does not know"));
+
+    let hostile = "@everyone <@&1> **x**\u{0007}".repeat(20);
+    let h = d.invoke(vnc(229, vec![ONCALL_ROLE], vec![("instance", &hostile)]));
+    let text = reply_text(&bot, &h).await;
+    assert!(text.len() < 400, "{text}");
+
+    assert!(
+        bot.cvm.seen().is_empty(),
+        "no refused request reached Tencent"
+    );
+    let events = journal_events(&bot);
+    assert_eq!(
+        events.iter().filter(|e| *e == "denied").count(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "invalid").count(),
+        5,
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn tencent_errors_are_explained() {
+    let bot = start_bot(|t| t).await;
+    let d = &bot.discord;
+    let nf = d.invoke(vnc(
+        301,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-nothere1")],
+    ));
+    assert!(reply_text(&bot, &nf)
+        .await
+        .contains("no instance ins-nothere1 in ap-guangzhou"));
+    let stopped = d.invoke(vnc(
+        302,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-stopped1")],
+    ));
+    assert!(reply_text(&bot, &stopped)
+        .await
+        .contains("does not allow a console"));
+    bot.cvm
+        .script([Scripted::Error("AuthFailure.SignatureFailure")]);
+    let auth = d.invoke(vnc(
+        303,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    let text = reply_text(&bot, &auth).await;
+    assert!(
+        text.contains("misconfigured") && text.contains("admins"),
+        "{text}"
+    );
+    assert!(!text.contains(mock_cvm::SECRET_KEY));
+}
+
+#[tokio::test]
+async fn closed_dms_mean_no_link_anywhere() {
+    let bot = start_bot(|t| t).await;
+    bot.discord.close_dms(401);
+    let token = bot.discord.invoke(vnc(
+        401,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    let text = reply_text(&bot, &token).await;
+    assert!(
+        text.contains("could not send you a DM") && text.contains("Privacy Settings"),
+        "{text}"
+    );
+    let issued = bot.cvm.issued();
+    assert_eq!(issued.len(), 1);
+    for c in bot.discord.calls().iter().filter(|c| c.status < 300) {
+        assert!(
+            !c.body.to_string().contains(&issued[0]),
+            "link delivered in {}",
+            c.path
+        );
+    }
+    assert_eq!(journal_events(&bot), ["requested", "issued", "dm_failed"]);
+}
+
+#[tokio::test]
+async fn a_slow_tencent_does_not_delay_the_deferral() {
+    let bot = start_bot(|t| t.replace("timeout_secs = 2", "timeout_secs = 10")).await;
+    bot.cvm.script([Scripted::Delay(Duration::from_secs(4))]);
+    let sent = Instant::now();
+    let token = bot.discord.invoke(vnc(
+        501,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    let callback = bot
+        .discord
+        .wait_for(Duration::from_secs(3), "the deferral", |c| {
+            c.path.contains(&token) && c.path.ends_with("/callback")
+        })
+        .await;
+    assert!(callback.at.duration_since(sent) < Duration::from_secs(3));
+    assert!(reply_text(&bot, &token).await.contains("in your DMs"));
+}
+
+#[tokio::test]
+async fn the_per_member_limit_says_when_to_retry() {
+    let bot = start_bot(|t| t).await;
+    for i in 0..3 {
+        let id = format!("ins-load{i:04}");
+        let t = bot
+            .discord
+            .invoke(vnc(601, vec![ONCALL_ROLE], vec![("instance", &id)]));
+        assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    }
+    let t = bot.discord.invoke(vnc(
+        601,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-load0003")],
+    ));
+    let text = reply_text(&bot, &t).await;
+    assert!(
+        text.contains("too often") && text.contains("Try again in"),
+        "{text}"
+    );
+    assert_eq!(bot.cvm.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn fifty_members_at_once_are_all_served_within_tencents_limit() {
+    let bot = start_bot(|t| t).await;
+    let ids: Vec<String> = (0..50).map(|i| format!("ins-load{i:04}")).collect();
+    let tokens: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            bot.discord.invoke(vnc(
+                7000 + i as u64,
+                vec![ONCALL_ROLE],
+                vec![("instance", id)],
+            ))
+        })
+        .collect();
+    for t in &tokens {
+        let text = reply_text(&bot, t).await;
+        assert!(text.contains("in your DMs"), "{text}");
+    }
+    let seen = bot.cvm.seen();
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen.iter().all(|s| s.verdict == "ok"),
+        "no RequestLimitExceeded"
+    );
+    assert!(
+        bot.cvm.max_per_second() <= 10,
+        "{}",
+        bot.cvm.max_per_second()
+    );
+}

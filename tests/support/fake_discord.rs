@@ -1,0 +1,341 @@
+//! A fake Discord on loopback: a gateway (WebSocket, JSON text frames) and a REST API that the
+//! real serenity client connects to. Tests fire slash commands as given members, close a member's
+//! DMs, and read every REST call the bot made.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::http::{serve, HttpRequest, Reply};
+
+pub const APP_ID: u64 = 900000000000000001;
+pub const TOKEN: &str = "fake-discord-bot-token.for.tests";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+    pub at: Instant,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    dms_closed: HashSet<u64>,
+    /// DM channel id → user id.
+    dm_channels: Vec<(u64, u64)>,
+}
+
+#[derive(Clone)]
+pub struct FakeDiscord {
+    pub rest: SocketAddr,
+    pub gateway: SocketAddr,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Value>,
+    ids: Arc<AtomicU64>,
+}
+
+/// One slash command as a member sends it.
+pub struct Invocation<'a> {
+    pub user: u64,
+    pub name: &'a str,
+    pub guild: Option<u64>,
+    pub roles: Vec<u64>,
+    pub command: &'a str,
+    pub options: Vec<(&'a str, &'a str)>,
+}
+
+impl FakeDiscord {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let ids = Arc::new(AtomicU64::new(1_000_000_000_000_000_000));
+        let (events, _) = broadcast::channel(4096);
+
+        let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = ws.local_addr().unwrap();
+        let ev = events.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = ws.accept().await {
+                let rx = ev.subscribe();
+                tokio::spawn(gateway_session(stream, gateway, rx));
+            }
+        });
+
+        let (st, id_gen) = (Arc::clone(&state), Arc::clone(&ids));
+        let rest = serve(move |req| {
+            let st = Arc::clone(&st);
+            let id_gen = Arc::clone(&id_gen);
+            async move { rest(&st, &id_gen, gateway, req) }
+        })
+        .await;
+        Self {
+            rest,
+            gateway,
+            state,
+            events,
+            ids,
+        }
+    }
+
+    pub fn config_lines(&self) -> String {
+        format!(
+            "api_base = \"http://{}\"\ngateway_url = \"ws://{}\"",
+            self.rest, self.gateway
+        )
+    }
+
+    pub fn close_dms(&self, user: u64) {
+        self.state.lock().unwrap().dms_closed.insert(user);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Waits until some call matches, or panics after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&Call) -> bool) -> Call {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.calls().into_iter().find(|c| f(c)) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; calls: {:#?}",
+                self.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for `/vnc` to be registered, which the bot does on READY.
+    pub async fn wait_ready(&self) {
+        self.wait_for(Duration::from_secs(20), "command registration", |c| {
+            c.method == "PUT" && c.path.contains("/commands")
+        })
+        .await;
+    }
+
+    /// Sends INTERACTION_CREATE; returns the interaction's token, which names its REST calls.
+    pub fn invoke(&self, inv: Invocation<'_>) -> String {
+        let id = self.ids.fetch_add(1, Ordering::SeqCst);
+        let token = format!("itoken{id}");
+        let user = json!({"id": inv.user.to_string(), "username": inv.name, "discriminator": "0",
+            "global_name": null, "avatar": null});
+        let options: Vec<Value> = inv
+            .options
+            .iter()
+            .map(|(n, v)| json!({"name": n, "type": 3, "value": v}))
+            .collect();
+        let mut d = json!({
+            "id": id.to_string(),
+            "application_id": APP_ID.to_string(),
+            "type": 2,
+            "data": {"id": "910000000000000001", "name": inv.command, "type": 1, "options": options},
+            "channel_id": "820000000000000001",
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 8388608,
+            "app_permissions": "0",
+        });
+        match inv.guild {
+            Some(g) => {
+                d["guild_id"] = json!(g.to_string());
+                d["member"] = json!({
+                    "user": user,
+                    "roles": inv.roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "deaf": false, "mute": false, "flags": 0,
+                    "joined_at": "2024-01-01T00:00:00.000000+00:00",
+                    "permissions": "0",
+                });
+            }
+            None => d["user"] = user,
+        }
+        self.events
+            .send(json!({"op": 0, "t": "INTERACTION_CREATE", "d": d}))
+            .expect("the bot is connected to the gateway");
+        token
+    }
+
+    /// Calls made for one interaction (its callback and its reply edits).
+    pub fn calls_for(&self, token: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path.contains(token))
+            .collect()
+    }
+
+    /// DMs created for a user: their channel ids.
+    pub fn dm_channels_of(&self, user: u64) -> Vec<u64> {
+        self.state
+            .lock()
+            .unwrap()
+            .dm_channels
+            .iter()
+            .filter(|(_, u)| *u == user)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+}
+
+async fn gateway_session(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    mut events: broadcast::Receiver<Value>,
+) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let mut seq = 0u64;
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}});
+    if ws.send(Message::text(hello.to_string())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else { return };
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+                match v["op"].as_u64() {
+                    Some(1) => {
+                        let _ = ws.send(Message::text(json!({"op": 11}).to_string())).await;
+                    }
+                    Some(2) => {
+                        seq += 1;
+                        let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
+                            "v": 10,
+                            "user": {"id": APP_ID.to_string(), "username": "vncbot", "discriminator": "0",
+                                "global_name": null, "avatar": null, "bot": true},
+                            "guilds": [{"id": super::GUILD.to_string(), "unavailable": true}],
+                            "session_id": "fake-session",
+                            "resume_gateway_url": format!("ws://{addr}"),
+                            "application": {"id": APP_ID.to_string(), "flags": 0},
+                            "shard": [0, 1],
+                        }});
+                        let _ = ws.send(Message::text(ready.to_string())).await;
+                    }
+                    _ => {}
+                }
+            }
+            ev = events.recv() => {
+                let Ok(mut ev) = ev else { continue };
+                seq += 1;
+                ev["s"] = json!(seq);
+                if ws.send(Message::text(ev.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn message(id: u64, channel: u64, body: &Value) -> Value {
+    json!({
+        "id": id.to_string(), "channel_id": channel.to_string(),
+        "author": {"id": APP_ID.to_string(), "username": "vncbot", "discriminator": "0", "global_name": null, "avatar": null, "bot": true},
+        "content": body.get("content").cloned().unwrap_or(json!("")),
+        "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": null,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "pinned": false, "type": 0, "flags": 0,
+        "components": [],
+    })
+}
+
+fn rest(
+    state: &Arc<Mutex<State>>,
+    ids: &AtomicU64,
+    gateway: SocketAddr,
+    req: HttpRequest,
+) -> Reply {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let path = req.path.split('?').next().unwrap_or_default().to_owned();
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let authorized = req.header("authorization") == Some(&format!("Bot {TOKEN}"));
+    let new_id = || ids.fetch_add(1, Ordering::SeqCst);
+    let (status, reply) = if !authorized
+        && !path.contains("/interactions/")
+        && !path.contains("/webhooks/")
+    {
+        (401, json!({"message": "401: Unauthorized", "code": 0}))
+    } else {
+        match (req.method.as_str(), &seg[..]) {
+            ("GET", ["api", "v10", "gateway"]) => (200, json!({"url": format!("ws://{gateway}")})),
+            ("PUT", ["api", "v10", "applications", _, "guilds", _, "commands"]) => (200, json!([])),
+            ("POST", ["api", "v10", "interactions", _, _, "callback"]) => (204, Value::Null),
+            ("PATCH", ["api", "v10", "webhooks", _, _, "messages", "@original"]) => {
+                (200, message(new_id(), 820000000000000001, &body))
+            }
+            ("POST", ["api", "v10", "users", "@me", "channels"]) => {
+                let user: u64 = body["recipient_id"]
+                    .as_str()
+                    .map(|s| s.parse().unwrap_or(0))
+                    .or_else(|| body["recipient_id"].as_u64())
+                    .unwrap_or(0);
+                let channel = new_id();
+                state.lock().unwrap().dm_channels.push((channel, user));
+                (
+                    200,
+                    json!({"id": channel.to_string(), "type": 1, "last_message_id": null,
+                    "recipients": [{"id": user.to_string(), "username": "member", "discriminator": "0", "global_name": null, "avatar": null}]}),
+                )
+            }
+            ("POST", ["api", "v10", "channels", channel, "messages"]) => {
+                let channel: u64 = channel.parse().unwrap_or(0);
+                let st = state.lock().unwrap();
+                let owner = st
+                    .dm_channels
+                    .iter()
+                    .find(|(c, _)| *c == channel)
+                    .map(|(_, u)| *u);
+                if owner.is_some_and(|u| st.dms_closed.contains(&u)) {
+                    (
+                        403,
+                        json!({"message": "Cannot send messages to this user", "code": 50007}),
+                    )
+                } else {
+                    drop(st);
+                    (200, message(new_id(), channel, &body))
+                }
+            }
+            ("PATCH", ["api", "v10", "channels", channel, "messages", mid]) => (
+                200,
+                message(
+                    mid.parse().unwrap_or(1),
+                    channel.parse().unwrap_or(1),
+                    &body,
+                ),
+            ),
+            _ => (404, json!({"message": "404: Not Found", "code": 0})),
+        }
+    };
+    state.lock().unwrap().calls.push(Call {
+        method: req.method.clone(),
+        path: path.clone(),
+        body,
+        at: req.received_at,
+        status,
+    });
+    if status == 204 {
+        Reply::Respond {
+            status,
+            content_type: "application/json",
+            body: Vec::new(),
+        }
+    } else {
+        Reply::json(status, &reply)
+    }
+}
