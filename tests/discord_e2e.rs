@@ -360,3 +360,71 @@ async fn fifty_members_at_once_are_all_served_within_tencents_limit() {
         bot.cvm.max_per_second()
     );
 }
+
+#[tokio::test]
+async fn discord_rest_errors_never_stop_the_bot() {
+    let bot = start_bot(|t| t).await;
+    let d = &bot.discord;
+    // The deferral fails: nothing more can be said on that interaction, and nothing is minted.
+    d.fail("POST", "/callback", 500, 1);
+    let t = d.invoke(vnc(
+        801,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    d.wait_for(Duration::from_secs(5), "the failed deferral", |c| {
+        c.path.contains(&t)
+    })
+    .await;
+    // Opening the DM channel is rate limited: the link is discarded and the member told.
+    d.fail("POST", "/users/@me/channels", 429, 1);
+    let t = d.invoke(vnc(
+        802,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-web00001")],
+    ));
+    let text = reply_text(&bot, &t).await;
+    assert!(text.contains("did not accept the DM"), "{text}");
+    // The reply edit fails with 404: logged, and the DM still went out.
+    d.fail("PATCH", "@original", 404, 1);
+    let t = d.invoke(vnc(
+        803,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-load0001")],
+    ));
+    d.wait_for(Duration::from_secs(10), "the 404 reply edit", |c| {
+        c.path.contains(&t) && c.status == 404
+    })
+    .await;
+    // The DM send fails with 500.
+    d.fail("POST", "/messages", 500, 1);
+    let t = d.invoke(vnc(
+        804,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-load0002")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("did not accept the DM"));
+    // And everyone else is still served.
+    let t = d.invoke(vnc(
+        805,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-load0003")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    let events = journal_events(&bot);
+    assert_eq!(
+        events.iter().filter(|e| *e == "dm_failed").count(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "delivered").count(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        bot.cvm.seen().len(),
+        4,
+        "the failed deferral minted nothing"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Call {
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
+    /// (method, path fragment, status, how many more times)
+    failures: Vec<(String, String, u16, usize)>,
     dms_closed: HashSet<u64>,
     /// DM channel id → user id.
     dm_channels: Vec<(u64, u64)>,
@@ -96,6 +98,16 @@ impl FakeDiscord {
 
     pub fn close_dms(&self, user: u64) {
         self.state.lock().unwrap().dms_closed.insert(user);
+    }
+
+    /// The next `times` calls with this method whose path contains `fragment` fail with `status`.
+    pub fn fail(&self, method: &str, fragment: &str, status: u16, times: usize) {
+        self.state.lock().unwrap().failures.push((
+            method.to_owned(),
+            fragment.to_owned(),
+            status,
+            times,
+        ));
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -266,10 +278,26 @@ fn rest(
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let authorized = req.header("authorization") == Some(&format!("Bot {TOKEN}"));
     let new_id = || ids.fetch_add(1, Ordering::SeqCst);
-    let (status, reply) = if !authorized
-        && !path.contains("/interactions/")
-        && !path.contains("/webhooks/")
-    {
+    let injected = {
+        let mut st = state.lock().unwrap();
+        let hit = st.failures.iter_mut().find(|(m, frag, _, left)| {
+            *m == req.method && path.contains(frag.as_str()) && *left > 0
+        });
+        hit.map(|f| {
+            f.3 -= 1;
+            f.2
+        })
+    };
+    let (status, reply) = if let Some(status) = injected {
+        let body = match status {
+            429 => {
+                json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false})
+            }
+            404 => json!({"message": "Unknown Webhook", "code": 10015}),
+            _ => json!({"message": "500: Internal Server Error", "code": 0}),
+        };
+        (status, body)
+    } else if !authorized && !path.contains("/interactions/") && !path.contains("/webhooks/") {
         (401, json!({"message": "401: Unauthorized", "code": 0}))
     } else {
         match (req.method.as_str(), &seg[..]) {
