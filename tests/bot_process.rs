@@ -1,0 +1,196 @@
+//! `vncbot run` as a process: clean shutdown on SIGTERM, and a journal that survives SIGKILL.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
+use support::mock_cvm::{self, MockCvm, Scripted};
+use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
+use tokio::process::{Child, Command};
+
+fn spawn_bot(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vncbot"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env_clear()
+        .env("DISCORD_TOKEN", TOKEN)
+        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("RUST_LOG", "vncbot=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    let pid = child.id().expect("still running") as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+fn vnc(user: u64, instance: &str) -> Invocation<'_> {
+    Invocation {
+        user,
+        name: "member",
+        guild: Some(GUILD),
+        roles: vec![ONCALL_ROLE],
+        command: "vnc",
+        options: vec![("instance", instance)],
+    }
+}
+
+async fn reply(d: &FakeDiscord, token: &str) -> String {
+    let c = d
+        .wait_for(Duration::from_secs(15), "a reply", |c| {
+            c.path.contains(token) && (c.path.ends_with("@original") || c.body["type"] == 4)
+        })
+        .await;
+    let content = if c.path.ends_with("@original") {
+        &c.body["content"]
+    } else {
+        &c.body["data"]["content"]
+    };
+    content.as_str().unwrap_or_default().to_owned()
+}
+
+async fn verify(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vncbot"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_and_exits_0() {
+    let discord = FakeDiscord::start().await;
+    let cvm = MockCvm::start().await;
+    let dir = TempDir::new("sigterm");
+    let cfg = write_config(
+        &dir,
+        &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
+    );
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+
+    cvm.script([Scripted::Delay(Duration::from_millis(1500))]);
+    let slow = discord.invoke(vnc(1, "ins-running1"));
+    discord
+        .wait_for(Duration::from_secs(5), "the deferral", |c| {
+            c.path.contains(&slow)
+        })
+        .await;
+    signal(&bot, libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = discord.invoke(vnc(2, "ins-web00001"));
+    assert!(reply(&discord, &late).await.contains("restarting"));
+    assert!(
+        reply(&discord, &slow).await.contains("in your DMs"),
+        "the request in flight was finished"
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(20), bot.wait())
+        .await
+        .expect("the bot exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        cvm.seen().len(),
+        1,
+        "nothing new was minted after the signal"
+    );
+    let (code, text) = verify(&dir.join("audit/vncbot-audit.jsonl")).await;
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[tokio::test]
+async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
+    let discord = FakeDiscord::start().await;
+    let cvm = MockCvm::start().await;
+    let dir = TempDir::new("sigkill");
+    let cfg = write_config(
+        &dir,
+        &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
+    );
+    let journal = dir.join("audit/vncbot-audit.jsonl");
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+
+    let ids: Vec<String> = (0..40).map(|i| format!("ins-load{i:04}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        discord.invoke(vnc(100 + i as u64, id));
+    }
+    // Kill it mid-burst, once a few links are out.
+    loop {
+        if cvm.issued().len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&bot, libc::SIGKILL);
+    let _ = bot.wait().await;
+    // A crash between write and line end leaves a torn line; SIGKILL rarely lands there, so make
+    // sure of it the way such a crash would.
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(br#"{"seq":9999,"time":"2026-"#);
+    std::fs::write(&journal, &bytes).unwrap();
+    let (code, text) = verify(&journal).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("torn"), "{text}");
+
+    let mut bot = spawn_bot(&cfg);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while discord.calls().iter().filter(|c| c.method == "PUT").count() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the bot restarts and reconnects");
+    let after = discord.invoke(vnc(999, "ins-running1"));
+    assert!(reply(&discord, &after).await.contains("in your DMs"));
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+
+    let (code, text) = verify(&journal).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("1 sealed"), "{text}");
+
+    // Every DM that went out has its `issued` record.
+    let records: Vec<Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let dms: Vec<String> = discord
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/messages") && c.status == 200)
+        .map(|c| {
+            let content = c.body["content"].as_str().unwrap();
+            content.rsplit('`').nth(1).unwrap().to_owned()
+        })
+        .collect();
+    assert!(dms.len() >= 8, "{} DMs", dms.len());
+    for rid in &dms {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["event"] == "issued" && r["request_id"] == rid.as_str()),
+            "DM with RequestId {rid} has no issued record"
+        );
+    }
+}
