@@ -157,10 +157,26 @@ pub struct Appended {
 }
 
 /// The journal's single writer. Cheap to clone; all clones append to the same chain.
+///
+/// Async appends go to one committer thread, which writes whatever has queued up as one batch
+/// with one `fsync` (group commit): a burst of requests costs a few fsyncs, not one each, and
+/// never a pool of blocked threads. Each caller still gets its answer only after its record is on
+/// disk.
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Mutex<Writer>>,
+    queue: std::sync::mpsc::Sender<Job>,
 }
+
+struct Job {
+    event: Event,
+    actor: Actor,
+    entry: OwnedEntry,
+    done: tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
+}
+
+/// Most records one batch writes.
+const MAX_BATCH: usize = 256;
 
 struct Writer {
     path: PathBuf,
@@ -225,17 +241,22 @@ impl Journal {
                 })
             }
         };
-        let journal = Journal {
-            inner: Arc::new(Mutex::new(Writer {
-                path: path.to_owned(),
-                identity: (meta.dev(), meta.ino()),
-                len: bytes.len() as u64,
-                file,
-                seq: state.last_seq,
-                prev: state.last_hash,
-                poisoned: false,
-            })),
-        };
+        let inner = Arc::new(Mutex::new(Writer {
+            path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
+            len: bytes.len() as u64,
+            file,
+            seq: state.last_seq,
+            prev: state.last_hash,
+            poisoned: false,
+        }));
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let committer = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || commit_loop(&committer, &jobs))
+            .map_err(open_err)?;
+        let journal = Journal { inner, queue };
         let sealed = match torn {
             None => None,
             Some(fragment) => Some(journal.seal(&fragment)?),
@@ -265,12 +286,17 @@ impl Journal {
         actor: &Actor,
         entry: &Entry<'_>,
     ) -> Result<Appended, AuditError> {
-        let this = self.clone();
-        let actor = actor.clone();
-        let owned = OwnedEntry::from(entry);
-        tokio::task::spawn_blocking(move || this.append_blocking(event, &actor, &owned.borrow()))
-            .await
-            .unwrap_or(Err(AuditError::Poisoned))
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            event,
+            actor: actor.clone(),
+            entry: OwnedEntry::from(entry),
+            done,
+        };
+        if self.queue.send(job).is_err() {
+            return Err(AuditError::Poisoned);
+        }
+        answer.await.unwrap_or(Err(AuditError::Poisoned))
     }
 
     pub fn append_blocking(
@@ -295,6 +321,64 @@ impl Journal {
             .unwrap_or_else(|e| e.into_inner())
             .path
             .clone()
+    }
+}
+
+/// The committer thread: takes what has queued, writes it as one batch, answers each caller.
+fn commit_loop(writer: &Mutex<Writer>, jobs: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (seq, prev) = (w.seq, w.prev.clone());
+        let mut buf = Vec::with_capacity(batch.len() * 400);
+        let mut appended = Vec::with_capacity(batch.len());
+        for job in &batch {
+            appended.push(w.encode(job.event, &job.actor, &job.entry.borrow(), None, &mut buf));
+        }
+        match w.write_raw(&buf) {
+            Ok(()) => {
+                for (job, a) in batch.into_iter().zip(appended) {
+                    let _ = job.done.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch counts: roll the chain back to before it.
+                w.seq = seq;
+                w.prev = prev;
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.done.send(Err(e.clone_for_batch(&message)));
+                }
+            }
+        }
+    }
+}
+
+impl AuditError {
+    /// `io::Error` is not `Clone`; each caller of a failed batch gets an equivalent error.
+    fn clone_for_batch(&self, message: &str) -> Self {
+        match self {
+            AuditError::Write { path, source } => AuditError::Write {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), message.to_owned()),
+            },
+            AuditError::Replaced { path } => AuditError::Replaced { path: path.clone() },
+            AuditError::Open { path, source } => AuditError::Open {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), message.to_owned()),
+            },
+            AuditError::Damaged { path, problem } => AuditError::Damaged {
+                path: path.clone(),
+                problem: problem.clone(),
+            },
+            AuditError::Poisoned => AuditError::Poisoned,
+        }
     }
 }
 
@@ -339,6 +423,27 @@ impl Writer {
         e: &Entry<'_>,
         torn: Option<(String, usize)>,
     ) -> Result<Appended, AuditError> {
+        let (seq, prev) = (self.seq, self.prev.clone());
+        let mut line = Vec::with_capacity(512);
+        let appended = self.encode(event, actor, e, torn, &mut line);
+        if let Err(err) = self.write_raw(&line) {
+            self.seq = seq;
+            self.prev = prev;
+            return Err(err);
+        }
+        Ok(appended)
+    }
+
+    /// Appends one record's line to `out` and advances the chain (the caller writes `out`, and
+    /// rolls the chain back if that fails).
+    fn encode(
+        &mut self,
+        event: Event,
+        actor: &Actor,
+        e: &Entry<'_>,
+        torn: Option<(String, usize)>,
+        out: &mut Vec<u8>,
+    ) -> Appended {
         let (actor_id, actor_name) = match actor {
             Actor::Discord { id, name } => (id.to_string(), name.as_str()),
             Actor::Local { user } => ("local".to_owned(), user.as_str()),
@@ -363,16 +468,16 @@ impl Writer {
             torn_sha256: torn.map(|t| t.0),
             prev: &self.prev,
         };
-        let mut line = serde_json::to_vec(&record).expect("a record always serialises");
-        let hash = hex::encode(Sha256::digest(&line));
-        line.pop(); // the closing brace
-        line.extend_from_slice(br#","hash":""#);
-        line.extend_from_slice(hash.as_bytes());
-        line.extend_from_slice(b"\"}\n");
-        self.write_raw(&line)?;
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &record).expect("a record always serialises");
+        let hash = hex::encode(Sha256::digest(&out[start..]));
+        out.pop(); // the closing brace
+        out.extend_from_slice(br#","hash":""#);
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
         self.seq = seq;
         self.prev.clone_from(&hash);
-        Ok(Appended { seq, hash })
+        Appended { seq, hash }
     }
 }
 
@@ -685,6 +790,48 @@ mod tests {
             Err(AuditError::Replaced { .. })
         ));
         assert!(!j.is_healthy());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_neither_interleave_nor_fork() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("audit.jsonl");
+        let (j, _) = Journal::open(&path).unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let reason = format!("task {i}");
+                    j.append(
+                        Event::Requested,
+                        &alice(),
+                        &Entry {
+                            reason: Some(&reason),
+                            ..Entry::default()
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .seq
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let s = verify_file(&path).unwrap().unwrap();
+        assert_eq!(s.records, 200);
+        // A failed batch is refused to every caller in it and leaves the chain as it was.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = j
+            .append(Event::Requested, &alice(), &Entry::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Replaced { .. }), "{err}");
     }
 
     #[test]

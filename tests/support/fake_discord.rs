@@ -208,6 +208,8 @@ async fn gateway_session(
     addr: SocketAddr,
     mut events: broadcast::Receiver<Value>,
 ) {
+    // Without this, Nagle's algorithm holds small event frames back for tens of milliseconds.
+    let _ = stream.set_nodelay(true);
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };

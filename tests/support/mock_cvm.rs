@@ -42,6 +42,8 @@ pub enum Scripted {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub at: Instant,
+    /// When the mock produced its answer.
+    pub answered_at: Instant,
     /// "ok" or the error code returned.
     pub verdict: String,
     pub request_id: String,
@@ -237,6 +239,7 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
 fn record(state: &Arc<Mutex<State>>, req: &HttpRequest, verdict: &str, rid: &str) {
     state.lock().unwrap().seen.push(Seen {
         at: req.received_at,
+        answered_at: Instant::now(),
         verdict: verdict.to_owned(),
         request_id: rid.to_owned(),
         region: req.header("x-tc-region").unwrap_or_default().to_owned(),
