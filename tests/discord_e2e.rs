@@ -428,3 +428,102 @@ async fn discord_rest_errors_never_stop_the_bot() {
         "the failed deferral minted nothing"
     );
 }
+
+#[tokio::test]
+async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let bot = start_bot(|t| {
+        t.replace(
+            "[tencent]",
+            &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+        )
+    })
+    .await;
+    let d = &bot.discord;
+    let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
+    // The first two posts fail: the line is retried, and the member is not kept waiting.
+    d.fail("POST", &path, 500, 2);
+    let ok = d.invoke(vnc(
+        901,
+        vec![ONCALL_ROLE],
+        vec![
+            ("instance", "ins-running1"),
+            ("reason", "@everyone **now** INC-1"),
+        ],
+    ));
+    assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
+    let denied = d.invoke(vnc(902, vec![WEB_ROLE], vec![("instance", "ins-running1")]));
+    assert!(reply_text(&bot, &denied)
+        .await
+        .contains("None of your roles"));
+
+    let posted = |n: usize| {
+        let d = d.clone();
+        let path = path.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let lines: Vec<_> = d
+                    .calls()
+                    .into_iter()
+                    .filter(|c| c.path == path && c.status == 200)
+                    .collect();
+                if lines.len() >= n || Instant::now() > deadline {
+                    return lines;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let lines = posted(2).await;
+    assert_eq!(lines.len(), 2, "{:#?}", d.calls());
+    let rid = &bot.cvm.seen()[0].request_id;
+    let first = lines[0].body["content"].as_str().unwrap();
+    assert!(
+        first.contains("<@901>") && first.contains("ins-running1 (ap-guangzhou)"),
+        "{first}"
+    );
+    assert!(
+        first.contains("delivered by DM") && first.contains(rid.as_str()),
+        "{first}"
+    );
+    assert!(
+        first.contains("@\u{200b}everyone \\*\\*now\\*\\*"),
+        "{first}"
+    );
+    let second = lines[1].body["content"].as_str().unwrap();
+    assert!(
+        second.contains("<@902>") && second.contains("**denied**"),
+        "{second}"
+    );
+    for l in &lines {
+        assert_eq!(l.body["allowed_mentions"]["parse"], serde_json::json!([]));
+        assert!(!l.body.to_string().contains(&bot.cvm.issued()[0]));
+    }
+    let failed = d
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == path && c.status == 500)
+        .count();
+    assert_eq!(failed, 2);
+}
+
+#[tokio::test]
+async fn no_link_is_issued_when_the_journal_cannot_be_written() {
+    let bot = start_bot(|t| t).await;
+    let journal = bot.dir.join("audit/vncbot-audit.jsonl");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    let t = bot.discord.invoke(vnc(
+        1001,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    let text = reply_text(&bot, &t).await;
+    assert!(text.contains("cannot write its audit trail"), "{text}");
+    assert!(bot.cvm.seen().is_empty(), "Tencent was never called");
+    assert!(
+        bot.discord.dm_channels_of(1001).is_empty(),
+        "no DM was opened"
+    );
+}

@@ -71,13 +71,36 @@ pub const REPLY_SHUTTING_DOWN: &str =
 
 pub const REPLY_UNKNOWN_COMMAND: &str = "This bot does not know that command.";
 
+/// One line for the audit channel. Everything the member typed is escaped; the link is never
+/// an argument.
+pub fn audit_line(
+    user: u64,
+    instance: &str,
+    region: Option<&str>,
+    reason: Option<&str>,
+    outcome: &str,
+    request_id: Option<&str>,
+) -> String {
+    let mut s = format!("/vnc by <@{user}>: {}", escape(instance, 40));
+    if let Some(r) = region {
+        s.push_str(&format!(" ({})", escape(r, 40)));
+    }
+    s.push_str(&format!(" → **{outcome}**"));
+    if let Some(rid) = request_id {
+        s.push_str(&format!(", RequestId {}", escape(rid, 64)));
+    }
+    if let Some(r) = reason.filter(|r| !r.trim().is_empty()) {
+        s.push_str(&format!(". Reason: {}", escape(r, 200)));
+    }
+    s
+}
+
 /// User text made inert: no formatting, no mentions, bounded.
 pub fn escape(s: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max_chars * 2));
     for c in s.chars().take(max_chars) {
         match c {
-            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '#' | '[' | ']' | '(' | ')' | '<' | ':'
-            | '-' => {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '#' | '[' | ']' | '(' | ')' | '<' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -102,6 +125,22 @@ mod tests {
         );
         assert_eq!(escape("<@123>\nx", 100), "\\<@\u{200b}123\\> x");
         assert_eq!(escape(&"a".repeat(500), 10).len(), 10);
+    }
+
+    #[test]
+    fn audit_lines_escape_what_members_typed() {
+        let l = audit_line(
+            42,
+            "ins-a1b2c3d4",
+            Some("ap-guangzhou"),
+            Some("@everyone *now*"),
+            "delivered",
+            Some("rid-1"),
+        );
+        assert_eq!(
+            l,
+            "/vnc by <@42>: ins-a1b2c3d4 (ap-guangzhou) → **delivered**, RequestId rid-1. Reason: @\u{200b}everyone \\*now\\*"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! It turns interactions into [`crate::grant::Request`]s and outcomes into messages; all policy
 //! lives in the core.
 
+pub mod audit_feed;
 pub mod messages;
 pub mod vnc;
 
@@ -25,6 +26,7 @@ use crate::grant::Core;
 /// What every handler task shares.
 pub struct Shared {
     pub core: Core,
+    pub audit_feed: audit_feed::AuditFeed,
     pub guilds: Vec<u64>,
     require_reason: bool,
     regions: Vec<crate::ids::Region>,
@@ -41,6 +43,7 @@ struct Handler {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         tracing::info!(user = %ready.user.name, guilds = self.shared.guilds.len(), "connected to the Discord gateway");
+        self.shared.audit_feed.start(Arc::clone(&ctx.http));
         let command = vnc::register(&self.shared.regions, self.shared.require_reason);
         // Guild commands appear at once and never in DMs; a global command would do neither.
         for g in &self.shared.guilds {
@@ -105,6 +108,7 @@ pub async fn run(config: Config, token: &str, creds: TencentCredentials) -> Resu
     let core = Core::from_config(&config, creds)?;
     let shared = Arc::new(Shared {
         core,
+        audit_feed: audit_feed::AuditFeed::new(config.discord.audit_channel_id.map(|c| c.get())),
         guilds: config.discord.guild_ids.iter().map(|g| g.get()).collect(),
         require_reason: config.audit.require_reason,
         regions: config.tencent.regions.clone(),

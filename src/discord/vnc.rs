@@ -92,12 +92,13 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
         name: cmd.user.name.clone(),
     };
     let (Some(guild), Some(member)) = (cmd.guild_id, cmd.member.as_ref()) else {
-        refuse_unaudited_guild(shared, &actor, None, "not_in_guild").await;
+        record_refused_interaction(shared, &actor, None, "not_in_guild").await;
         reply(ctx, &cmd, messages::REPLY_NOT_IN_GUILD).await;
         return;
     };
     if !shared.guilds.contains(&guild.get()) {
-        refuse_unaudited_guild(shared, &actor, Some(guild.get()), "other_guild").await;
+        // The audit channel belongs to the configured server; this goes to the journal only.
+        record_refused_interaction(shared, &actor, Some(guild.get()), "other_guild").await;
         reply(ctx, &cmd, messages::REPLY_OTHER_GUILD).await;
         return;
     }
@@ -114,6 +115,16 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
             }
         }
     }
+    let note = |outcome: &str, region: Option<&str>, request_id: Option<&str>| {
+        shared.audit_feed.post(messages::audit_line(
+            cmd.user.id.get(),
+            &instance,
+            region,
+            reason.as_deref(),
+            outcome,
+            request_id,
+        ));
+    };
     let request = Request {
         actor: actor.clone(),
         authority: Authority::Roles(
@@ -125,22 +136,37 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
         ),
         guild: Snowflake::new(guild.get()),
         channel: Snowflake::new(cmd.channel_id.get()),
-        instance,
-        region,
-        reason,
+        instance: instance.clone(),
+        region: region.clone(),
+        reason: reason.clone(),
     };
     match shared.core.handle(request).await {
-        Ok(issued) => deliver(ctx, shared, &cmd, &actor, issued).await,
+        Ok(issued) => {
+            let region = issued.region.to_string();
+            let request_id = issued.request_id.clone();
+            let outcome = deliver(ctx, shared, &cmd, &actor, issued).await;
+            note(outcome, Some(&region), Some(&request_id));
+        }
         Err(refusal) => {
             if let Refusal::AuditUnavailable(e) = &refusal {
                 tracing::error!(error = %e, "refused /vnc: the audit journal cannot be written");
             }
+            let request_id = match &refusal {
+                Refusal::Tencent { error, .. } => error.request_id().map(str::to_owned),
+                _ => None,
+            };
+            note(&refusal.code(), region.as_deref(), request_id.as_deref());
             reply(ctx, &cmd, &refusal.to_string()).await;
         }
     }
 }
 
-async fn refuse_unaudited_guild(shared: &Shared, actor: &Actor, guild: Option<u64>, code: &str) {
+async fn record_refused_interaction(
+    shared: &Shared,
+    actor: &Actor,
+    guild: Option<u64>,
+    code: &str,
+) {
     let entry = Entry {
         guild,
         code: Some(code),
@@ -156,13 +182,14 @@ async fn refuse_unaudited_guild(shared: &Shared, actor: &Actor, guild: Option<u6
     }
 }
 
+/// DMs the link; returns the outcome for the audit channel.
 async fn deliver(
     ctx: &Context,
     shared: &Arc<Shared>,
     cmd: &CommandInteraction,
     actor: &Actor,
     issued: Issued,
-) {
+) -> &'static str {
     let link = issued.url.expose_link();
     let message = if link.len() <= BUTTON_URL_MAX {
         CreateMessage::new()
@@ -190,6 +217,7 @@ async fn deliver(
             }
             reply(ctx, cmd, &messages::reply_sent(&issued)).await;
             schedule_expiry(ctx.clone(), channel, message_id, issued);
+            "delivered by DM"
         }
         Err(e) => {
             let closed = matches!(
@@ -213,6 +241,11 @@ async fn deliver(
                 messages::REPLY_DM_FAILED
             };
             reply(ctx, cmd, text).await;
+            if closed {
+                "not delivered: DMs closed, link discarded"
+            } else {
+                "not delivered: DM failed, link discarded"
+            }
         }
     }
 }
