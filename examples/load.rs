@@ -90,15 +90,11 @@ async fn main() {
     // Wait for every reply edit.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = discord
-            .calls()
-            .iter()
-            .filter(|c| c.method == "PATCH" && c.path.ends_with("@original"))
-            .count();
+        let done = discord.count(|c| c.method == "PATCH" && c.path.ends_with("@original"));
         if done >= MEMBERS || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total = start.elapsed();
     let cpu_after = cpu_ticks(pid);

@@ -110,6 +110,17 @@ impl FakeDiscord {
         ));
     }
 
+    /// Counts matching calls without copying them (for polling loops under load).
+    pub fn count(&self, f: impl Fn(&Call) -> bool) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| f(c))
+            .count()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
