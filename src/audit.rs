@@ -293,10 +293,17 @@ impl Journal {
             entry: OwnedEntry::from(entry),
             done,
         };
-        if self.queue.send(job).is_err() {
-            return Err(AuditError::Poisoned);
+        let started = std::time::Instant::now();
+        let result = match self.queue.send(job) {
+            Ok(()) => answer.await.unwrap_or(Err(AuditError::Poisoned)),
+            Err(_) => Err(AuditError::Poisoned),
+        };
+        let m = &crate::metrics::METRICS;
+        m.audit_write.observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            m.audit_failures.inc();
         }
-        answer.await.unwrap_or(Err(AuditError::Poisoned))
+        result
     }
 
     pub fn append_blocking(

@@ -172,7 +172,7 @@ type Rejected = Box<(Refusal, Option<InstanceId>, Option<Region>)>;
 /// The core: policy, limits, journal and Tencent client.
 pub struct Core {
     policy: RwLock<Arc<Policy>>,
-    limits: RequestLimits,
+    limits: RwLock<Arc<RequestLimits>>,
     journal: Journal,
     cvm: CvmClient,
 }
@@ -181,7 +181,7 @@ impl Core {
     pub fn new(policy: Policy, limits: RequestLimits, journal: Journal, cvm: CvmClient) -> Self {
         Self {
             policy: RwLock::new(Arc::new(policy)),
-            limits,
+            limits: RwLock::new(Arc::new(limits)),
             journal,
             cvm,
         }
@@ -203,8 +203,16 @@ impl Core {
         &self.journal
     }
 
-    pub fn limits(&self) -> &RequestLimits {
-        &self.limits
+    pub fn limits(&self) -> Arc<RequestLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the limits (config reload). Counters start afresh.
+    pub fn set_limits(&self, limits: RequestLimits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
     }
 
     /// Decide and mint.
@@ -330,9 +338,21 @@ impl Core {
                 }
             }
         };
-        self.limits
+        self.limits()
             .check(&req.actor.key(), &instance)
-            .map_err(|l| fail(Refusal::Limited(l)))?;
+            .map_err(|l| {
+                let which = match l {
+                    Limited::User { .. } => "user",
+                    Limited::Instance { .. } => "instance",
+                };
+                crate::metrics::METRICS
+                    .limited
+                    .get_or_create(&crate::metrics::Outcome {
+                        outcome: which.into(),
+                    })
+                    .inc();
+                fail(Refusal::Limited(l))
+            })?;
         Ok(Approved {
             actor: req.actor.clone(),
             guild: req.guild,

@@ -4,6 +4,7 @@
 //! [`grant`] (the transport-free core) → [`access`], [`limits`], [`audit`], [`tencent`].
 
 pub mod access;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod discord;
@@ -11,6 +12,7 @@ pub mod grant;
 pub mod ids;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 pub mod tencent;
 
 /// Logs go to stderr; stdout is reserved for the link (`url`) and reports. `RUST_LOG` overrides

@@ -194,3 +194,108 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
         );
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
+    use support::WEB_ROLE;
+    let discord = FakeDiscord::start().await;
+    let cvm = MockCvm::start().await;
+    let dir = TempDir::new("sighup");
+    let text = config_text(&dir, &cvm.endpoint(), &discord.config_lines());
+    let cfg = write_config(&dir, &text);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    let web = |user: u64, instance: &'static str| Invocation {
+        user,
+        name: "member",
+        guild: Some(GUILD),
+        roles: vec![WEB_ROLE],
+        command: "vnc",
+        options: vec![("instance", instance)],
+    };
+    let t = discord.invoke(web(1, "ins-running1"));
+    assert!(reply(&discord, &t).await.contains("None of your roles"));
+
+    // Good config: the web role may now open every instance.
+    write_config(
+        &dir,
+        &text.replace("instances = [\"ins-web*\"]", "instances = [\"*\"]"),
+    );
+    signal(&bot, libc::SIGHUP);
+    let mut allowed = false;
+    for user in 2..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = discord.invoke(web(user, "ins-running1"));
+        if reply(&discord, &t).await.contains("in your DMs") {
+            allowed = true;
+            break;
+        }
+    }
+    assert!(allowed, "the reloaded allowlist took effect");
+
+    // Broken config: logged and ignored; the last good one stays in force.
+    write_config(&dir, "[discord]\nguild_ids = []\n");
+    signal(&bot, libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = discord.invoke(web(100, "ins-web00001"));
+    assert!(
+        reply(&discord, &t).await.contains("in your DMs"),
+        "still serving with the last good config"
+    );
+    let t = discord.invoke(web(101, "ins-stopped1"));
+    assert!(
+        reply(&discord, &t)
+            .await
+            .contains("does not allow a console"),
+        "the wider rule is still in force"
+    );
+
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_stable_fields() {
+    let discord = FakeDiscord::start().await;
+    let cvm = MockCvm::start().await;
+    let dir = TempDir::new("jsonlog");
+    let text = config_text(&dir, &cvm.endpoint(), &discord.config_lines())
+        + "\n[log]\nformat = \"json\"\n";
+    let cfg = write_config(&dir, &text);
+    let bot = Command::new(env!("CARGO_BIN_EXE_vncbot"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_clear()
+        .env("DISCORD_TOKEN", TOKEN)
+        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    discord.wait_ready().await;
+    let t = discord.invoke(vnc(1, "ins-running1"));
+    assert!(reply(&discord, &t).await.contains("in your DMs"));
+    signal(&bot, libc::SIGTERM);
+    let out = bot.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    let mut issued = false;
+    for line in lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(v.get(field).is_some(), "no {field} in {line}");
+        }
+        if v["message"] == "console URL issued" {
+            issued = true;
+            assert_eq!(v["instance"], "ins-running1");
+            assert_eq!(v["request_id"], cvm.seen()[0].request_id.as_str());
+        }
+    }
+    assert!(issued, "{stderr}");
+}

@@ -29,7 +29,7 @@ async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
         session_token: None,
     };
     tokio::spawn(async move {
-        if let Err(e) = vncbot::discord::run(config, TOKEN, creds).await {
+        if let Err(e) = vncbot::discord::run(config, None, TOKEN, creds).await {
             panic!("the bot stopped: {e}");
         }
     });
@@ -526,4 +526,63 @@ async fn no_link_is_issued_when_the_journal_cannot_be_written() {
         bot.discord.dm_channels_of(1001).is_empty(),
         "no DM was opened"
     );
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let bot = start_bot(|t| format!("{t}\n[admin]\nlisten = \"{admin}\"\n")).await;
+    let (status, body) = get(&admin, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    let t = bot.discord.invoke(vnc(
+        1101,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    let t = bot.discord.invoke(vnc(
+        1102,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-nothere1")],
+    ));
+    reply_text(&bot, &t).await;
+    let (status, metrics) = get(&admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for expect in [
+        "vncbot_commands_total{outcome=\"delivered\"}",
+        "vncbot_commands_total{outcome=\"InvalidInstanceId.NotFound\"}",
+        "vncbot_tencent_errors_total{code=\"InvalidInstanceId.NotFound\"}",
+        "vncbot_tencent_request_duration_seconds_count",
+        "vncbot_tencent_queue_wait_seconds_count",
+        "vncbot_audit_write_duration_seconds_count",
+        "vncbot_gateway_connected 1",
+        "vncbot_dm_failures_total",
+    ] {
+        assert!(metrics.contains(expect), "missing {expect} in\n{metrics}");
+    }
+    assert!(!metrics.contains("bjvnc"));
+    assert_eq!(get(&admin, "/nope").await.0, 404);
+
+    // An unwritable journal makes the bot unhealthy.
+    let journal = bot.dir.join("audit/vncbot-audit.jsonl");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    let (status, body) = get(&admin, "/healthz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("audit journal"), "{body}");
 }

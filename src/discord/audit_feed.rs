@@ -1,6 +1,7 @@
 //! The audit channel: one line per request, posted in the background. A slow or failing channel
 //! never delays the person asking; the journal stays the record of truth.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,51 +13,51 @@ const QUEUE: usize = 1024;
 /// Attempts per line, with 1 s, 2 s, 4 s between them.
 const ATTEMPTS: u32 = 4;
 
+type Line = (ChannelId, String);
+
 pub struct AuditFeed {
-    tx: Option<mpsc::Sender<String>>,
-    rx: Mutex<Option<mpsc::Receiver<String>>>,
-    channel: Option<ChannelId>,
+    tx: mpsc::Sender<Line>,
+    rx: Mutex<Option<mpsc::Receiver<Line>>>,
+    /// Swapped by a config reload; 0 means off.
+    channel: AtomicU64,
 }
 
 impl AuditFeed {
     pub fn new(channel: Option<u64>) -> Self {
-        let (tx, rx) = match channel {
-            Some(_) => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
+        let (tx, rx) = mpsc::channel(QUEUE);
         Self {
             tx,
-            rx: Mutex::new(rx),
-            channel: channel.map(ChannelId::new),
+            rx: Mutex::new(Some(rx)),
+            channel: AtomicU64::new(channel.unwrap_or(0)),
         }
+    }
+
+    pub fn set_channel(&self, channel: Option<u64>) {
+        self.channel.store(channel.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Starts the poster once, when the gateway is up and an `Http` exists.
     pub fn start(&self, http: Arc<Http>) {
-        let (Some(channel), Some(mut rx)) = (
-            self.channel,
-            self.rx.lock().unwrap_or_else(|e| e.into_inner()).take(),
-        ) else {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
         tokio::spawn(async move {
-            while let Some(line) = rx.recv().await {
+            while let Some((channel, line)) = rx.recv().await {
                 post(&http, channel, line).await;
             }
         });
     }
 
-    /// Queues a line without waiting.
+    /// Queues a line without waiting; a no-op when no channel is configured.
     pub fn post(&self, line: String) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(line).is_err() {
-                tracing::warn!(
-                    "audit channel queue is full; a line was dropped (the journal has the record)"
-                );
-            }
+        let channel = self.channel.load(Ordering::Relaxed);
+        if channel == 0 {
+            return;
+        }
+        if self.tx.try_send((ChannelId::new(channel), line)).is_err() {
+            tracing::warn!(
+                "audit channel queue is full; a line was dropped (the journal has the record)"
+            );
         }
     }
 }

@@ -71,6 +71,16 @@ pub const REPLY_SHUTTING_DOWN: &str =
 
 pub const REPLY_UNKNOWN_COMMAND: &str = "This bot does not know that command.";
 
+/// How an outcome code reads in the audit channel.
+pub fn outcome_text(code: &str) -> &str {
+    match code {
+        "delivered" => "delivered by DM",
+        "dms_closed" => "not delivered: DMs closed, link discarded",
+        "dm_failed" => "not delivered: DM failed, link discarded",
+        other => other,
+    }
+}
+
 /// One line for the audit channel. Everything the member typed is escaped; the link is never
 /// an argument.
 pub fn audit_line(

@@ -15,6 +15,7 @@ use super::Shared;
 use crate::audit::{Actor, Entry, Event};
 use crate::grant::{Authority, Issued, Refusal, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
+use crate::metrics::METRICS;
 
 pub const NAME: &str = "vnc";
 /// Longest `instance` option Discord will send: room for an ID and stray spaces, no more.
@@ -92,12 +93,14 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
         name: cmd.user.name.clone(),
     };
     let (Some(guild), Some(member)) = (cmd.guild_id, cmd.member.as_ref()) else {
+        METRICS.command("not_in_guild");
         record_refused_interaction(shared, &actor, None, "not_in_guild").await;
         reply(ctx, &cmd, messages::REPLY_NOT_IN_GUILD).await;
         return;
     };
     if !shared.guilds.contains(&guild.get()) {
         // The audit channel belongs to the configured server; this goes to the journal only.
+        METRICS.command("other_guild");
         record_refused_interaction(shared, &actor, Some(guild.get()), "other_guild").await;
         reply(ctx, &cmd, messages::REPLY_OTHER_GUILD).await;
         return;
@@ -116,12 +119,13 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
         }
     }
     let note = |outcome: &str, region: Option<&str>, request_id: Option<&str>| {
+        METRICS.command(outcome);
         shared.audit_feed.post(messages::audit_line(
             cmd.user.id.get(),
             &instance,
             region,
             reason.as_deref(),
-            outcome,
+            messages::outcome_text(outcome),
             request_id,
         ));
     };
@@ -217,7 +221,7 @@ async fn deliver(
             }
             reply(ctx, cmd, &messages::reply_sent(&issued)).await;
             schedule_expiry(ctx.clone(), channel, message_id, issued);
-            "delivered by DM"
+            "delivered"
         }
         Err(e) => {
             let closed = matches!(
@@ -226,6 +230,7 @@ async fn deliver(
                     if r.error.code == CANNOT_DM
             );
             let code = if closed { "dms_closed" } else { "dm_error" };
+            METRICS.dm_failures.inc();
             tracing::warn!(user = %cmd.user.id, request_id = %issued.request_id, code, error = %e,
                 "could not DM the console link; it was discarded");
             if let Err(e) = shared
@@ -242,9 +247,9 @@ async fn deliver(
             };
             reply(ctx, cmd, text).await;
             if closed {
-                "not delivered: DMs closed, link discarded"
+                "dms_closed"
             } else {
-                "not delivered: DM failed, link discarded"
+                "dm_failed"
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::config::{Language, TencentConfig, TencentCredentials};
 use crate::ids::{InstanceId, Region};
 use crate::limits::ApiPacer;
 use crate::link::ConsoleUrl;
+use crate::metrics::METRICS;
 
 const SERVICE: &str = "cvm";
 const ACTION: &str = "DescribeInstanceVncUrl";
@@ -175,12 +176,31 @@ impl CvmClient {
         region: &Region,
         body: &[u8],
     ) -> Result<(ConsoleUrl, String), TencentError> {
-        self.pacer
+        let waited = self
+            .pacer
             .acquire()
             .await
             .map_err(|q| TencentError::QueueFull {
                 retry_after: q.retry_after,
             })?;
+        METRICS.limiter_wait.observe(waited.as_secs_f64());
+        let started = std::time::Instant::now();
+        let result = self.send(endpoint, region, body).await;
+        METRICS
+            .tencent_latency
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            METRICS.tencent_error(&e.code());
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        region: &Region,
+        body: &[u8],
+    ) -> Result<(ConsoleUrl, String), TencentError> {
         // Signed after the pacer's wait, just before sending: Tencent rejects timestamps more
         // than five minutes off, and a queued request must not carry a stale one.
         let headers = self.signed_headers(endpoint, region, body)?;

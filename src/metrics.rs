@@ -1,0 +1,130 @@
+//! Prometheus metrics, all prefixed `vncbot_`. One process-wide registry, as metrics libraries
+//! conventionally keep: every layer records where the event happens without threading a handle
+//! through the core.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Commands by outcome (`delivered`, `denied`, `bad_instance`, an error code, ...).
+    pub commands: Family<Outcome, Counter>,
+    /// Seconds per Tencent attempt, success or not.
+    pub tencent_latency: Histogram,
+    /// Tencent failures by code (`InvalidInstanceId.NotFound`, `timeout`, `http_502`, ...).
+    pub tencent_errors: Family<Code, Counter>,
+    /// Seconds a call waited for its slot under `api_per_second`.
+    pub limiter_wait: Histogram,
+    /// Requests refused by the per-member or per-instance limit.
+    pub limited: Family<Outcome, Counter>,
+    /// DMs that could not be sent (the link was discarded).
+    pub dm_failures: Counter,
+    /// Seconds from queueing an audit record to its fsync.
+    pub audit_write: Histogram,
+    /// Audit records that could not be written.
+    pub audit_failures: Counter,
+    /// 1 while connected to the Discord gateway.
+    pub gateway_connected: Gauge,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("vncbot");
+        let m = Metrics {
+            commands: Family::default(),
+            tencent_latency: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            tencent_errors: Family::default(),
+            limiter_wait: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            limited: Family::default(),
+            dm_failures: Counter::default(),
+            audit_write: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            audit_failures: Counter::default(),
+            gateway_connected: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("commands", "Commands by outcome", m.commands.clone());
+        registry.register(
+            "tencent_request_duration_seconds",
+            "Duration of each DescribeInstanceVncUrl attempt",
+            m.tencent_latency.clone(),
+        );
+        registry.register(
+            "tencent_errors",
+            "Tencent call failures by code",
+            m.tencent_errors.clone(),
+        );
+        registry.register(
+            "tencent_queue_wait_seconds",
+            "Time a call waited for its slot under limits.api_per_second",
+            m.limiter_wait.clone(),
+        );
+        registry.register(
+            "limited",
+            "Requests refused by a per-member or per-instance limit",
+            m.limited.clone(),
+        );
+        registry.register(
+            "dm_failures",
+            "DMs with a link that could not be sent",
+            m.dm_failures.clone(),
+        );
+        registry.register(
+            "audit_write_duration_seconds",
+            "Time from queueing an audit record to its fsync",
+            m.audit_write.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written",
+            m.audit_failures.clone(),
+        );
+        registry.register(
+            "gateway_connected",
+            "1 while connected to the Discord gateway",
+            m.gateway_connected.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn command(&self, outcome: &str) {
+        self.commands
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn tencent_error(&self, code: &str) {
+        self.tencent_errors
+            .get_or_create(&Code {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+}
