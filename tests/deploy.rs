@@ -1,0 +1,200 @@
+//! The deployment artefacts: the systemd unit verifies, the Kubernetes manifests parse and agree
+//! with each other and with the config schema, and the Dockerfile copies what exists.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_yaml::Value;
+use vncbot::config::Config;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn the_systemd_unit_verifies_cleanly_and_is_hardened() {
+    let unit = read("deploy/systemd/vncbot.service");
+    for directive in [
+        "DynamicUser=yes",
+        "StateDirectory=vncbot",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "EnvironmentFile=/etc/vncbot/vncbot.env",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(directive), "missing {directive:?}");
+    }
+    // systemd-analyze checks that ExecStart exists: point it at the binary under test.
+    let dir = std::env::temp_dir().join(format!("vncbot-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vncbot.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/vncbot", env!("CARGO_BIN_EXE_vncbot")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed (.ci/run installs systemd)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{said}");
+    // Warnings (an unknown directive, a bad value) leave the exit code at 0: require silence.
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify said:\n{said}"
+    );
+}
+
+fn manifests() -> BTreeMap<String, Value> {
+    let mut by_kind = BTreeMap::new();
+    for entry in std::fs::read_dir(Path::new(ROOT).join("deploy/kubernetes")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let kind = v["kind"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no kind", path.display()));
+        assert!(
+            v["apiVersion"].as_str().is_some(),
+            "{}: no apiVersion",
+            path.display()
+        );
+        by_kind.insert(kind.to_owned(), v);
+    }
+    by_kind
+}
+
+#[test]
+fn the_kubernetes_manifests_agree() {
+    let m = manifests();
+    let (deploy, cm, secret, pvc) = (
+        &m["Deployment"],
+        &m["ConfigMap"],
+        &m["Secret"],
+        &m["PersistentVolumeClaim"],
+    );
+    let spec = &deploy["spec"];
+    assert_eq!(spec["replicas"], 1, "one gateway session per shard");
+    assert_eq!(
+        spec["strategy"]["type"], "Recreate",
+        "never two bots at once"
+    );
+    let pod = &spec["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    assert_eq!(c["ports"][0]["name"], "admin");
+    assert!(c["resources"]["requests"]["memory"].as_str().is_some());
+    assert!(c["resources"]["limits"]["memory"].as_str().is_some());
+    assert_eq!(
+        c["envFrom"][0]["secretRef"]["name"],
+        secret["metadata"]["name"]
+    );
+
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap().clone();
+    assert_eq!(
+        volume("config")["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    assert_eq!(
+        volume("audit")["persistentVolumeClaim"]["claimName"],
+        pvc["metadata"]["name"]
+    );
+    let mount = |name: &str| {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // The shipped config is valid, journals onto the volume and serves the probes' port.
+    let toml = cm["data"]["vncbot.toml"].as_str().unwrap();
+    let config = Config::parse(toml).unwrap_or_else(|e| panic!("the ConfigMap's vncbot.toml: {e}"));
+    assert!(
+        config.audit.path.starts_with(mount("audit")),
+        "{:?}",
+        config.audit.path
+    );
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_arg = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    assert_eq!(
+        Path::new(config_arg).parent().unwrap(),
+        Path::new(&mount("config"))
+    );
+    let admin = config.admin.expect("probes need [admin] listen");
+    assert_eq!(
+        i64::from(admin.listen.port()),
+        c["ports"][0]["containerPort"].as_i64().unwrap()
+    );
+    assert!(
+        admin.listen.ip().is_unspecified(),
+        "the kubelet probes the pod IP"
+    );
+
+    let keys: Vec<&str> = secret["stringData"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for k in [
+        "DISCORD_TOKEN",
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+    ] {
+        assert!(keys.contains(&k), "Secret lacks {k}");
+    }
+}
+
+#[test]
+fn the_dockerfile_copies_what_exists_and_runs_unprivileged() {
+    let docker = read("deploy/Dockerfile");
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(
+                Path::new(ROOT).join(src).exists(),
+                "COPY source {src} does not exist"
+            );
+        }
+    }
+    let user = docker
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("a USER line");
+    assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
+    assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/vncbot\"]"));
+    assert!(docker.contains("VOLUME [\"/var/lib/vncbot\"]"));
+    assert!(docker.contains("--locked"));
+}
