@@ -15,7 +15,8 @@ use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
 
 const MEMBERS: usize = 300;
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// (user, system) CPU ticks of a process.
+fn cpu_split(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -24,7 +25,12 @@ fn cpu_ticks(pid: u32) -> u64 {
         .split_whitespace()
         .collect();
     // utime and stime are fields 14 and 15; after the ")" they are at 11 and 12.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    (fields[11].parse().unwrap(), fields[12].parse().unwrap())
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let (u, s) = cpu_split(pid);
+    u + s
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -71,6 +77,8 @@ async fn main() {
     discord.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu_before = cpu_ticks(pid);
+    let split_before = cpu_split(pid);
+    let fakes_before = cpu_ticks(std::process::id());
 
     let ids: Vec<String> = (0..MEMBERS).map(|i| format!("ins-load{i:04}")).collect();
     let start = Instant::now();
@@ -98,6 +106,8 @@ async fn main() {
     }
     let total = start.elapsed();
     let cpu_after = cpu_ticks(pid);
+    let split_after = cpu_split(pid);
+    let fakes_after = cpu_ticks(std::process::id());
     let rss = peak_rss_kib(pid);
 
     let calls = discord.calls();
@@ -143,6 +153,15 @@ async fn main() {
         "  bot CPU: {cpu_ms:.0} ms for the burst, {:.3} ms per command; peak RSS {:.1} MB",
         cpu_ms / MEMBERS as f64,
         rss as f64 / 1024.0
+    );
+    println!(
+        "  bot CPU split: user {:.0} ms, system {:.0} ms",
+        (split_after.0 - split_before.0) as f64 * 10.0,
+        (split_after.1 - split_before.1) as f64 * 10.0
+    );
+    println!(
+        "  (the fakes, in this process, used {:.0} ms of CPU on the same 2 cores)",
+        (fakes_after - fakes_before) as f64 / ticks_per_sec * 1000.0
     );
 
     // SAFETY: signalling our own child.

@@ -586,3 +586,95 @@ async fn healthz_and_metrics() {
     assert_eq!(status, 503);
     assert!(body.contains("audit journal"), "{body}");
 }
+
+#[tokio::test]
+async fn a_link_too_long_for_a_button_goes_in_the_dm_as_a_markdown_link() {
+    let bot = start_bot(|t| t).await;
+    bot.cvm.set_token_len(600);
+    let t = bot.discord.invoke(vnc(
+        1201,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
+    assert!(link.len() > 512);
+    let dm_channel = bot.discord.dm_channels_of(1201)[0];
+    let dm = bot
+        .discord
+        .calls()
+        .into_iter()
+        .find(|c| {
+            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
+        })
+        .unwrap();
+    assert!(
+        dm.body["components"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{}",
+        dm.body
+    );
+    let content = dm.body["content"].as_str().unwrap();
+    assert!(
+        content.contains(&format!("[Open the console](<{link}>)")),
+        "{content}"
+    );
+    assert!(
+        content.chars().count() <= 2000,
+        "within Discord's message limit"
+    );
+}
+
+#[tokio::test]
+async fn a_required_reason_is_enforced_and_offered_as_required() {
+    let bot = start_bot(|t| t.replace("[audit]", "[audit]\nrequire_reason = true")).await;
+    let put = bot
+        .discord
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "PUT")
+        .unwrap();
+    let options = put.body[0]["options"].as_array().unwrap();
+    let reason = options.iter().find(|o| o["name"] == "reason").unwrap();
+    assert_eq!(reason["required"], true);
+    assert_eq!(reason["max_length"], 200);
+    let instance = options.iter().find(|o| o["name"] == "instance").unwrap();
+    assert_eq!(
+        (
+            instance["required"].as_bool(),
+            instance["max_length"].as_u64()
+        ),
+        (Some(true), Some(64))
+    );
+    let region = options.iter().find(|o| o["name"] == "region").unwrap();
+    assert_eq!(region["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(put.body[0]["dm_permission"], false);
+
+    let none = bot.discord.invoke(vnc(
+        1301,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    assert!(reply_text(&bot, &none)
+        .await
+        .contains("A reason is required"));
+    let short = bot.discord.invoke(vnc(
+        1302,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1"), ("reason", "fix")],
+    ));
+    assert!(reply_text(&bot, &short).await.contains("too short"));
+    let ok = bot.discord.invoke(vnc(
+        1303,
+        vec![ONCALL_ROLE],
+        vec![
+            ("instance", "ins-running1"),
+            ("reason", "INC-42 disk full on web"),
+        ],
+    ));
+    assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
+    assert_eq!(bot.cvm.seen().len(), 1);
+    let journal = std::fs::read_to_string(bot.dir.join("audit/vncbot-audit.jsonl")).unwrap();
+    assert!(journal.contains("INC-42 disk full on web"));
+}

@@ -60,6 +60,8 @@ struct State {
     issued: Vec<String>,
     window: VecDeque<Instant>,
     clock_skew: i64,
+    /// Length of the random token in issued URLs.
+    token_len: usize,
 }
 
 #[derive(Clone)]
@@ -103,6 +105,7 @@ impl MockCvm {
             issued: Vec::new(),
             window: VecDeque::new(),
             clock_skew: 0,
+            token_len: 32,
         }));
         let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (st, cell) = (Arc::clone(&state), Arc::clone(&addr_cell));
@@ -129,6 +132,11 @@ impl MockCvm {
 
     pub fn script(&self, items: impl IntoIterator<Item = Scripted>) {
         self.state.lock().unwrap().script.extend(items);
+    }
+
+    /// Makes issued URLs carry a token this long (real ones vary; some exceed Discord's 512).
+    pub fn set_token_len(&self, len: usize) {
+        self.state.lock().unwrap().token_len = len;
     }
 
     pub fn set_clock_skew(&self, secs: i64) {
@@ -218,7 +226,8 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
             Reply::json(200, &json!({"Response": {"RequestId": rid}}))
         }
         Ok(()) => {
-            let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+            let len = state.lock().unwrap().token_len;
+            let token: String = (0..len).map(|_| fastrand::alphanumeric()).collect();
             let url = format!("wss%3A%2F%2Fbjvnc.qcloud.com%3A26789%2Fvnc%3Fs%3D{token}");
             record(state, &req, "ok", &rid);
             state.lock().unwrap().issued.push(url.clone());
