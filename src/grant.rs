@@ -169,10 +169,16 @@ impl Refusal {
 /// A refusal, with the instance and region where they were valid (for the audit record).
 type Rejected = Box<(Refusal, Option<InstanceId>, Option<Region>)>;
 
+/// What a config reload swaps, as one unit: a request sees the old policy and limits or the new
+/// ones, never a mix.
+struct Live {
+    policy: Arc<Policy>,
+    limits: Arc<RequestLimits>,
+}
+
 /// The core: policy, limits, journal and Tencent client.
 pub struct Core {
-    policy: RwLock<Arc<Policy>>,
-    limits: RwLock<Arc<RequestLimits>>,
+    live: RwLock<Live>,
     journal: Journal,
     cvm: CvmClient,
 }
@@ -180,39 +186,40 @@ pub struct Core {
 impl Core {
     pub fn new(policy: Policy, limits: RequestLimits, journal: Journal, cvm: CvmClient) -> Self {
         Self {
-            policy: RwLock::new(Arc::new(policy)),
-            limits: RwLock::new(Arc::new(limits)),
+            live: RwLock::new(Live {
+                policy: Arc::new(policy),
+                limits: Arc::new(limits),
+            }),
             journal,
             cvm,
         }
     }
 
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn live(&self) -> (Arc<Policy>, Arc<RequestLimits>) {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&live.policy), Arc::clone(&live.limits))
     }
 
-    /// Swaps the whole policy at once (config reload).
-    pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    pub fn policy(&self) -> Arc<Policy> {
+        self.live().0
+    }
+
+    pub fn limits(&self) -> Arc<RequestLimits> {
+        self.live().1
+    }
+
+    /// Swaps the policy, and the limits when given (their counters then start afresh), in one
+    /// step (config reload).
+    pub fn reconfigure(&self, policy: Policy, limits: Option<RequestLimits>) {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.policy = Arc::new(policy);
+        if let Some(l) = limits {
+            live.limits = Arc::new(l);
+        }
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
-    }
-
-    pub fn limits(&self) -> Arc<RequestLimits> {
-        self.limits
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Replaces the limits (config reload). Counters start afresh.
-    pub fn set_limits(&self, limits: RequestLimits) {
-        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
     }
 
     /// Decide and mint.
@@ -224,8 +231,8 @@ impl Core {
     /// Validates, authorizes and limits a request, and records the decision. Only an approved
     /// request, whose `requested` record is on disk, may reach Tencent.
     pub async fn decide(&self, req: Request) -> Result<Approved, Refusal> {
-        let policy = self.policy();
-        match self.evaluate(&policy, &req) {
+        let (policy, limits) = self.live();
+        match self.evaluate(&policy, &limits, &req) {
             Ok(approved) => {
                 let appended = self
                     .record(
@@ -272,7 +279,12 @@ impl Core {
     }
 
     /// The pure part of `decide`: on refusal, also the instance and region if they parsed.
-    fn evaluate(&self, policy: &Policy, req: &Request) -> Result<Approved, Rejected> {
+    fn evaluate(
+        &self,
+        policy: &Policy,
+        limits: &RequestLimits,
+        req: &Request,
+    ) -> Result<Approved, Rejected> {
         let served = || {
             policy
                 .regions
@@ -338,21 +350,19 @@ impl Core {
                 }
             }
         };
-        self.limits()
-            .check(&req.actor.key(), &instance)
-            .map_err(|l| {
-                let which = match l {
-                    Limited::User { .. } => "user",
-                    Limited::Instance { .. } => "instance",
-                };
-                crate::metrics::METRICS
-                    .limited
-                    .get_or_create(&crate::metrics::Outcome {
-                        outcome: which.into(),
-                    })
-                    .inc();
-                fail(Refusal::Limited(l))
-            })?;
+        limits.check(&req.actor.key(), &instance).map_err(|l| {
+            let which = match l {
+                Limited::User { .. } => "user",
+                Limited::Instance { .. } => "instance",
+            };
+            crate::metrics::METRICS
+                .limited
+                .get_or_create(&crate::metrics::Outcome {
+                    outcome: which.into(),
+                })
+                .inc();
+            fail(Refusal::Limited(l))
+        })?;
         Ok(Approved {
             actor: req.actor.clone(),
             guild: req.guild,

@@ -309,10 +309,10 @@ async fn apply(shared: &Shared, new: Config) {
             || old.audit.require_reason != new.audit.require_reason;
         let limits_changed = old.limits.per_user_per_minute != new.limits.per_user_per_minute
             || old.limits.per_instance_per_minute != new.limits.per_instance_per_minute;
-        shared.core.set_policy(Policy::from_config(&new));
-        if limits_changed {
-            shared.core.set_limits(RequestLimits::new(&new.limits));
-        }
+        shared.core.reconfigure(
+            Policy::from_config(&new),
+            limits_changed.then(|| RequestLimits::new(&new.limits)),
+        );
         shared
             .audit_feed
             .set_channel(new.discord.audit_channel_id.map(|c| c.get()));
