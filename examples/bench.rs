@@ -105,8 +105,56 @@ async fn bench_url() {
     );
 }
 
+async fn bench_audit() {
+    use vncbot::audit::{verify_file, Actor, Entry, Event, Journal};
+    let dir = TempDir::new("bench-audit");
+    let path = dir.join("audit.jsonl");
+    let (journal, _) = Journal::open(&path).unwrap();
+    let actor = Actor::Discord {
+        id: 800000000000000001,
+        name: "oncall".into(),
+    };
+    // 64 concurrent writers, as a burst of commands would be.
+    let n = 20_000;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|w| {
+            let (j, a) = (journal.clone(), actor.clone());
+            tokio::spawn(async move {
+                for _ in 0..n / 64 {
+                    let e = Entry {
+                        instance: Some("ins-a1b2c3d4"),
+                        region: Some("ap-guangzhou"),
+                        guild: Some(w),
+                        ..Entry::default()
+                    };
+                    j.append(Event::Requested, &a, &e).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let written = start.elapsed();
+    let records = (n / 64) * 64;
+    let start = Instant::now();
+    let summary = verify_file(&path).unwrap().unwrap();
+    let verified = start.elapsed();
+    assert_eq!(summary.records, records as u64);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "audit: {records} fsynced appends from 64 concurrent writers in {:.2} s ({:.0} records/s, group commit); verify {records} records ({:.1} MB) in {:.0} ms",
+        written.as_secs_f64(),
+        records as f64 / written.as_secs_f64(),
+        bytes as f64 / 1e6,
+        verified.as_secs_f64() * 1000.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     bench_sign();
+    bench_audit().await;
     bench_url().await;
 }

@@ -6,7 +6,7 @@
 //! neither interleave bytes nor fork the chain. The console link is never a field.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -201,7 +201,7 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -216,35 +216,25 @@ impl Journal {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(open_err)?;
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes).map_err(open_err)?;
-
-        let (state, torn) = match verify_bytes(&bytes) {
-            Ok(summary) => (summary, None),
-            Err(VerifyError {
-                kind: Problem::TornTail { bytes: n },
-                ..
-            }) => {
-                let fragment = &bytes[bytes.len() - n..];
-                let intact = verify_bytes(&bytes[..bytes.len() - n]).map_err(|problem| {
-                    AuditError::Damaged {
-                        path: path.to_owned(),
-                        problem,
-                    }
-                })?;
-                (intact, Some(fragment.to_vec()))
-            }
-            Err(problem) => {
-                return Err(AuditError::Damaged {
-                    path: path.to_owned(),
-                    problem,
-                })
+        let damaged = |problem| AuditError::Damaged {
+            path: path.to_owned(),
+            problem,
+        };
+        let mut len = 0u64;
+        let scanned = scan(&mut io::BufReader::with_capacity(64 * 1024, &file), |n| {
+            len += n
+        })
+        .map_err(open_err)?;
+        let (state, torn) = match scanned {
+            Scanned::Clean(result) => (result.map_err(damaged)?, None),
+            Scanned::Torn { verifier, fragment } => {
+                (verifier.finish().map_err(damaged)?, Some(fragment))
             }
         };
         let inner = Arc::new(Mutex::new(Writer {
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
-            len: bytes.len() as u64,
+            len,
             file,
             seq: state.last_seq,
             prev: state.last_hash,
@@ -574,90 +564,141 @@ pub enum Problem {
     TornTail { bytes: usize },
 }
 
-/// Verifies a journal file.
+/// Verifies a journal file, reading it a line at a time (a journal of years stays cheap to check).
 pub fn verify_file(path: &Path) -> Result<Result<Summary, VerifyError>, io::Error> {
-    Ok(verify_bytes(&std::fs::read(path)?))
+    let mut reader = io::BufReader::with_capacity(64 * 1024, File::open(path)?);
+    Ok(match scan(&mut reader, |_| {})? {
+        Scanned::Clean(result) => result,
+        Scanned::Torn { verifier, fragment } => Err(verifier.torn(fragment.len())),
+    })
 }
 
-/// Walks the chain. A torn line is accepted only when the next record seals exactly it.
+/// Walks the chain in memory. A torn line is accepted only when the next record seals exactly it.
 pub fn verify_bytes(bytes: &[u8]) -> Result<Summary, VerifyError> {
-    let mut s = Summary {
-        records: 0,
-        first_time: None,
-        last_time: None,
-        last_seq: 0,
-        last_hash: GENESIS.to_owned(),
-        sealed: 0,
-    };
-    let mut pending_torn: Option<(usize, &[u8])> = None;
-    let mut rest = bytes;
-    let mut line_no = 0;
-    while !rest.is_empty() {
-        line_no += 1;
-        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
-            return Err(VerifyError {
-                line: line_no,
-                kind: Problem::TornTail { bytes: rest.len() },
+    match scan(&mut &bytes[..], |_| {}).expect("reading from memory cannot fail") {
+        Scanned::Clean(result) => result,
+        Scanned::Torn { verifier, fragment } => Err(verifier.torn(fragment.len())),
+    }
+}
+
+enum Scanned {
+    /// The input ended with a line end: the verdict.
+    Clean(Result<Summary, VerifyError>),
+    /// Every complete line verified, but the input ends mid-line.
+    Torn {
+        verifier: Verifier,
+        fragment: Vec<u8>,
+    },
+}
+
+/// Feeds every complete line to a [`Verifier`]; `on_len` sees the byte length read.
+fn scan(reader: &mut impl io::BufRead, mut on_len: impl FnMut(u64)) -> io::Result<Scanned> {
+    let mut v = Verifier::new();
+    let mut line = Vec::with_capacity(512);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        on_len(n as u64);
+        if n == 0 {
+            return Ok(Scanned::Clean(v.finish()));
+        }
+        if line.last() != Some(&b'\n') {
+            return Ok(Scanned::Torn {
+                verifier: v,
+                fragment: line,
             });
-        };
-        let line = &rest[..end];
-        rest = &rest[end + 1..];
+        }
+        line.pop();
+        if let Err(e) = v.line(&line) {
+            return Ok(Scanned::Clean(Err(e)));
+        }
+    }
+}
+
+/// The chain check, one line at a time.
+struct Verifier {
+    s: Summary,
+    line_no: usize,
+    /// An unreadable line (and the SHA-256 of its bytes) that only a `sealed` record may follow.
+    pending_torn: Option<(usize, String)>,
+}
+
+impl Verifier {
+    fn new() -> Self {
+        Self {
+            s: Summary {
+                records: 0,
+                first_time: None,
+                last_time: None,
+                last_seq: 0,
+                last_hash: GENESIS.to_owned(),
+                sealed: 0,
+            },
+            line_no: 0,
+            pending_torn: None,
+        }
+    }
+
+    fn fail(&self, line: usize, kind: Problem) -> VerifyError {
+        VerifyError { line, kind }
+    }
+
+    /// One complete line, without its line end.
+    fn line(&mut self, line: &[u8]) -> Result<(), VerifyError> {
+        self.line_no += 1;
         let Some((head, hash)) = parse_line(line) else {
-            if pending_torn.is_none() && !rest.is_empty() {
-                // Could be a sealed torn line; the next record decides.
-                pending_torn = Some((line_no, line));
-                continue;
+            if let Some((torn_line, _)) = self.pending_torn {
+                return Err(self.fail(torn_line, Problem::Unreadable));
             }
-            return Err(VerifyError {
-                line: pending_torn.map_or(line_no, |p| p.0),
-                kind: Problem::Unreadable,
-            });
+            // Could be a torn line sealed at start-up; the next record decides.
+            self.pending_torn = Some((self.line_no, hex::encode(Sha256::digest(line))));
+            return Ok(());
         };
-        if let Some((torn_line, fragment)) = pending_torn.take() {
-            let seals_it = head.event == Event::Sealed
-                && head.torn_sha256.as_deref() == Some(&hex::encode(Sha256::digest(fragment)));
+        if let Some((torn_line, fragment_hash)) = self.pending_torn.take() {
+            let seals_it =
+                head.event == Event::Sealed && head.torn_sha256.as_deref() == Some(&fragment_hash);
             if !seals_it {
-                return Err(VerifyError {
-                    line: torn_line,
-                    kind: Problem::Unreadable,
-                });
+                return Err(self.fail(torn_line, Problem::Unreadable));
             }
         }
+        let s = &self.s;
         if head.seq != s.last_seq + 1 {
-            return Err(VerifyError {
-                line: line_no,
-                kind: Problem::OutOfSequence {
+            return Err(self.fail(
+                self.line_no,
+                Problem::OutOfSequence {
                     seq: head.seq,
                     expected: s.last_seq + 1,
                 },
-            });
+            ));
         }
         if hash != hex::encode(Sha256::digest(body_without_hash(line))) {
-            return Err(VerifyError {
-                line: line_no,
-                kind: Problem::Edited { seq: head.seq },
-            });
+            return Err(self.fail(self.line_no, Problem::Edited { seq: head.seq }));
         }
         if head.prev != s.last_hash {
-            return Err(VerifyError {
-                line: line_no,
-                kind: Problem::BrokenLink { seq: head.seq },
-            });
+            return Err(self.fail(self.line_no, Problem::BrokenLink { seq: head.seq }));
         }
+        let s = &mut self.s;
         s.records += 1;
         s.sealed += u64::from(head.event == Event::Sealed);
         s.first_time.get_or_insert_with(|| head.time.clone());
         s.last_time = Some(head.time);
         s.last_seq = head.seq;
         s.last_hash = hash.to_owned();
+        Ok(())
     }
-    if let Some((line, _)) = pending_torn {
-        return Err(VerifyError {
-            line,
-            kind: Problem::Unreadable,
-        });
+
+    /// The input ended after a line end.
+    fn finish(self) -> Result<Summary, VerifyError> {
+        match self.pending_torn {
+            Some((line, _)) => Err(self.fail(line, Problem::Unreadable)),
+            None => Ok(self.s),
+        }
     }
-    Ok(s)
+
+    /// The input ended mid-line, after `bytes` bytes of a last line.
+    fn torn(&self, bytes: usize) -> VerifyError {
+        self.fail(self.line_no + 1, Problem::TornTail { bytes })
+    }
 }
 
 /// Splits `{...,"hash":"<64 hex>"}` into its parsed head and the hash.
