@@ -103,11 +103,19 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         "the request in flight was finished"
     );
 
-    let status = tokio::time::timeout(Duration::from_secs(20), bot.wait())
+    // It also waits for the DM's expiry edit (due 15 s after the link was made) before exiting.
+    let status = tokio::time::timeout(Duration::from_secs(40), bot.wait())
         .await
         .expect("the bot exits after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    let dm_channel = discord.dm_channels_of(1)[0];
+    let expiry_edits = discord.count(|c| {
+        c.method == "PATCH"
+            && c.path
+                .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
+    });
+    assert_eq!(expiry_edits, 1, "the dead link was removed before exit");
     assert_eq!(
         cvm.seen().len(),
         1,

@@ -34,12 +34,29 @@ pub struct Shared {
     config: Mutex<Config>,
     http: OnceLock<Arc<Http>>,
     connected: AtomicBool,
+    /// Commands being handled plus DM expiry edits still due: shutdown waits for both.
     in_flight: AtomicUsize,
     shutting_down: AtomicBool,
     idle: Notify,
 }
 
+/// Counts one piece of work in flight until dropped.
+pub struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 impl Shared {
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
     /// Healthy: connected to the gateway, with a journal that can be written.
     pub fn health(&self) -> Result<(), String> {
         if !self.connected.load(Ordering::SeqCst) {
@@ -106,11 +123,8 @@ impl EventHandler for Handler {
                 .await;
             return;
         }
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _work = self.shared.begin();
         vnc::handle(&ctx, &self.shared, cmd).await;
-        if self.shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.shared.idle.notify_waiters();
-        }
     }
 }
 
@@ -212,7 +226,9 @@ pub async fn run(
     let stopper = Arc::clone(&shared);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: no new requests; finishing those in flight");
+        tracing::info!(
+            "shutting down: no new requests; finishing those in flight and the DM expiry edits due"
+        );
         stopper.shutting_down.store(true, Ordering::SeqCst);
         let drained = async {
             while stopper.in_flight.load(Ordering::SeqCst) > 0 {

@@ -220,7 +220,7 @@ async fn deliver(
                 tracing::error!(error = %e, audit_seq = issued.audit_seq, "AUDIT WRITE FAILED after delivering a link");
             }
             reply(ctx, cmd, &messages::reply_sent(&issued)).await;
-            schedule_expiry(ctx.clone(), channel, message_id, issued);
+            schedule_expiry(ctx.clone(), shared, channel, message_id, issued);
             "delivered"
         }
         Err(e) => {
@@ -256,12 +256,21 @@ async fn deliver(
 }
 
 /// Replaces the dead link in the DM once it has expired, so nobody clicks a dead link later.
-fn schedule_expiry(ctx: Context, channel: ChannelId, message: MessageId, issued: Issued) {
+/// Shutdown waits for these (they are at most 15 s away).
+fn schedule_expiry(
+    ctx: Context,
+    shared: &Arc<Shared>,
+    channel: ChannelId,
+    message: MessageId,
+    issued: Issued,
+) {
     let wait = issued
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
+    let work = shared.begin();
     tokio::spawn(async move {
+        let _work = work;
         tokio::time::sleep(wait).await;
         let edit = EditMessage::new()
             .content(messages::dm_expired(&issued))
