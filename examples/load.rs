@@ -9,8 +9,8 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
-use support::mock_cvm::{self, MockCvm};
+use support::fake_discord::{FakeDiscord, Invocation};
+use support::mock_cvm::MockCvm;
 use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
 
 const MEMBERS: usize = 300;
@@ -60,17 +60,10 @@ async fn main() {
         &dir,
         &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
     );
-    let mut bot = tokio::process::Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("DISCORD_TOKEN", TOKEN)
-        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
-        .env("NO_PROXY", "127.0.0.1")
+    let mut bot = support::bot_command(&bin, &cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let pid = bot.id().unwrap();

@@ -7,24 +7,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
-use support::mock_cvm::{self, MockCvm, Scripted};
+use support::fake_discord::{FakeDiscord, Invocation};
+use support::mock_cvm::{MockCvm, Scripted};
 use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
 use tokio::process::{Child, Command};
 
 fn spawn_bot(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vncbot"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .env_clear()
-        .env("DISCORD_TOKEN", TOKEN)
-        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), cfg)
         .env("RUST_LOG", "vncbot=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }
@@ -275,17 +267,10 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
     let text = config_text(&dir, &cvm.endpoint(), &discord.config_lines())
         + "\n[log]\nformat = \"json\"\n";
     let cfg = write_config(&dir, &text);
-    let bot = Command::new(env!("CARGO_BIN_EXE_vncbot"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env_clear()
-        .env("DISCORD_TOKEN", TOKEN)
-        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+    let bot = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     discord.wait_ready().await;

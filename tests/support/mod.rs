@@ -83,3 +83,18 @@ pub fn write_config(dir: &TempDir, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// `vncbot run --config CFG` with the fakes' secrets in a clean environment; callers choose the
+/// output handling and `RUST_LOG`.
+pub fn bot_command(bin: &Path, cfg: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(bin);
+    c.args(["run", "--config"])
+        .arg(cfg)
+        .env_clear()
+        .env("DISCORD_TOKEN", fake_discord::TOKEN)
+        .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .kill_on_drop(true);
+    c
+}
