@@ -25,6 +25,9 @@ use crate::grant::{Core, Policy};
 use crate::limits::RequestLimits;
 use crate::metrics::METRICS;
 
+/// More members than one team has; past it the DM channel cache starts over.
+const DM_CHANNEL_CACHE_MAX: usize = 10_000;
+
 /// What every handler task shares.
 pub struct Shared {
     pub core: Core,
@@ -33,6 +36,8 @@ pub struct Shared {
     /// The config in force (swapped by a reload), for what the adapter reads of it.
     config: Mutex<Config>,
     http: OnceLock<Arc<Http>>,
+    /// User ID → DM channel (see `vnc::dm_channel`).
+    dm_channels: dashmap::DashMap<u64, serenity::all::ChannelId>,
     connected: AtomicBool,
     /// Commands being handled plus DM expiry edits still due: shutdown waits for both.
     in_flight: AtomicUsize,
@@ -185,6 +190,7 @@ pub async fn run(
         guilds: config.discord.guild_ids.iter().map(|g| g.get()).collect(),
         config: Mutex::new(config.clone()),
         http: OnceLock::new(),
+        dm_channels: dashmap::DashMap::new(),
         connected: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
