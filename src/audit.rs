@@ -311,14 +311,6 @@ impl Journal {
         let w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         !w.poisoned && w.check_identity().is_ok()
     }
-
-    pub fn path(&self) -> PathBuf {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .path
-            .clone()
-    }
 }
 
 /// The committer thread: takes what has queued, writes it as one batch, answers each caller.

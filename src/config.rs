@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::access::Rule;
@@ -679,15 +679,6 @@ pub fn discord_token_from_env() -> Result<SecretString, EnvError> {
 pub fn mask(s: &str) -> String {
     let visible: String = s.chars().take(4).collect();
     format!("{visible}…({} chars)", s.chars().count())
-}
-
-/// Every secret value we hold, for scrubbing. Used by tests and by the log guard.
-pub fn secret_values(creds: &TencentCredentials) -> Vec<&str> {
-    let mut v = vec![creds.secret_key.expose_secret()];
-    if let Some(t) = &creds.session_token {
-        v.push(t.expose_secret());
-    }
-    v
 }
 
 #[cfg(test)]

@@ -62,14 +62,6 @@ impl ConsoleUrl {
     pub fn expose_link(&self) -> &str {
         self.0.expose_secret()
     }
-
-    pub fn len(&self) -> usize {
-        self.0.expose_secret().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 impl fmt::Debug for ConsoleUrl {
