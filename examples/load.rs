@@ -9,9 +9,8 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::fake_discord::{FakeDiscord, Invocation};
-use support::mock_cvm::MockCvm;
-use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
+use support::fake_discord::Invocation;
+use support::{Fakes, GUILD, ONCALL_ROLE};
 
 const MEMBERS: usize = 300;
 
@@ -53,13 +52,9 @@ async fn main() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("vncbot");
     assert!(bin.exists(), "run `cargo build --release` first");
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("load");
-    let cfg = write_config(
-        &dir,
-        &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
-    );
+    let f = Fakes::start("load").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let cfg = f.write_config(&f.config);
     let mut bot = support::bot_command(&bin, &cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

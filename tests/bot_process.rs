@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::fake_discord::{FakeDiscord, Invocation};
-use support::mock_cvm::{MockCvm, Scripted};
-use support::{config_text, write_config, TempDir, GUILD, ONCALL_ROLE};
+use support::mock_cvm::Scripted;
+use support::{Fakes, GUILD, ONCALL_ROLE};
 use tokio::process::{Child, Command};
 
 fn spawn_bot(cfg: &Path) -> Child {
@@ -69,13 +69,9 @@ async fn verify(path: &Path) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_and_exits_0() {
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("sigterm");
-    let cfg = write_config(
-        &dir,
-        &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
-    );
+    let f = Fakes::start("sigterm").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let cfg = f.write_config(&f.config);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
 
@@ -89,9 +85,9 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     signal(&bot, libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let late = discord.invoke(vnc(2, "ins-web00001"));
-    assert!(reply(&discord, &late).await.contains("restarting"));
+    assert!(reply(discord, &late).await.contains("restarting"));
     assert!(
-        reply(&discord, &slow).await.contains("in your DMs"),
+        reply(discord, &slow).await.contains("in your DMs"),
         "the request in flight was finished"
     );
 
@@ -113,20 +109,16 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         1,
         "nothing new was minted after the signal"
     );
-    let (code, text) = verify(&dir.join("audit/vncbot-audit.jsonl")).await;
+    let (code, text) = verify(&f.journal()).await;
     assert_eq!(code, Some(0), "{text}");
 }
 
 #[tokio::test]
 async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("sigkill");
-    let cfg = write_config(
-        &dir,
-        &config_text(&dir, &cvm.endpoint(), &discord.config_lines()),
-    );
-    let journal = dir.join("audit/vncbot-audit.jsonl");
+    let f = Fakes::start("sigkill").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let cfg = f.write_config(&f.config);
+    let journal = f.journal();
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
 
@@ -165,7 +157,7 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     .await
     .expect("the bot restarts and reconnects");
     let after = discord.invoke(vnc(999, "ins-running1"));
-    assert!(reply(&discord, &after).await.contains("in your DMs"));
+    assert!(reply(discord, &after).await.contains("in your DMs"));
     signal(&bot, libc::SIGTERM);
     assert_eq!(bot.wait().await.unwrap().code(), Some(0));
 
@@ -203,11 +195,10 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
 #[tokio::test]
 async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     use support::WEB_ROLE;
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("sighup");
-    let text = config_text(&dir, &cvm.endpoint(), &discord.config_lines());
-    let cfg = write_config(&dir, &text);
+    let f = Fakes::start("sighup").await;
+    let discord = &f.discord;
+    let text = f.config.clone();
+    let cfg = f.write_config(&text);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
     let web = |user: u64, instance: &'static str| Invocation {
@@ -219,19 +210,16 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
         options: vec![("instance", instance)],
     };
     let t = discord.invoke(web(1, "ins-running1"));
-    assert!(reply(&discord, &t).await.contains("None of your roles"));
+    assert!(reply(discord, &t).await.contains("None of your roles"));
 
     // Good config: the web role may now open every instance.
-    write_config(
-        &dir,
-        &text.replace("instances = [\"ins-web*\"]", "instances = [\"*\"]"),
-    );
+    f.write_config(&text.replace("instances = [\"ins-web*\"]", "instances = [\"*\"]"));
     signal(&bot, libc::SIGHUP);
     let mut allowed = false;
     for user in 2..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = discord.invoke(web(user, "ins-running1"));
-        if reply(&discord, &t).await.contains("in your DMs") {
+        if reply(discord, &t).await.contains("in your DMs") {
             allowed = true;
             break;
         }
@@ -239,17 +227,17 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     assert!(allowed, "the reloaded allowlist took effect");
 
     // Broken config: logged and ignored; the last good one stays in force.
-    write_config(&dir, "[discord]\nguild_ids = []\n");
+    f.write_config("[discord]\nguild_ids = []\n");
     signal(&bot, libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = discord.invoke(web(100, "ins-web00001"));
     assert!(
-        reply(&discord, &t).await.contains("in your DMs"),
+        reply(discord, &t).await.contains("in your DMs"),
         "still serving with the last good config"
     );
     let t = discord.invoke(web(101, "ins-stopped1"));
     assert!(
-        reply(&discord, &t)
+        reply(discord, &t)
             .await
             .contains("does not allow a console"),
         "the wider rule is still in force"
@@ -261,12 +249,10 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_a_line_with_stable_fields() {
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("jsonlog");
-    let text = config_text(&dir, &cvm.endpoint(), &discord.config_lines())
-        + "\n[log]\nformat = \"json\"\n";
-    let cfg = write_config(&dir, &text);
+    let f = Fakes::start("jsonlog").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let text = f.config.clone() + "\n[log]\nformat = \"json\"\n";
+    let cfg = f.write_config(&text);
     let bot = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -275,7 +261,7 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
         .unwrap();
     discord.wait_ready().await;
     let t = discord.invoke(vnc(1, "ins-running1"));
-    assert!(reply(&discord, &t).await.contains("in your DMs"));
+    assert!(reply(discord, &t).await.contains("in your DMs"));
     signal(&bot, libc::SIGTERM);
     let out = bot.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -5,24 +5,18 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
-use support::mock_cvm::{self, MockCvm, Scripted};
-use support::{config_text, TempDir, GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
+use support::fake_discord::{Invocation, TOKEN};
+use support::mock_cvm::{self, Scripted};
+use support::{Fakes, GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 use vncbot::config::{Config, TencentCredentials};
 use vncbot::link::CONSOLE_PAGE;
 
-struct Bot {
-    discord: FakeDiscord,
-    cvm: MockCvm,
-    dir: TempDir,
-}
+/// The bot runs in this process, against the fakes.
+type Bot = Fakes;
 
 async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("e2e");
-    let text = tweak(config_text(&dir, &cvm.endpoint(), &discord.config_lines()));
-    let config = Config::parse(&text).unwrap();
+    let bot = Fakes::start("e2e").await;
+    let config = Config::parse(&tweak(bot.config.clone())).unwrap();
     let creds = TencentCredentials {
         secret_id: mock_cvm::SECRET_ID.into(),
         secret_key: mock_cvm::SECRET_KEY.to_string().into(),
@@ -33,10 +27,10 @@ async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
             panic!("the bot stopped: {e}");
         }
     });
-    tokio::time::timeout(Duration::from_secs(20), discord.wait_ready())
+    tokio::time::timeout(Duration::from_secs(20), bot.discord.wait_ready())
         .await
         .expect("the bot connects and registers /vnc");
-    Bot { discord, cvm, dir }
+    bot
 }
 
 fn vnc<'a>(user: u64, roles: Vec<u64>, options: Vec<(&'a str, &'a str)>) -> Invocation<'a> {
@@ -68,8 +62,7 @@ async fn reply_text(bot: &Bot, token: &str) -> String {
 }
 
 fn journal_events(bot: &Bot) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(bot.dir.join("audit/vncbot-audit.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(bot.journal()).unwrap_or_default();
     text.lines()
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["event"]
@@ -511,7 +504,7 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
 #[tokio::test]
 async fn no_link_is_issued_when_the_journal_cannot_be_written() {
     let bot = start_bot(|t| t).await;
-    let journal = bot.dir.join("audit/vncbot-audit.jsonl");
+    let journal = bot.journal();
     std::fs::remove_file(&journal).unwrap();
     std::fs::create_dir(&journal).unwrap();
     let t = bot.discord.invoke(vnc(
@@ -579,7 +572,7 @@ async fn healthz_and_metrics() {
     assert_eq!(get(&admin, "/nope").await.0, 404);
 
     // An unwritable journal makes the bot unhealthy.
-    let journal = bot.dir.join("audit/vncbot-audit.jsonl");
+    let journal = bot.journal();
     std::fs::remove_file(&journal).unwrap();
     std::fs::create_dir(&journal).unwrap();
     let (status, body) = get(&admin, "/healthz").await;
@@ -675,6 +668,6 @@ async fn a_required_reason_is_enforced_and_offered_as_required() {
     ));
     assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
     assert_eq!(bot.cvm.seen().len(), 1);
-    let journal = std::fs::read_to_string(bot.dir.join("audit/vncbot-audit.jsonl")).unwrap();
+    let journal = std::fs::read_to_string(bot.journal()).unwrap();
     assert!(journal.contains("INC-42 disk full on web"));
 }

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::fake_discord::{FakeDiscord, Invocation, TOKEN};
-use support::mock_cvm::{self, MockCvm, Scripted};
-use support::{config_text, TempDir, GUILD, ONCALL_ROLE};
+use support::fake_discord::{Invocation, TOKEN};
+use support::mock_cvm::{self, Scripted};
+use support::{Fakes, GUILD, ONCALL_ROLE};
 use vncbot::config::{Config, TencentCredentials};
 
 #[derive(Clone, Default)]
@@ -37,11 +37,9 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
         .with_writer(move || writer.clone())
         .init();
 
-    let discord = FakeDiscord::start().await;
-    let cvm = MockCvm::start().await;
-    let dir = TempDir::new("hygiene");
-    let config =
-        Config::parse(&config_text(&dir, &cvm.endpoint(), &discord.config_lines())).unwrap();
+    let f = Fakes::start("hygiene").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let config = Config::parse(&f.config).unwrap();
     let creds = TencentCredentials {
         secret_id: mock_cvm::TEMP_SECRET_ID.into(),
         secret_key: mock_cvm::TEMP_SECRET_KEY.to_string().into(),
@@ -81,7 +79,7 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
     done(invoke(4)).await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    let journal = std::fs::read_to_string(dir.join("audit/vncbot-audit.jsonl")).unwrap();
+    let journal = std::fs::read_to_string(f.journal()).unwrap();
     assert!(logs.lines().count() > 50, "TRACE logging was captured");
     assert!(
         logs.contains("console URL issued"),

@@ -98,3 +98,34 @@ pub fn bot_command(bin: &Path, cfg: &Path) -> tokio::process::Command {
         .kill_on_drop(true);
     c
 }
+
+/// The fake Discord, the mock Tencent endpoint, a temp dir, and a config text pointing at them.
+pub struct Fakes {
+    pub discord: fake_discord::FakeDiscord,
+    pub cvm: mock_cvm::MockCvm,
+    pub dir: TempDir,
+    pub config: String,
+}
+
+impl Fakes {
+    pub async fn start(tag: &str) -> Self {
+        let discord = fake_discord::FakeDiscord::start().await;
+        let cvm = mock_cvm::MockCvm::start().await;
+        let dir = TempDir::new(tag);
+        let config = config_text(&dir, &cvm.endpoint(), &discord.config_lines());
+        Self {
+            discord,
+            cvm,
+            dir,
+            config,
+        }
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        write_config(&self.dir, text)
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("audit/vncbot-audit.jsonl")
+    }
+}
