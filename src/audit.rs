@@ -41,6 +41,10 @@ pub enum Event {
     DmFailed,
     /// A torn last line (a crash mid-write) was found and sealed at start-up.
     Sealed,
+    /// A window of console access was granted.
+    Granted,
+    /// A grant ended (by the member, by expiry, or by a removed role).
+    Ended,
 }
 
 /// Who asked.
@@ -76,7 +80,7 @@ impl Actor {
 
 /// What one record says, apart from the chain fields the journal fills in.
 #[derive(Debug, Clone, Default)]
-pub struct Entry<'a> {
+pub(crate) struct EntryRef<'a> {
     pub guild: Option<u64>,
     pub channel: Option<u64>,
     pub instance: Option<&'a str>,
@@ -89,6 +93,57 @@ pub struct Entry<'a> {
     pub request_id: Option<&'a str>,
     /// The `seq` of the record this one follows up (an outcome names its `requested`).
     pub refers_to: Option<u64>,
+}
+
+/// What one record says (owned).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry {
+    pub guild: Option<u64>,
+    pub channel: Option<u64>,
+    pub instance: Option<String>,
+    pub region: Option<String>,
+    pub reason: Option<String>,
+    pub rule: Option<usize>,
+    pub code: Option<String>,
+    pub request_id: Option<String>,
+    pub refers_to: Option<u64>,
+    pub until: Option<String>,
+    pub count: Option<u64>,
+}
+
+impl From<&EntryRef<'_>> for Entry {
+    fn from(e: &EntryRef<'_>) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Entry {
+            guild: e.guild,
+            channel: e.channel,
+            instance: own(e.instance),
+            region: own(e.region),
+            reason: own(e.reason),
+            rule: e.rule,
+            code: own(e.code),
+            request_id: own(e.request_id),
+            refers_to: e.refers_to,
+            until: None,
+            count: None,
+        }
+    }
+}
+
+impl Entry {
+    fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            guild: self.guild,
+            channel: self.channel,
+            instance: self.instance.as_deref(),
+            region: self.region.as_deref(),
+            reason: self.reason.as_deref(),
+            rule: self.rule,
+            code: self.code.as_deref(),
+            request_id: self.request_id.as_deref(),
+            refers_to: self.refers_to,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -264,7 +319,7 @@ impl Journal {
         w.append(
             Event::Sealed,
             &actor,
-            &Entry::default(),
+            &EntryRef::default(),
             Some((hex::encode(Sha256::digest(fragment)), fragment.len())),
         )
     }
@@ -274,8 +329,10 @@ impl Journal {
         &self,
         event: Event,
         actor: &Actor,
-        entry: &Entry<'_>,
+        entry: impl Into<Entry>,
     ) -> Result<Appended, AuditError> {
+        let entry: Entry = entry.into();
+        let entry = &entry.as_ref();
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = Job {
             event,
@@ -300,8 +357,10 @@ impl Journal {
         &self,
         event: Event,
         actor: &Actor,
-        entry: &Entry<'_>,
+        entry: impl Into<Entry>,
     ) -> Result<Appended, AuditError> {
+        let entry: Entry = entry.into();
+        let entry = &entry.as_ref();
         let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         w.append(event, actor, entry, None)
     }
@@ -409,7 +468,7 @@ impl Writer {
         &mut self,
         event: Event,
         actor: &Actor,
-        e: &Entry<'_>,
+        e: &EntryRef<'_>,
         torn: Option<(String, usize)>,
     ) -> Result<Appended, AuditError> {
         let (seq, prev) = (self.seq, self.prev.clone());
@@ -429,7 +488,7 @@ impl Writer {
         &mut self,
         event: Event,
         actor: &Actor,
-        e: &Entry<'_>,
+        e: &EntryRef<'_>,
         torn: Option<(String, usize)>,
         out: &mut Vec<u8>,
     ) -> Appended {
@@ -483,7 +542,7 @@ struct OwnedEntry {
 }
 
 impl OwnedEntry {
-    fn from(e: &Entry<'_>) -> Self {
+    fn from(e: &EntryRef<'_>) -> Self {
         let own = |s: Option<&str>| s.map(str::to_owned);
         Self {
             guild: e.guild,
@@ -498,8 +557,8 @@ impl OwnedEntry {
         }
     }
 
-    fn borrow(&self) -> Entry<'_> {
-        Entry {
+    fn borrow(&self) -> EntryRef<'_> {
+        EntryRef {
             guild: self.guild,
             channel: self.channel,
             instance: self.instance.as_deref(),
@@ -736,7 +795,7 @@ mod tests {
             j.append_blocking(
                 Event::Requested,
                 &alice(),
-                &Entry {
+                &EntryRef {
                     instance: Some("ins-a1b2c3d4"),
                     region: Some("ap-guangzhou"),
                     reason: Some(if i % 2 == 0 {
@@ -744,7 +803,7 @@ mod tests {
                     } else {
                         "deploy"
                     }),
-                    ..Entry::default()
+                    ..EntryRef::default()
                 },
             )
             .unwrap();
@@ -806,7 +865,7 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
         let (j, sealed) = Journal::open(&path).unwrap();
         assert_eq!(sealed.unwrap().seq, 3);
-        j.append_blocking(Event::Denied, &alice(), &Entry::default())
+        j.append_blocking(Event::Denied, &alice(), &EntryRef::default())
             .unwrap();
         let s = verify_file(&path).unwrap().unwrap();
         assert_eq!((s.records, s.sealed, s.last_seq), (4, 1, 4));
@@ -821,12 +880,12 @@ mod tests {
         let (dir, _) = journal_with(0);
         let path = dir.path().join("audit.jsonl");
         let (j, _) = Journal::open(&path).unwrap();
-        j.append_blocking(Event::Requested, &alice(), &Entry::default())
+        j.append_blocking(Event::Requested, &alice(), &EntryRef::default())
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(matches!(
-            j.append_blocking(Event::Requested, &alice(), &Entry::default()),
+            j.append_blocking(Event::Requested, &alice(), &EntryRef::default()),
             Err(AuditError::Replaced { .. })
         ));
         assert!(!j.is_healthy());
@@ -845,9 +904,9 @@ mod tests {
                     j.append(
                         Event::Requested,
                         &alice(),
-                        &Entry {
+                        &EntryRef {
                             reason: Some(&reason),
-                            ..Entry::default()
+                            ..EntryRef::default()
                         },
                     )
                     .await
@@ -868,7 +927,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         let err = j
-            .append(Event::Requested, &alice(), &Entry::default())
+            .append(Event::Requested, &alice(), &EntryRef::default())
             .await
             .unwrap_err();
         assert!(matches!(err, AuditError::Replaced { .. }), "{err}");

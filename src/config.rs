@@ -70,10 +70,11 @@ impl Language {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub per_user_per_minute: NonZeroU32,
     pub per_instance_per_minute: NonZeroU32,
+    pub refusals_per_user_per_minute: NonZeroU32,
     pub api_per_second: NonZeroU32,
 }
 
@@ -471,6 +472,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             MAX_PER_INSTANCE_PER_MINUTE,
             "Tencent allows at most 30 console reconnects a minute",
         ),
+        refusals_per_user_per_minute: NonZeroU32::new(10).expect("nonzero"),
         api_per_second: limit(
             &mut p,
             "limits.api_per_second",

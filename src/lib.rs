@@ -1,30 +1,53 @@
 //! vncbot: audited on-call access to Tencent Cloud CVM consoles from Discord.
 //!
-//! The flow of one request: [`config`] → the Discord adapter ([`discord`]) or the `url` command →
-//! [`grant`] (the transport-free core) → [`access`], [`limits`], [`audit`], [`tencent`].
+//! The flow of one request: [`config`] → [`app`] (the process) → the Discord adapter
+//! ([`discord`]) or the `url` command → [`core`] (transport-free) → [`access`], [`limits`],
+//! [`audit`], [`tencent`].
 
 pub mod access;
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod config;
+pub mod core;
 pub mod discord;
-pub mod grant;
 pub mod ids;
 pub mod limits;
 pub mod link;
 pub mod metrics;
 pub mod tencent;
 
-/// Logs go to stderr; stdout is reserved for the link (`url`) and reports. `RUST_LOG` overrides
-/// `default_level`.
-pub fn init_logging(default_level: &str, format: config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Where dependencies' logs stop, whatever `RUST_LOG` says. Below INFO, serenity records each
+/// HTTP request's Debug form (the DM body with a console link, as a byte array) and routes with
+/// interaction tokens, and the gateway's payloads carry interaction tokens; the HTTP stacks can
+/// dump headers. A user's filter can raise or lower vncbot's own level, never these.
+pub const DEPENDENCY_LOG_CAP: tracing::Level = tracing::Level::INFO;
+
+/// The filter every log line passes: `RUST_LOG` (or `default_level`), capped for dependencies.
+pub fn log_filter(
+    default_level: &str,
+) -> impl tracing_subscriber::layer::Filter<tracing_subscriber::Registry> + Send + Sync {
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Pretty => builder.try_init(),
-        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let cap = Targets::new()
+        .with_default(DEPENDENCY_LOG_CAP)
+        .with_target(env!("CARGO_CRATE_NAME"), LevelFilter::TRACE);
+    env.and(cap)
+}
+
+/// Logs go to stderr; stdout is reserved for the link (`url`) and reports. `RUST_LOG` overrides
+/// `default_level` for vncbot's own logs (see [`DEPENDENCY_LOG_CAP`] for the others).
+pub fn init_logging(default_level: &str, format: config::LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        config::LogFormat::Pretty => layer.boxed(),
+        config::LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(log_filter(default_level)))
+        .try_init();
 }

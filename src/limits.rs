@@ -1,12 +1,12 @@
 //! Request limits: per member and per instance (refuse, saying when to retry), and the
 //! account-wide Tencent API pace (wait your turn, up to a bound).
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
@@ -19,48 +19,137 @@ pub enum Limited {
     Instance { retry_after: Duration },
 }
 
-/// Per-member and per-instance limits over a sliding minute (GCRA, so a member may burst up to the
-/// limit and then gets one more request every `60 / limit` seconds).
+/// One keyed limit over a sliding minute, as GCRA: a key may burst up to the limit and then gets
+/// one more request every `60 / limit` seconds. Unlike a plain rate limiter it can be asked
+/// without spending anything, so a request refused by one limit costs nothing under another.
+struct Keyed<K> {
+    /// Time between two requests at the steady rate.
+    interval: Duration,
+    /// How far ahead of now a key's theoretical arrival time may run (the burst).
+    tolerance: Duration,
+    /// Theoretical arrival time of each key's next request.
+    tat: HashMap<K, Instant>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn per_minute(n: NonZeroU32) -> Self {
+        let interval = Duration::from_secs(60) / n.get();
+        Self {
+            interval,
+            tolerance: interval * (n.get() - 1),
+            tat: HashMap::new(),
+        }
+    }
+
+    /// `Err(retry_after)` when one more request now would exceed the limit.
+    fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let tat = self.tat.get(key).map_or(now, |t| (*t).max(now));
+        let ahead = tat - now;
+        if ahead > self.tolerance {
+            Err(ahead - self.tolerance)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn take(&mut self, key: &K, now: Instant) {
+        let tat = self.tat.get(key).map_or(now, |t| (*t).max(now));
+        self.tat.insert(key.clone(), tat + self.interval);
+    }
+
+    /// Forgets keys that have fully recovered.
+    fn shrink(&mut self, now: Instant) {
+        self.tat.retain(|_, t| *t > now);
+        self.tat.shrink_to_fit();
+    }
+}
+
+/// Per-member and per-instance limits, and a looser per-member budget for refused requests (so
+/// that nobody can flood the journal and the audit channel with requests that are refused anyway,
+/// while a typo does not cost a real attempt).
 pub struct RequestLimits {
-    per_user: DefaultKeyedRateLimiter<String>,
-    per_instance: DefaultKeyedRateLimiter<InstanceId>,
-    clock: DefaultClock,
+    state: Mutex<State>,
+}
+
+struct State {
+    per_user: Keyed<String>,
+    per_instance: Keyed<InstanceId>,
+    refusals: Keyed<String>,
+}
+
+/// The limits, held for one decision: what is checked and what is then taken cannot be changed
+/// by a concurrent request in between.
+pub struct LimitsGuard<'a> {
+    state: MutexGuard<'a, State>,
+    now: Instant,
 }
 
 impl RequestLimits {
     pub fn new(cfg: &LimitsConfig) -> Self {
         Self {
-            per_user: DefaultKeyedRateLimiter::keyed(Quota::per_minute(cfg.per_user_per_minute)),
-            per_instance: DefaultKeyedRateLimiter::keyed(Quota::per_minute(
-                cfg.per_instance_per_minute,
-            )),
-            clock: DefaultClock::default(),
+            state: Mutex::new(State {
+                per_user: Keyed::per_minute(cfg.per_user_per_minute),
+                per_instance: Keyed::per_minute(cfg.per_instance_per_minute),
+                refusals: Keyed::per_minute(cfg.refusals_per_user_per_minute),
+            }),
         }
     }
 
-    /// Counts one request by `actor` for `instance`, or says which limit refused it and when to
-    /// retry. The instance is checked first so that a busy instance does not also use up the
-    /// member's own allowance.
-    pub fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
-        if let Err(not_until) = self.per_instance.check_key(instance) {
-            return Err(Limited::Instance {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            });
+    pub fn lock(&self) -> LimitsGuard<'_> {
+        LimitsGuard {
+            // Every update leaves the maps consistent, so a poisoned lock is still usable.
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            now: Instant::now(),
         }
-        if let Err(not_until) = self.per_user.check_key(&actor.to_owned()) {
-            return Err(Limited::User {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            });
-        }
+    }
+
+    /// Checks both limits and, only when both allow it, counts the request under both: a request
+    /// one limit refuses spends nothing under the other.
+    pub fn admit(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
+        let mut g = self.lock();
+        g.check(actor, instance)?;
+        g.take(actor, instance);
         Ok(())
     }
 
     /// Forgets keys whose limits have fully recovered, so memory follows active members only.
     pub fn shrink(&self) {
-        self.per_user.retain_recent();
-        self.per_instance.retain_recent();
-        self.per_user.shrink_to_fit();
-        self.per_instance.shrink_to_fit();
+        let mut g = self.lock();
+        let now = g.now;
+        g.state.per_user.shrink(now);
+        g.state.per_instance.shrink(now);
+        g.state.refusals.shrink(now);
+    }
+}
+
+impl LimitsGuard<'_> {
+    /// Whether one more request by `actor` for `instance` fits both limits; spends nothing.
+    pub fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
+        let s = &self.state;
+        let actor = actor.to_owned();
+        s.per_instance
+            .peek(instance, self.now)
+            .map_err(|retry_after| Limited::Instance { retry_after })?;
+        s.per_user
+            .peek(&actor, self.now)
+            .map_err(|retry_after| Limited::User { retry_after })
+    }
+
+    pub fn take(&mut self, actor: &str, instance: &InstanceId) {
+        let now = self.now;
+        self.state.per_instance.take(instance, now);
+        self.state.per_user.take(&actor.to_owned(), now);
+    }
+
+    /// Whether `actor` may still be refused with a full answer and record; `Err(retry_after)`
+    /// once they have been refused too often.
+    pub fn check_refusal(&self, actor: &str) -> Result<(), Duration> {
+        self.state.refusals.peek(&actor.to_owned(), self.now)
+    }
+
+    pub fn take_refusal(&mut self, actor: &str) {
+        let now = self.now;
+        self.state.refusals.take(&actor.to_owned(), now);
     }
 }
 
@@ -71,7 +160,7 @@ impl RequestLimits {
 /// second, 10 at the start of the next). Instead every call gets its own slot, evenly spaced a
 /// little over `1 / per_second` apart, so no one-second window ever holds more than `per_second`
 /// arrivals even with some network jitter. Slots are handed out first come, first served, which
-/// `governor`'s polling `until_ready` does not promise.
+/// a polling rate limiter does not promise.
 pub struct ApiPacer {
     spacing: Duration,
     max_wait: Duration,
@@ -133,6 +222,7 @@ mod tests {
         LimitsConfig {
             per_user_per_minute: NonZeroU32::new(user).unwrap(),
             per_instance_per_minute: NonZeroU32::new(instance).unwrap(),
+            refusals_per_user_per_minute: NonZeroU32::new(10).unwrap(),
             api_per_second: NonZeroU32::new(10).unwrap(),
         }
     }
@@ -142,9 +232,9 @@ mod tests {
         let limits = RequestLimits::new(&cfg(3, 30));
         let i = InstanceId::parse("ins-a1b2c3d4").unwrap();
         for _ in 0..3 {
-            limits.check("alice", &i).unwrap();
+            limits.admit("alice", &i).unwrap();
         }
-        match limits.check("alice", &i) {
+        match limits.admit("alice", &i) {
             Err(Limited::User { retry_after }) => {
                 assert!(
                     retry_after > Duration::from_secs(15) && retry_after <= Duration::from_secs(20)
@@ -152,7 +242,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        limits.check("bob", &i).unwrap();
+        limits.admit("bob", &i).unwrap();
     }
 
     #[test]
@@ -160,12 +250,48 @@ mod tests {
         let limits = RequestLimits::new(&cfg(2, 1));
         let i = InstanceId::parse("ins-a1b2c3d4").unwrap();
         let j = InstanceId::parse("ins-zzzzzzzz").unwrap();
-        limits.check("alice", &i).unwrap();
+        limits.admit("alice", &i).unwrap();
         assert!(matches!(
-            limits.check("alice", &i),
+            limits.admit("alice", &i),
             Err(Limited::Instance { .. })
         ));
-        limits.check("alice", &j).unwrap();
+        limits.admit("alice", &j).unwrap();
+    }
+
+    #[test]
+    fn a_member_over_their_limit_cannot_use_up_the_instance() {
+        let limits = RequestLimits::new(&cfg(1, 3));
+        let i = InstanceId::parse("ins-a1b2c3d4").unwrap();
+        limits.admit("alice", &i).unwrap();
+        for _ in 0..5 {
+            assert!(matches!(
+                limits.admit("alice", &i),
+                Err(Limited::User { .. })
+            ));
+        }
+        // Alice's refused tries took nothing: two more members still fit the instance's three.
+        limits.admit("bob", &i).unwrap();
+        limits.admit("carol", &i).unwrap();
+        assert!(matches!(
+            limits.admit("dave", &i),
+            Err(Limited::Instance { .. })
+        ));
+    }
+
+    #[test]
+    fn refusals_have_their_own_budget() {
+        let limits = RequestLimits::new(&cfg(1, 3));
+        let mut g = limits.lock();
+        for _ in 0..10 {
+            g.check_refusal("mallory").unwrap();
+            g.take_refusal("mallory");
+        }
+        let wait = g.check_refusal("mallory").unwrap_err();
+        assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(6));
+        g.check_refusal("alice").unwrap();
+        // Refusals do not spend the member's real allowance.
+        let i = InstanceId::parse("ins-a1b2c3d4").unwrap();
+        g.check("mallory", &i).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,6 +77,13 @@ impl fmt::Display for ConsoleUrl {
 }
 
 /// True when every byte is unreserved or part of a valid `%XX` escape.
+/// `HH:MM:SS UTC`: how expiry times are written where `<t:…>` does not render (the terminal,
+/// a fallback for Discord clients that show raw timestamps).
+pub fn utc_clock(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
+}
+
 fn is_percent_encoded(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;

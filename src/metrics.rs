@@ -120,6 +120,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A request refused by a limit: `user`, `instance` or `refusals`.
+    pub fn limited(&self, which: &str) {
+        self.limited
+            .get_or_create(&Outcome {
+                outcome: which.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn tencent_error(&self, code: &str) {
         self.tencent_errors
             .get_or_create(&Code {

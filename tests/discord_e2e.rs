@@ -23,7 +23,7 @@ async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
         session_token: None,
     };
     tokio::spawn(async move {
-        if let Err(e) = vncbot::discord::run(config, None, TOKEN, creds).await {
+        if let Err(e) = vncbot::app::run(config, None, TOKEN, creds).await {
             panic!("the bot stopped: {e}");
         }
     });

@@ -45,7 +45,7 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
         secret_key: mock_cvm::TEMP_SECRET_KEY.to_string().into(),
         session_token: Some(mock_cvm::SESSION_TOKEN.to_string().into()),
     };
-    tokio::spawn(vncbot::discord::run(config, None, TOKEN, creds));
+    tokio::spawn(vncbot::app::run(config, None, TOKEN, creds));
     discord.wait_ready().await;
 
     let invoke = |user: u64| {

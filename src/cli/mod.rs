@@ -5,22 +5,6 @@ pub mod check_config;
 pub mod run;
 pub mod url;
 
-/// Exit codes, documented in the README.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Ok = 0,
-    /// Tencent refused (not found, instance state, busy), or the audit chain is damaged.
-    Refused = 1,
-    /// Bad input: usage, instance ID, region, reason (clap also uses 2).
-    BadInput = 2,
-    /// The config, the environment or the credentials are wrong: an admin must act.
-    Config = 3,
-    /// Denied or rate limited by our own policy.
-    Denied = 4,
-    /// A temporary failure (network, Tencent busy): try again.
-    Temporary = 5,
-    /// The audit journal cannot be written: fail closed.
-    Audit = 6,
-}
-
+/// Exit codes, documented in the README (derived from outcomes in the core).
+pub use vncbot::core::Exit;
 pub use vncbot::init_logging;

@@ -5,9 +5,9 @@ use std::path::Path;
 use super::Exit;
 
 pub fn main(config_path: &Path) -> Exit {
-    match vncbot::discord::run_from_path(config_path) {
+    match vncbot::app::run_from_path(config_path) {
         Ok(()) => Exit::Ok,
-        Err(vncbot::discord::RunError::Start(vncbot::grant::StartError::Audit(e))) => {
+        Err(vncbot::app::RunError::Start(vncbot::core::StartError::Audit(e))) => {
             eprintln!("error: {e}");
             Exit::Audit
         }

@@ -1,25 +1,46 @@
-//! The audit channel: one line per request, posted in the background. A slow or failing channel
+//! The audit channel: a line per event, posted in the background. A slow or failing channel
 //! never delays the person asking; the journal stays the record of truth.
+//!
+//! Lines about links (issued, delivered, failed) have their own queue and always go first.
+//! Refusals cannot crowd them out: a member's first refusal in a minute is posted as it is, the
+//! rest are counted and posted as one line a minute ("5 more refused requests from @x").
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serenity::all::{ChannelId, CreateAllowedMentions, CreateMessage, Http};
-use tokio::sync::mpsc;
+use serenity::all::{ChannelId, CreateMessage, Http};
+use tokio::sync::{mpsc, Notify};
 
-/// Lines waiting to be posted; past this, new lines are dropped (and logged).
-const QUEUE: usize = 1024;
+use super::no_mentions;
+
+/// Link lines waiting to be posted; past this (hours of a dead channel), lines are dropped and
+/// logged. Refusals never take their room.
+const QUEUE: usize = 4096;
+/// Refusal lines waiting; past this they are only counted.
+const REFUSALS_QUEUE: usize = 256;
 /// Attempts per line, with 1 s, 2 s, 4 s between them.
 const ATTEMPTS: u32 = 4;
+/// How often counted refusals are summed up.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
-type Line = (ChannelId, String);
+#[derive(Default)]
+struct Refusals {
+    lines: VecDeque<String>,
+    /// Members whose first refusal of this window was posted.
+    posted: HashSet<u64>,
+    /// Refusals per member counted, not posted, in this window.
+    counted: HashMap<u64, u64>,
+}
 
 pub struct AuditFeed {
-    tx: mpsc::Sender<Line>,
-    rx: Mutex<Option<mpsc::Receiver<Line>>>,
+    tx: mpsc::Sender<String>,
+    rx: Mutex<Option<mpsc::Receiver<String>>>,
+    refusals: Arc<Mutex<Refusals>>,
+    refused: Arc<Notify>,
     /// Swapped by a config reload; 0 means off.
-    channel: AtomicU64,
+    channel: Arc<AtomicU64>,
 }
 
 impl AuditFeed {
@@ -28,7 +49,9 @@ impl AuditFeed {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
-            channel: AtomicU64::new(channel.unwrap_or(0)),
+            refusals: Arc::default(),
+            refused: Arc::default(),
+            channel: Arc::new(AtomicU64::new(channel.unwrap_or(0))),
         }
     }
 
@@ -36,41 +59,112 @@ impl AuditFeed {
         self.channel.store(channel.unwrap_or(0), Ordering::Relaxed);
     }
 
+    fn enabled(&self) -> bool {
+        self.channel.load(Ordering::Relaxed) != 0
+    }
+
     /// Starts the poster once, when the gateway is up and an `Http` exists.
     pub fn start(&self, http: Arc<Http>) {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        let (refusals, refused, channel) = (
+            Arc::clone(&self.refusals),
+            Arc::clone(&self.refused),
+            Arc::clone(&self.channel),
+        );
         tokio::spawn(async move {
-            while let Some((channel, line)) = rx.recv().await {
-                post(&http, channel, line).await;
+            let mut window = tokio::time::interval(REFUSAL_WINDOW);
+            window.tick().await;
+            loop {
+                // Link lines first, then refusal lines, then wait for either or the window.
+                let line = match rx.try_recv() {
+                    Ok(line) => Some(line),
+                    Err(_) => lock(&refusals).lines.pop_front(),
+                };
+                let line = match line {
+                    Some(line) => line,
+                    None => tokio::select! {
+                        biased;
+                        line = rx.recv() => match line {
+                            Some(line) => line,
+                            None => return,
+                        },
+                        () = refused.notified() => continue,
+                        _ = window.tick() => {
+                            summarise(&refusals);
+                            continue;
+                        }
+                    },
+                };
+                let c = channel.load(Ordering::Relaxed);
+                if c != 0 {
+                    post(&http, ChannelId::new(c), line).await;
+                }
             }
         });
     }
 
-    /// Queues a line without waiting; a no-op when no channel is configured.
+    /// Queues a line about a link without waiting; a no-op when no channel is configured.
     pub fn post(&self, line: String) {
-        let channel = self.channel.load(Ordering::Relaxed);
-        if channel == 0 {
-            return;
-        }
-        if self.tx.try_send((ChannelId::new(channel), line)).is_err() {
+        if self.enabled() && self.tx.try_send(line).is_err() {
             tracing::warn!(
                 "audit channel queue is full; a line was dropped (the journal has the record)"
             );
         }
     }
+
+    /// Queues a refusal of `user`'s: posted if it is their first this minute, else counted.
+    pub fn post_refusal(&self, user: u64, line: String) {
+        if !self.enabled() {
+            return;
+        }
+        let mut r = lock(&self.refusals);
+        if r.lines.len() < REFUSALS_QUEUE && r.posted.insert(user) {
+            r.lines.push_back(line);
+            drop(r);
+            self.refused.notify_one();
+        } else {
+            *r.counted.entry(user).or_default() += 1;
+        }
+    }
+
+    /// Queues a line that already sums up refusals.
+    pub fn post_refusals(&self, line: String) {
+        if !self.enabled() {
+            return;
+        }
+        let mut r = lock(&self.refusals);
+        if r.lines.len() < REFUSALS_QUEUE {
+            r.lines.push_back(line);
+            drop(r);
+            self.refused.notify_one();
+        } else {
+            tracing::warn!("audit channel refusal queue is full; a summary was dropped (the journal has the records)");
+        }
+    }
+}
+
+fn lock(r: &Mutex<Refusals>) -> std::sync::MutexGuard<'_, Refusals> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends a window: one line per member whose refusals were counted, and a fresh start.
+fn summarise(refusals: &Mutex<Refusals>) {
+    let mut r = lock(refusals);
+    r.posted.clear();
+    let counted: Vec<(u64, u64)> = r.counted.drain().collect();
+    for (user, n) in counted {
+        r.lines
+            .push_back(super::messages::refusals_line(user, n, REFUSAL_WINDOW));
+    }
 }
 
 async fn post(http: &Http, channel: ChannelId, line: String) {
-    let mentions = CreateAllowedMentions::new()
-        .everyone(false)
-        .all_users(false)
-        .all_roles(false);
     for attempt in 1..=ATTEMPTS {
         let msg = CreateMessage::new()
             .content(line.clone())
-            .allowed_mentions(mentions.clone());
+            .allowed_mentions(no_mentions());
         match channel.send_message(http, msg).await {
             Ok(_) => return,
             Err(e) if attempt < ATTEMPTS => {

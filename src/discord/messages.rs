@@ -1,12 +1,16 @@
 //! Every sentence the bot says on Discord. Pure, so it is tested without a gateway.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::grant::Issued;
+use crate::core::{Issued, Suppressed};
 use crate::link::VALID_FOR_SECS;
 
 /// Discord's limit for a link button's `url`.
 pub const BUTTON_URL_MAX: usize = 512;
+/// Discord's limit for a message's text.
+pub const MESSAGE_MAX: usize = 2000;
+/// Discord's limit for an embed's description.
+pub const EMBED_DESCRIPTION_MAX: usize = 4096;
 
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -14,8 +18,7 @@ pub fn unix(t: SystemTime) -> u64 {
 
 /// `HH:MM:SS UTC`.
 pub fn clock(t: SystemTime) -> String {
-    let s = unix(t);
-    format!("{:02}:{:02}:{:02} UTC", s / 3600 % 24, s / 60 % 60, s % 60)
+    crate::link::utc_clock(t)
 }
 
 /// The DM's text. With `inline_link`, the link goes in the text as a Markdown link (when it is
@@ -33,6 +36,11 @@ pub fn dm_text(issued: &Issued, inline_link: Option<&str>) -> String {
     }
     s.push_str(&format!("\nTencent RequestId `{}`", issued.request_id));
     s
+}
+
+/// The embed's text when the link is too long for the message itself.
+pub fn dm_embed_link(link: &str) -> String {
+    format!("[Open the console]({link})")
 }
 
 /// What the DM becomes once the link is dead.
@@ -61,25 +69,10 @@ Allow DMs from this server: right-click the server icon → Privacy Settings →
 pub const REPLY_DM_FAILED: &str =
     "Discord did not accept the DM with your link, so it was discarded. Try again in a moment.";
 
-pub const REPLY_NOT_IN_GUILD: &str =
-    "/vnc works only in the team's server, not in DMs. Run it in a channel there.";
-
-pub const REPLY_OTHER_GUILD: &str = "/vnc is not enabled in this server.";
-
 pub const REPLY_SHUTTING_DOWN: &str =
     "The bot is restarting and not taking new requests. Try again in a minute.";
 
 pub const REPLY_UNKNOWN_COMMAND: &str = "This bot does not know that command.";
-
-/// How an outcome code reads in the audit channel.
-pub fn outcome_text(code: &str) -> &str {
-    match code {
-        "delivered" => "delivered by DM",
-        "dms_closed" => "not delivered: DMs closed, link discarded",
-        "dm_failed" => "not delivered: DM failed, link discarded",
-        other => other,
-    }
-}
 
 /// One line for the audit channel. Everything the member typed is escaped; the link is never
 /// an argument.
@@ -95,7 +88,7 @@ pub fn audit_line(
     if let Some(r) = region {
         s.push_str(&format!(" ({})", escape(r, 40)));
     }
-    s.push_str(&format!(" → **{outcome}**"));
+    s.push_str(&format!(" → **{}**", escape(outcome, 100)));
     if let Some(rid) = request_id {
         s.push_str(&format!(", RequestId {}", escape(rid, 64)));
     }
@@ -105,10 +98,47 @@ pub fn audit_line(
     s
 }
 
-/// User text made inert: no formatting, no mentions, bounded.
+/// The counted refusals of one member in one window.
+pub fn refusals_line(user: u64, count: u64, window: Duration) -> String {
+    format!(
+        "{count} more refused /vnc request(s) from <@{user}> in the last {} seconds (each is in the journal)",
+        window.as_secs()
+    )
+}
+
+/// The refusals suppressed past a member's refusal budget (recorded as one count).
+pub fn suppressed_line(s: &Suppressed) -> String {
+    let who = match &s.actor {
+        crate::audit::Actor::Discord { id, .. } => format!("<@{id}>"),
+        crate::audit::Actor::Local { user } => escape(user, 60),
+    };
+    format!(
+        "{} refused /vnc request(s) from {who} in the last minute were answered at once and not recorded one by one (too many refusals)",
+        s.count
+    )
+}
+
+/// Bidirectional controls and other invisible format characters: they can make a line read
+/// differently from what it says (U+202E reverses the text after it).
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// User text made inert: no formatting, no mentions, no links or embeds, no invisible or
+/// direction-changing characters, bounded.
 pub fn escape(s: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max_chars * 2));
+    let mut prev = None;
     for c in s.chars().take(max_chars) {
+        // A zero-width space after "://" stops Discord from turning a bare URL into a link
+        // (and from fetching an embed for it).
+        if prev == Some(':') && c == '/' {
+            out.push('\u{200b}');
+        }
+        prev = Some(c);
         match c {
             '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '#' | '[' | ']' | '(' | ')' | '<' => {
                 out.push('\\');
@@ -117,6 +147,7 @@ pub fn escape(s: &str, max_chars: usize) -> String {
             // A zero-width space after @ stops @everyone/@here even where mentions would parse.
             '@' => out.push_str("@\u{200b}"),
             c if c.is_control() => out.push(' '),
+            c if is_format_char(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -135,6 +166,28 @@ mod tests {
         );
         assert_eq!(escape("<@123>\nx", 100), "\\<@\u{200b}123\\> x");
         assert_eq!(escape(&"a".repeat(500), 10).len(), 10);
+    }
+
+    #[test]
+    fn escape_defuses_links_and_direction_tricks() {
+        let e = escape("see https://evil.example/x", 100);
+        assert!(!e.contains("https://"), "{e}");
+        assert!(e.contains("https:\u{200b}//evil.example/x"), "{e}");
+        let e = escape("ins-\u{202E}gpj.exe\u{2066}a\u{200D}b\u{FEFF}", 100);
+        for c in ['\u{202E}', '\u{2066}', '\u{200D}', '\u{FEFF}'] {
+            assert!(!e.contains(c), "{e:?}");
+        }
+        assert_eq!(e.matches('\u{FFFD}').count(), 4);
+        // Tencent's error code in the outcome is escaped too.
+        let l = audit_line(
+            1,
+            "ins-a1b2c3d4",
+            None,
+            None,
+            "Tencent failed: X_Y`<@1>",
+            None,
+        );
+        assert!(l.contains("X\\_Y\\`\\<@\u{200b}1\\>"), "{l}");
     }
 
     #[test]

@@ -1,19 +1,19 @@
-//! `/vnc`: registration and the handler.
+//! `/vnc`: registration, and the handler that turns the interaction into a core request and the
+//! outcome back into a DM and an ephemeral reply.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serenity::all::{
-    ChannelId, CommandInteraction, CommandOptionType, Context, CreateActionRow,
-    CreateAllowedMentions, CreateButton, CreateCommand, CreateCommandOption,
-    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage,
-    EditInteractionResponse, EditMessage, MessageId, ResolvedValue,
+    ChannelId, CommandInteraction, CommandOptionType, Context, CreateActionRow, CreateButton,
+    CreateCommand, CreateCommandOption, CreateEmbed, CreateMessage, EditMessage, MessageId,
+    ResolvedValue,
 };
 
-use super::messages::{self, BUTTON_URL_MAX};
-use super::Shared;
-use crate::audit::{Actor, Entry, Event};
-use crate::grant::{Authority, Issued, Refusal, Request, MAX_REASON_CHARS};
+use super::messages::{self, BUTTON_URL_MAX, EMBED_DESCRIPTION_MAX, MESSAGE_MAX};
+use super::{no_mentions, reply};
+use crate::app::App;
+use crate::audit::Actor;
+use crate::core::{Authority, Issued, Outcome, Refusal, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
 use crate::metrics::METRICS;
 
@@ -58,56 +58,9 @@ pub fn register(regions: &[Region], require_reason: bool) -> CreateCommand {
         )
 }
 
-fn no_mentions() -> CreateAllowedMentions {
-    CreateAllowedMentions::new()
-        .everyone(false)
-        .all_users(false)
-        .all_roles(false)
-        .replied_user(false)
-}
-
-/// Edits the deferred ephemeral reply; failures are logged, never fatal.
-async fn reply(ctx: &Context, cmd: &CommandInteraction, text: &str) {
-    let edit = EditInteractionResponse::new()
-        .content(text)
-        .allowed_mentions(no_mentions());
-    if let Err(e) = cmd.edit_response(&ctx.http, edit).await {
-        tracing::warn!(interaction = %cmd.id, error = %e, "could not edit the ephemeral reply");
-    }
-}
-
-pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction) {
-    // Defer first: Discord wants an answer within 3 s, and nothing below may delay it.
-    let defer =
-        CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new().ephemeral(true));
-    if let Err(e) = cmd.create_response(&ctx.http, defer).await {
-        tracing::warn!(interaction = %cmd.id, error = %e, "could not defer the interaction");
-        return;
-    }
-    if cmd.data.name != NAME {
-        reply(ctx, &cmd, messages::REPLY_UNKNOWN_COMMAND).await;
-        return;
-    }
-    let actor = Actor::Discord {
-        id: cmd.user.id.get(),
-        name: cmd.user.name.clone(),
-    };
-    let (Some(guild), Some(member)) = (cmd.guild_id, cmd.member.as_ref()) else {
-        METRICS.command("not_in_guild");
-        record_refused_interaction(shared, &actor, None, "not_in_guild").await;
-        reply(ctx, &cmd, messages::REPLY_NOT_IN_GUILD).await;
-        return;
-    };
-    if !shared.guilds.contains(&guild.get()) {
-        // The audit channel belongs to the configured server; this goes to the journal only.
-        METRICS.command("other_guild");
-        record_refused_interaction(shared, &actor, Some(guild.get()), "other_guild").await;
-        reply(ctx, &cmd, messages::REPLY_OTHER_GUILD).await;
-        return;
-    }
-    let mut instance = String::new();
-    let mut region = None;
-    let mut reason = None;
+/// The interaction as a core request.
+fn request(cmd: &CommandInteraction) -> Request {
+    let (mut instance, mut region, mut reason) = (String::new(), None, None);
     for opt in cmd.data.options() {
         if let ResolvedValue::String(v) = opt.value {
             match opt.name {
@@ -118,161 +71,170 @@ pub async fn handle(ctx: &Context, shared: &Arc<Shared>, cmd: CommandInteraction
             }
         }
     }
-    let note = |outcome: &str, region: Option<&str>, request_id: Option<&str>| {
-        METRICS.command(outcome);
-        shared.audit_feed.post(messages::audit_line(
-            cmd.user.id.get(),
-            &instance,
-            region,
-            reason.as_deref(),
-            messages::outcome_text(outcome),
-            request_id,
-        ));
-    };
-    let request = Request {
-        actor: actor.clone(),
-        authority: Authority::Roles(
-            member
-                .roles
-                .iter()
-                .filter_map(|r| Snowflake::new(r.get()))
-                .collect(),
-        ),
-        guild: Snowflake::new(guild.get()),
+    let roles = cmd.member.as_ref().map_or_else(Vec::new, |m| {
+        m.roles
+            .iter()
+            .filter_map(|r| Snowflake::new(r.get()))
+            .collect()
+    });
+    Request {
+        actor: Actor::Discord {
+            id: cmd.user.id.get(),
+            name: cmd.user.name.clone(),
+        },
+        authority: Authority::Roles(roles),
+        // A command from a DM has neither guild nor member; the core refuses it.
+        guild: cmd
+            .guild_id
+            .filter(|_| cmd.member.is_some())
+            .and_then(|g| Snowflake::new(g.get())),
         channel: Snowflake::new(cmd.channel_id.get()),
-        instance: instance.clone(),
-        region: region.clone(),
-        reason: reason.clone(),
+        instance,
+        region,
+        reason,
+    }
+}
+
+/// Runs `/vnc` on an interaction that has already been deferred.
+pub async fn run(ctx: &Context, app: &App, cmd: &CommandInteraction) {
+    let req = request(cmd);
+    let (instance, region, reason) = (req.instance.clone(), req.region.clone(), req.reason.clone());
+    let note = |outcome: &Outcome, region: Option<&str>, request_id: Option<&str>| {
+        METRICS.command(outcome.code());
+        if outcome.posts_to_channel() {
+            let line = messages::audit_line(
+                cmd.user.id.get(),
+                &instance,
+                region,
+                reason.as_deref(),
+                &outcome.channel_text(),
+                request_id,
+            );
+            if *outcome == Outcome::Delivered || matches!(outcome, Outcome::Tencent { .. }) {
+                app.audit_feed.post(line);
+            } else {
+                app.audit_feed.post_refusal(cmd.user.id.get(), line);
+            }
+        }
     };
-    match shared.core.handle(request).await {
+    match app.core.handle(req).await {
         Ok(issued) => {
             let region = issued.region.to_string();
             let request_id = issued.request_id.clone();
-            let outcome = deliver(ctx, shared, &cmd, &actor, issued).await;
-            note(outcome, Some(&region), Some(&request_id));
+            let outcome = deliver(ctx, app, cmd, issued).await;
+            note(&outcome, Some(&region), Some(&request_id));
         }
         Err(refusal) => {
             if let Refusal::AuditUnavailable(e) = &refusal {
                 tracing::error!(error = %e, "refused /vnc: the audit journal cannot be written");
             }
-            let request_id = match &refusal {
-                Refusal::Tencent { error, .. } => error.request_id().map(str::to_owned),
-                _ => None,
-            };
-            note(&refusal.code(), region.as_deref(), request_id.as_deref());
-            reply(ctx, &cmd, &refusal.to_string()).await;
+            let outcome = refusal.outcome();
+            // A member past the refusal budget is answered, not announced again.
+            if outcome != Outcome::TooManyRefusals {
+                note(&outcome, region.as_deref(), refusal.request_id());
+            } else {
+                METRICS.command(outcome.code());
+            }
+            reply(ctx, cmd, &refusal.to_string()).await;
         }
     }
 }
 
-async fn record_refused_interaction(
-    shared: &Shared,
-    actor: &Actor,
-    guild: Option<u64>,
-    code: &str,
-) {
-    let entry = Entry {
-        guild,
-        code: Some(code),
-        ..Entry::default()
-    };
-    if let Err(e) = shared
-        .core
-        .journal()
-        .append(Event::Invalid, actor, &entry)
-        .await
-    {
-        tracing::error!(error = %e, "AUDIT WRITE FAILED for a refused interaction");
-    }
-}
-
-/// The member's DM channel. Discord returns the same channel every time, so it is cached: one
-/// REST call fewer on every request after a member's first, while the 15-second clock runs.
-async fn dm_channel(
-    ctx: &Context,
-    shared: &Shared,
-    user: serenity::all::UserId,
-) -> serenity::Result<ChannelId> {
-    if let Some(c) = shared.dm_channels.get(&user.get()) {
-        return Ok(*c);
-    }
-    let channel = user.create_dm_channel(&ctx.http).await?.id;
-    if shared.dm_channels.len() >= super::DM_CHANNEL_CACHE_MAX {
-        shared.dm_channels.clear();
-    }
-    shared.dm_channels.insert(user.get(), channel);
-    Ok(channel)
-}
-
-/// DMs the link; returns the outcome for the audit channel.
-async fn deliver(
-    ctx: &Context,
-    shared: &Arc<Shared>,
-    cmd: &CommandInteraction,
-    actor: &Actor,
-    issued: Issued,
-) -> &'static str {
+/// The DM for a link: a link button when the link fits one (512 characters), else a Markdown
+/// link in the text while the text fits a message (2,000), else the link in an embed (whose
+/// description holds 4,096). `None` when it fits nowhere.
+fn link_message(issued: &Issued) -> Option<CreateMessage> {
     let link = issued.url.expose_link();
     let message = if link.len() <= BUTTON_URL_MAX {
         CreateMessage::new()
-            .content(messages::dm_text(&issued, None))
+            .content(messages::dm_text(issued, None))
             .components(vec![CreateActionRow::Buttons(vec![
                 CreateButton::new_link(link).label("Open console"),
             ])])
     } else {
-        CreateMessage::new().content(messages::dm_text(&issued, Some(link)))
-    }
-    .allowed_mentions(no_mentions());
-
-    let sent = match dm_channel(ctx, shared, cmd.user.id).await {
-        Ok(channel) => {
-            let sent = channel.send_message(&ctx.http, message).await;
-            if sent.is_err() {
-                // Whatever went wrong, ask Discord afresh next time.
-                shared.dm_channels.remove(&cmd.user.id.get());
+        let inline = messages::dm_text(issued, Some(link));
+        if inline.chars().count() <= MESSAGE_MAX {
+            CreateMessage::new().content(inline)
+        } else {
+            let description = messages::dm_embed_link(link);
+            if description.chars().count() > EMBED_DESCRIPTION_MAX {
+                return None;
             }
-            sent.map(|m| (channel, m.id))
+            CreateMessage::new()
+                .content(messages::dm_text(issued, None))
+                .embed(CreateEmbed::new().description(description))
         }
-        Err(e) => Err(e),
     };
+    Some(message.allowed_mentions(no_mentions()))
+}
+
+/// DMs the link; returns the outcome. A DM whose fate is unknown (Discord's answer was lost) is
+/// sent once more with the same nonce, which Discord deduplicates, so that we learn its ID and
+/// can scrub it later.
+async fn deliver(ctx: &Context, app: &App, cmd: &CommandInteraction, issued: Issued) -> Outcome {
+    let actor = Actor::Discord {
+        id: cmd.user.id.get(),
+        name: cmd.user.name.clone(),
+    };
+    let sent = match link_message(&issued) {
+        None => Err(None),
+        Some(message) => {
+            let nonce = serenity::all::Nonce::String(format!("vnc-{}", issued.audit_seq));
+            let message = message.nonce(nonce).enforce_nonce(true);
+            match cmd.user.id.create_dm_channel(&ctx.http).await {
+                Ok(channel) => {
+                    let mut sent = channel.send_message(&ctx.http, message.clone()).await;
+                    if sent.as_ref().is_err_and(answer_lost) {
+                        sent = channel.send_message(&ctx.http, message).await;
+                    }
+                    sent.map(|m| (channel.id, m.id)).map_err(Some)
+                }
+                Err(e) => Err(Some(e)),
+            }
+        }
+    };
+    let outcome = match &sent {
+        Ok(_) => Outcome::Delivered,
+        Err(Some(serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r))))
+            if r.error.code == CANNOT_DM =>
+        {
+            Outcome::DmsClosed
+        }
+        Err(_) => Outcome::DmFailed,
+    };
+    if let Err(e) = app.core.record_delivery(&actor, &issued, &outcome).await {
+        tracing::error!(error = %e, audit_seq = issued.audit_seq, "AUDIT WRITE FAILED after delivering a link");
+    }
     match sent {
         Ok((channel, message_id)) => {
-            if let Err(e) = shared.core.record_delivery(actor, &issued, None).await {
-                tracing::error!(error = %e, audit_seq = issued.audit_seq, "AUDIT WRITE FAILED after delivering a link");
-            }
             reply(ctx, cmd, &messages::reply_sent(&issued)).await;
-            schedule_expiry(ctx.clone(), shared, channel, message_id, issued);
-            "delivered"
+            schedule_expiry(ctx.clone(), app, channel, message_id, issued);
         }
         Err(e) => {
-            let closed = matches!(
-                &e,
-                serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r))
-                    if r.error.code == CANNOT_DM
-            );
-            let code = if closed { "dms_closed" } else { "dm_error" };
             METRICS.dm_failures.inc();
-            tracing::warn!(user = %cmd.user.id, request_id = %issued.request_id, code, error = %e,
+            let error = e.map_or_else(|| "link too long for any DM".to_owned(), |e| e.to_string());
+            tracing::warn!(user = %cmd.user.id, request_id = %issued.request_id, code = outcome.code(), error,
                 "could not DM the console link; it was discarded");
-            if let Err(e) = shared
-                .core
-                .record_delivery(actor, &issued, Some(code))
-                .await
-            {
-                tracing::error!(error = %e, "AUDIT WRITE FAILED for a dm_failed record");
-            }
-            let text = if closed {
+            let text = if outcome == Outcome::DmsClosed {
                 messages::REPLY_DMS_CLOSED
             } else {
                 messages::REPLY_DM_FAILED
             };
             reply(ctx, cmd, text).await;
-            if closed {
-                "dms_closed"
-            } else {
-                "dm_failed"
-            }
         }
+    }
+    outcome
+}
+
+/// Discord may have taken the message although we did not hear so: a timeout, a dropped
+/// connection, or a proxy's 502/504. (A 500 from Discord itself means it was not taken.)
+fn answer_lost(e: &serenity::Error) -> bool {
+    match e {
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r)) => {
+            matches!(r.status_code.as_u16(), 502 | 504)
+        }
+        serenity::Error::Http(serenity::http::HttpError::Request(_)) => true,
+        _ => false,
     }
 }
 
@@ -280,7 +242,7 @@ async fn deliver(
 /// Shutdown waits for these (they are at most 15 s away).
 fn schedule_expiry(
     ctx: Context,
-    shared: &Arc<Shared>,
+    app: &App,
     channel: ChannelId,
     message: MessageId,
     issued: Issued,
@@ -289,13 +251,12 @@ fn schedule_expiry(
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
-    let work = shared.begin();
-    tokio::spawn(async move {
-        let _work = work;
+    app.tasks.spawn(async move {
         tokio::time::sleep(wait).await;
         let edit = EditMessage::new()
             .content(messages::dm_expired(&issued))
             .components(vec![])
+            .embeds(vec![])
             .allowed_mentions(no_mentions());
         if let Err(e) = channel.edit_message(&ctx.http, message, edit).await {
             tracing::warn!(error = %e, "could not mark the DM link as expired");

@@ -1,0 +1,297 @@
+//! The process: start-up (fail fast with one clear line), the admin endpoint, housekeeping,
+//! config reload on SIGHUP, and shutdown (finish what is in flight, then leave, even when the
+//! gateway is down). The Discord adapter ([`crate::discord`]) is glue over this.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serenity::all::Http;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{discord_token_from_env, Config, TencentCredentials};
+use crate::core::{Core, Policy, StartError};
+use crate::discord::{self, audit_feed::AuditFeed};
+use crate::limits::RequestLimits;
+use crate::metrics::METRICS;
+
+/// How long shutdown waits for requests in flight and the DM edits due.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the gateway client to close once asked.
+const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What every part of the running bot shares.
+pub struct App {
+    pub core: Core,
+    pub audit_feed: AuditFeed,
+    /// Commands being handled and DM edits still due: shutdown waits for them, and once it is
+    /// closed no new command is taken.
+    pub tasks: TaskTracker,
+    /// The config in force (swapped by a reload).
+    config: Mutex<Config>,
+    /// Set by the Discord adapter once the gateway is up.
+    pub http: OnceLock<Arc<Http>>,
+    connected: AtomicBool,
+}
+
+impl App {
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::SeqCst);
+        METRICS.gateway_connected.set(i64::from(up));
+    }
+
+    /// Ready: connected to the gateway, with a journal that can be written.
+    pub fn health(&self) -> Result<(), String> {
+        if !self.connected.load(Ordering::SeqCst) {
+            return Err("not connected to the Discord gateway".into());
+        }
+        if !self.core.journal().is_healthy() {
+            return Err("the audit journal cannot be written".into());
+        }
+        Ok(())
+    }
+
+    /// Records the refusals suppressed in the last minute and posts one line per member.
+    async fn flush_suppressed(&self) {
+        match self.core.flush_suppressed().await {
+            Ok(batch) => {
+                for s in batch {
+                    self.audit_feed
+                        .post_refusals(discord::messages::suppressed_line(&s));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "AUDIT WRITE FAILED for suppressed refusals")
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Env(#[from] crate::config::EnvError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen on admin.listen {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("Discord client error: {0}")]
+    Discord(Box<serenity::Error>),
+}
+
+/// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
+pub fn run_from_path(path: &Path) -> Result<(), RunError> {
+    let config = Config::load(path)?;
+    crate::init_logging("info", config.log.format);
+    let token = discord_token_from_env()?;
+    let creds = TencentCredentials::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(run(
+        config,
+        Some(path.to_owned()),
+        token.expose_secret(),
+        creds,
+    ))
+}
+
+/// Runs the bot until SIGINT or SIGTERM. With `config_path`, SIGHUP re-reads the config there.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+) -> Result<(), RunError> {
+    let app = Arc::new(App {
+        core: Core::from_config(&config, creds)?,
+        audit_feed: AuditFeed::new(config.discord.audit_channel_id.map(|c| c.get())),
+        tasks: TaskTracker::new(),
+        config: Mutex::new(config.clone()),
+        http: OnceLock::new(),
+        connected: AtomicBool::new(false),
+    });
+    if let Some(admin) = config.admin {
+        let a = Arc::clone(&app);
+        crate::admin::start(admin.listen, Arc::new(move || a.health()))
+            .await
+            .map_err(|source| RunError::Admin {
+                addr: admin.listen,
+                source,
+            })?;
+    }
+    let mut client = discord::client(&config, token, Arc::clone(&app))
+        .await
+        .map_err(|e| RunError::Discord(Box::new(e)))?;
+
+    let housekeeping = Arc::clone(&app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            housekeeping.core.limits().shrink();
+            housekeeping.flush_suppressed().await;
+        }
+    });
+    if let Some(path) = config_path {
+        let reloader = Arc::clone(&app);
+        tokio::spawn(async move { reload_on_sighup(&reloader, &path).await });
+    }
+
+    let shard_manager = Arc::clone(&client.shard_manager);
+    let client_run = client.start();
+    tokio::pin!(client_run);
+    // Race the client against the signal: serenity's `shutdown_all` returns early when no shard
+    // runner exists (the gateway is down), and then `start` would never return.
+    let ended = tokio::select! {
+        r = &mut client_run => Some(r),
+        () = wait_for_signal() => None,
+    };
+    if let Some(r) = ended {
+        r.map_err(|e| RunError::Discord(Box::new(e)))?;
+    } else {
+        shutdown(&app).await;
+        shard_manager.shutdown_all().await;
+        if tokio::time::timeout(CLIENT_CLOSE_LIMIT, &mut client_run)
+            .await
+            .is_err()
+        {
+            tracing::info!("the gateway client did not close in time; leaving anyway");
+        }
+    }
+    app.set_connected(false);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Stops taking requests, finishes those in flight and the DM edits due, and records what is
+/// still pending.
+async fn shutdown(app: &App) {
+    tracing::info!(
+        "shutting down: no new requests; finishing those in flight and the DM expiry edits due"
+    );
+    // A closed tracker refuses new commands (see the Discord handler) and waits for the rest.
+    app.tasks.close();
+    if tokio::time::timeout(DRAIN_LIMIT, app.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after 30 s; stopping anyway");
+    }
+    app.flush_suppressed().await;
+}
+
+async fn reload_on_sighup(app: &App, path: &Path) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; config reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(path) {
+            Ok(new) => apply(app, new).await,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the config in force")
+            }
+        }
+    }
+}
+
+/// The keys a reload cannot change in a running process.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let checks = [
+        (
+            "discord.guild_ids",
+            old.discord.guild_ids != new.discord.guild_ids,
+        ),
+        (
+            "discord.api_base",
+            old.discord.api_base != new.discord.api_base,
+        ),
+        (
+            "discord.gateway_url",
+            old.discord.gateway_url != new.discord.gateway_url,
+        ),
+        (
+            "tencent.endpoint",
+            old.tencent.endpoint != new.tencent.endpoint,
+        ),
+        (
+            "tencent.language",
+            old.tencent.language != new.tencent.language,
+        ),
+        (
+            "tencent.timeout_secs",
+            old.tencent.timeout != new.tencent.timeout,
+        ),
+        (
+            "limits.api_per_second",
+            old.limits.api_per_second != new.limits.api_per_second,
+        ),
+        ("audit.path", old.audit.path != new.audit.path),
+        (
+            "admin.listen",
+            old.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),
+        ),
+        ("log.format", old.log.format != new.log.format),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+}
+
+/// Swaps the allowlist, limits and audit channel at once; says which changes need a restart.
+async fn apply(app: &App, mut new: Config) {
+    let (commands_changed, limits_changed) = {
+        let mut old = app.config.lock().unwrap_or_else(|e| e.into_inner());
+        for key in restart_only_changes(&old, &new) {
+            tracing::warn!(
+                key,
+                "changed in the config file; takes effect only after a restart"
+            );
+        }
+        // The served servers are where /vnc is registered: that happens at start only.
+        new.discord.guild_ids.clone_from(&old.discord.guild_ids);
+        let commands_changed = old.tencent.regions != new.tencent.regions
+            || old.audit.require_reason != new.audit.require_reason;
+        let limits_changed = old.limits != new.limits;
+        app.core.reconfigure(
+            Policy::from_config(&new),
+            limits_changed.then(|| RequestLimits::new(&new.limits)),
+        );
+        app.audit_feed
+            .set_channel(new.discord.audit_channel_id.map(|c| c.get()));
+        *old = new;
+        (commands_changed, limits_changed)
+    };
+    tracing::info!(
+        limits_changed,
+        commands_changed,
+        "config reloaded: allowlist, limits and audit channel swapped"
+    );
+    if commands_changed {
+        if let Some(http) = app.http.get() {
+            discord::register_commands(http, app).await;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

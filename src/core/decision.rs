@@ -1,0 +1,399 @@
+//! The decision on one request, as a pure function of the policy, the limits as they stand and
+//! the request. No I/O: every branch is unit-tested below.
+
+use crate::access::{self, Rule};
+use crate::ids::{InstanceId, Region};
+use crate::limits::{Limited, LimitsGuard};
+
+use super::refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
+use super::request::{Approved, Authority, Policy, Request};
+
+/// The limits as the decision sees them: asking spends nothing.
+pub trait LimitView {
+    fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited>;
+}
+
+impl LimitView for LimitsGuard<'_> {
+    fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
+        LimitsGuard::check(self, actor, instance)
+    }
+}
+
+/// A refusal, with the instance and region where they were valid (for the audit record).
+#[derive(Debug)]
+pub struct Rejection {
+    pub refusal: Refusal,
+    pub instance: Option<InstanceId>,
+    pub region: Option<Region>,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Approve(Box<Approved>),
+    Refuse(Box<Rejection>),
+}
+
+/// Validates, authorizes and limits a request: guild, instance, region, reason, allowlist,
+/// limits, in that order (the first failure is the one the member hears about).
+pub fn decide(policy: &Policy, limits: &impl LimitView, req: &Request) -> Decision {
+    match evaluate(policy, limits, req) {
+        Ok(a) => Decision::Approve(Box::new(a)),
+        Err(r) => Decision::Refuse(Box::new(r)),
+    }
+}
+
+fn evaluate(
+    policy: &Policy,
+    limits: &impl LimitView,
+    req: &Request,
+) -> Result<Approved, Rejection> {
+    let refuse = |refusal, instance: Option<&InstanceId>, region: Option<&Region>| Rejection {
+        refusal,
+        instance: instance.cloned(),
+        region: region.cloned(),
+    };
+    if let Authority::Roles(_) = req.authority {
+        match req.guild {
+            None => return Err(refuse(Refusal::NotInGuild, None, None)),
+            Some(g) if !policy.guilds.contains(&g) => {
+                return Err(refuse(Refusal::OtherGuild, None, None))
+            }
+            Some(_) => {}
+        }
+    }
+    let instance = InstanceId::parse(&req.instance).map_err(|e| refuse(e.into(), None, None))?;
+    let served = || {
+        policy
+            .regions
+            .iter()
+            .map(Region::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let region = match req
+        .region
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        None => policy.regions[0].clone(),
+        Some(raw) => match Region::parse(raw) {
+            Ok(r) if policy.regions.contains(&r) => r,
+            Ok(r) => {
+                return Err(refuse(
+                    Refusal::RegionNotServed(r, served()),
+                    Some(&instance),
+                    None,
+                ))
+            }
+            Err(problem) => {
+                return Err(refuse(
+                    Refusal::BadRegion {
+                        problem,
+                        configured: served(),
+                    },
+                    Some(&instance),
+                    None,
+                ))
+            }
+        },
+    };
+    let fail = |r: Refusal| refuse(r, Some(&instance), Some(&region));
+    let reason = clean_reason(req.reason.as_deref());
+    match &reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            return Err(fail(Refusal::ReasonTooLong))
+        }
+        Some(r) if policy.require_reason && r.chars().count() < MIN_REASON_CHARS => {
+            return Err(fail(Refusal::ReasonTooShort))
+        }
+        None if policy.require_reason => return Err(fail(Refusal::ReasonRequired)),
+        _ => {}
+    }
+    let rule = authorize(&policy.rules, &req.authority, &instance, &region).map_err(fail)?;
+    limits
+        .check(&req.actor.key(), &instance)
+        .map_err(|l| fail(Refusal::Limited(l)))?;
+    Ok(Approved {
+        actor: req.actor.clone(),
+        authority: req.authority.clone(),
+        guild: req.guild,
+        channel: req.channel,
+        instance,
+        region,
+        reason,
+        rule,
+        audit_seq: 0,
+    })
+}
+
+/// The allowlist check alone, also used to re-check an approval against a reloaded policy right
+/// before Tencent is called.
+pub fn authorize(
+    rules: &[Rule],
+    authority: &Authority,
+    instance: &InstanceId,
+    region: &Region,
+) -> Result<Option<usize>, Refusal> {
+    match authority {
+        Authority::LocalCredentials => Ok(None),
+        Authority::Roles(roles) => match access::authorize(rules, roles, instance, region) {
+            access::Decision::Allowed { rule } => Ok(Some(rule)),
+            access::Decision::Denied { would_allow } => Err(Refusal::Denied {
+                instance: instance.clone(),
+                region: region.clone(),
+                would_allow,
+            }),
+        },
+    }
+}
+
+/// Trims a reason and turns control characters into spaces; an empty reason is no reason.
+pub fn clean_reason(reason: Option<&str>) -> Option<String> {
+    let r: String = reason?
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let r = r.trim();
+    (!r.is_empty()).then(|| r.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::Actor;
+    use crate::ids::Snowflake;
+
+    const ONCALL: u64 = 555000000000000001;
+    const WEB: u64 = 555000000000000002;
+    const GUILD: u64 = 800000000000000001;
+
+    fn sf(n: u64) -> Snowflake {
+        Snowflake::new(n).unwrap()
+    }
+
+    fn policy(require_reason: bool) -> Policy {
+        Policy {
+            rules: vec![
+                Rule {
+                    roles: vec![sf(ONCALL)],
+                    instances: vec!["*".into()],
+                    regions: None,
+                },
+                Rule {
+                    roles: vec![sf(WEB)],
+                    instances: vec!["ins-web*".into()],
+                    regions: Some(vec![Region::parse("ap-guangzhou").unwrap()]),
+                },
+            ],
+            regions: vec![
+                Region::parse("ap-guangzhou").unwrap(),
+                Region::parse("ap-shanghai-fsi").unwrap(),
+            ],
+            require_reason,
+            guilds: vec![sf(GUILD)],
+        }
+    }
+
+    /// Limits that allow everything, or refuse with the given answer.
+    struct Limits(Option<Limited>);
+    impl LimitView for Limits {
+        fn check(&self, _: &str, _: &InstanceId) -> Result<(), Limited> {
+            self.0.map_or(Ok(()), Err)
+        }
+    }
+    const OPEN: Limits = Limits(None);
+
+    fn member(roles: &[u64], instance: &str) -> Request {
+        Request {
+            actor: Actor::Discord {
+                id: 42,
+                name: "alice".into(),
+            },
+            authority: Authority::Roles(roles.iter().map(|r| sf(*r)).collect()),
+            guild: Some(sf(GUILD)),
+            channel: Some(sf(900)),
+            instance: instance.into(),
+            region: None,
+            reason: None,
+        }
+    }
+
+    fn refusal(d: Decision) -> Rejection {
+        match d {
+            Decision::Refuse(r) => *r,
+            Decision::Approve(a) => panic!("approved: {a:?}"),
+        }
+    }
+
+    fn approved(d: Decision) -> Approved {
+        match d {
+            Decision::Approve(a) => *a,
+            Decision::Refuse(r) => panic!("refused: {}", r.refusal),
+        }
+    }
+
+    #[test]
+    fn a_member_with_a_matching_role_is_approved_by_that_rule() {
+        let a = approved(decide(
+            &policy(false),
+            &OPEN,
+            &member(&[WEB], "ins-web00001"),
+        ));
+        assert_eq!((a.rule, a.region.as_str()), (Some(1), "ap-guangzhou"));
+        let a = approved(decide(
+            &policy(false),
+            &OPEN,
+            &member(&[ONCALL], "ins-a1b2c3d4"),
+        ));
+        assert_eq!(a.rule, Some(0));
+    }
+
+    #[test]
+    fn requests_from_outside_the_served_servers_are_refused_first() {
+        let mut req = member(&[ONCALL], "not an id");
+        req.guild = None;
+        assert!(matches!(
+            refusal(decide(&policy(false), &OPEN, &req)).refusal,
+            Refusal::NotInGuild
+        ));
+        req.guild = Some(sf(GUILD + 98));
+        assert!(matches!(
+            refusal(decide(&policy(false), &OPEN, &req)).refusal,
+            Refusal::OtherGuild
+        ));
+    }
+
+    #[test]
+    fn local_credentials_need_no_guild_and_no_rule_but_are_limited() {
+        let mut req = member(&[], "ins-a1b2c3d4");
+        req.authority = Authority::LocalCredentials;
+        req.guild = None;
+        assert_eq!(approved(decide(&policy(false), &OPEN, &req)).rule, None);
+        let limited = Limits(Some(Limited::User {
+            retry_after: Duration::from_secs(5),
+        }));
+        assert!(matches!(
+            refusal(decide(&policy(false), &limited, &req)).refusal,
+            Refusal::Limited(Limited::User { .. })
+        ));
+    }
+
+    #[test]
+    fn a_malformed_instance_is_refused_with_nothing_parsed() {
+        let r = refusal(decide(&policy(false), &OPEN, &member(&[ONCALL], "ins-ABC")));
+        assert!(matches!(r.refusal, Refusal::BadInstance(_)));
+        assert_eq!((r.instance, r.region), (None, None));
+    }
+
+    #[test]
+    fn regions_default_to_the_first_and_must_be_served() {
+        let mut req = member(&[ONCALL], "ins-a1b2c3d4");
+        req.region = Some("  ap-shanghai-fsi ".into());
+        assert_eq!(
+            approved(decide(&policy(false), &OPEN, &req))
+                .region
+                .as_str(),
+            "ap-shanghai-fsi"
+        );
+        req.region = Some("eu-frankfurt".into());
+        let r = refusal(decide(&policy(false), &OPEN, &req));
+        assert!(
+            matches!(r.refusal, Refusal::RegionNotServed(..)),
+            "{}",
+            r.refusal
+        );
+        assert!(r
+            .refusal
+            .to_string()
+            .contains("ap-guangzhou, ap-shanghai-fsi"));
+        assert_eq!(r.instance.unwrap().as_str(), "ins-a1b2c3d4");
+        req.region = Some("../etc".into());
+        assert!(matches!(
+            refusal(decide(&policy(false), &OPEN, &req)).refusal,
+            Refusal::BadRegion { .. }
+        ));
+    }
+
+    #[test]
+    fn reasons_are_cleaned_bounded_and_required_when_configured() {
+        let mut req = member(&[ONCALL], "ins-a1b2c3d4");
+        assert!(matches!(
+            refusal(decide(&policy(true), &OPEN, &req)).refusal,
+            Refusal::ReasonRequired
+        ));
+        req.reason = Some(" \n\t ".into());
+        assert!(matches!(
+            refusal(decide(&policy(true), &OPEN, &req)).refusal,
+            Refusal::ReasonRequired
+        ));
+        req.reason = Some("deploy".into());
+        assert!(matches!(
+            refusal(decide(&policy(true), &OPEN, &req)).refusal,
+            Refusal::ReasonTooShort
+        ));
+        // Short is fine when no reason is required.
+        assert!(matches!(
+            decide(&policy(false), &OPEN, &req),
+            Decision::Approve(_)
+        ));
+        req.reason = Some("x".repeat(MAX_REASON_CHARS + 1));
+        let r = refusal(decide(&policy(false), &OPEN, &req));
+        assert!(matches!(r.refusal, Refusal::ReasonTooLong));
+        assert!(r.region.is_some());
+        req.reason = Some("INC-42\ndisk full".into());
+        assert_eq!(
+            approved(decide(&policy(true), &OPEN, &req))
+                .reason
+                .as_deref(),
+            Some("INC-42 disk full")
+        );
+    }
+
+    #[test]
+    fn denied_names_the_roles_that_would_allow() {
+        let r = refusal(decide(
+            &policy(false),
+            &OPEN,
+            &member(&[WEB], "ins-db000001"),
+        ));
+        match &r.refusal {
+            Refusal::Denied { would_allow, .. } => assert_eq!(would_allow, &[sf(ONCALL)]),
+            other => panic!("{other}"),
+        }
+        assert!(r.refusal.to_string().contains(&format!("<@&{ONCALL}>")));
+        let mut p = policy(false);
+        p.rules.remove(0);
+        let r = refusal(decide(&p, &OPEN, &member(&[], "ins-db000001")));
+        assert!(r.refusal.to_string().contains("no rule allows"));
+    }
+
+    #[test]
+    fn limits_are_checked_only_after_authorization() {
+        let limited = Limits(Some(Limited::Instance {
+            retry_after: Duration::from_millis(1500),
+        }));
+        // A denied member hears "denied", not "limited".
+        assert!(matches!(
+            refusal(decide(
+                &policy(false),
+                &limited,
+                &member(&[], "ins-a1b2c3d4")
+            ))
+            .refusal,
+            Refusal::Denied { .. }
+        ));
+        let r = refusal(decide(
+            &policy(false),
+            &limited,
+            &member(&[ONCALL], "ins-a1b2c3d4"),
+        ));
+        assert!(matches!(
+            r.refusal,
+            Refusal::Limited(Limited::Instance { .. })
+        ));
+        assert!(r.refusal.to_string().contains("2 seconds"), "{}", r.refusal);
+    }
+}

@@ -1,0 +1,403 @@
+//! The core, free of any transport: requests in, outcomes out. The Discord adapter and
+//! `vncbot url` both call it; it knows nothing of serenity.
+//!
+//! [`decision::decide`] is pure; [`Core`] ties it to the live policy and limits, the audit
+//! journal (every decision is recorded before it takes effect) and Tencent (behind the
+//! [`Console`] trait, so the core is tested without HTTP).
+
+pub mod decision;
+pub mod outcome;
+pub mod refusal;
+pub mod request;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::audit::{Actor, AuditError, Entry, Event, Journal};
+use crate::config::Config;
+use crate::ids::{InstanceId, Quoted, Region, Snowflake};
+use crate::limits::{ApiPacer, Limited, RequestLimits};
+use crate::link::VALID_FOR_SECS;
+use crate::metrics::METRICS;
+use crate::tencent::{Console, CvmClient};
+
+pub use decision::{decide, Decision, Rejection};
+pub use outcome::{Exit, FailureKind, Outcome};
+pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
+pub use request::{Approved, Authority, Issued, Policy, Request};
+
+/// How long a caller may queue for a Tencent slot before being told to retry: enough for a burst
+/// of several hundred requests at 10 a second, well inside Discord's 15-minute interaction token.
+pub const API_QUEUE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a config reload swaps, as one unit: a request sees the old policy and limits or the new
+/// ones, never a mix.
+struct Live {
+    policy: Arc<Policy>,
+    limits: Arc<RequestLimits>,
+}
+
+/// Refusals past a member's refusal budget: answered at once, recorded later as one count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppressed {
+    pub actor: Actor,
+    pub guild: Option<Snowflake>,
+    pub count: u64,
+}
+
+/// The core: policy, limits, journal and Tencent.
+pub struct Core<C = CvmClient> {
+    live: RwLock<Live>,
+    journal: Journal,
+    console: C,
+    /// Actor key → suppressed refusals since the last flush.
+    suppressed: Mutex<HashMap<String, Suppressed>>,
+}
+
+/// Why the core could not be built at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl Core {
+    /// Builds the core from a validated config: opens (and if need be repairs) the journal.
+    pub fn from_config(
+        config: &Config,
+        creds: crate::config::TencentCredentials,
+    ) -> Result<Self, StartError> {
+        let (journal, sealed) = Journal::open(&config.audit.path)?;
+        if let Some(s) = sealed {
+            tracing::warn!(seq = s.seq, path = %config.audit.path.display(),
+                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain");
+        }
+        let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+        let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
+        Ok(Self::new(
+            Policy::from_config(config),
+            RequestLimits::new(&config.limits),
+            journal,
+            cvm,
+        ))
+    }
+}
+
+impl<C: Console> Core<C> {
+    pub fn new(policy: Policy, limits: RequestLimits, journal: Journal, console: C) -> Self {
+        Self {
+            live: RwLock::new(Live {
+                policy: Arc::new(policy),
+                limits: Arc::new(limits),
+            }),
+            journal,
+            console,
+            suppressed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn live(&self) -> (Arc<Policy>, Arc<RequestLimits>) {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&live.policy), Arc::clone(&live.limits))
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.live().0
+    }
+
+    pub fn limits(&self) -> Arc<RequestLimits> {
+        self.live().1
+    }
+
+    /// Swaps the policy, and the limits when given (their counters then start afresh), in one
+    /// step (config reload).
+    pub fn reconfigure(&self, policy: Policy, limits: Option<RequestLimits>) {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.policy = Arc::new(policy);
+        if let Some(l) = limits {
+            live.limits = Arc::new(l);
+        }
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Decide and mint.
+    pub async fn handle(&self, req: Request) -> Result<Issued, Refusal> {
+        let approved = self.decide(req).await?;
+        self.mint(&approved).await
+    }
+
+    /// Decides on a request and records the decision. Only an approved request, whose
+    /// `requested` record is on disk, may go on to Tencent. Every request counts: an approved one
+    /// against the member's limit, a refused one against their (looser) refusal budget, and past
+    /// that budget the member is answered at once and the attempts are recorded as one count.
+    pub async fn decide(&self, req: Request) -> Result<Approved, Refusal> {
+        let (policy, limits) = self.live();
+        let key = req.actor.key();
+        let decision = {
+            let mut g = limits.lock();
+            if let Err(retry_after) = g.check_refusal(&key) {
+                drop(g);
+                self.suppress(&key, &req);
+                return Err(Refusal::TooManyRefusals { retry_after });
+            }
+            let d = decide(&policy, &g, &req);
+            match &d {
+                Decision::Approve(a) => g.take(&key, &a.instance),
+                Decision::Refuse(_) => g.take_refusal(&key),
+            }
+            d
+        };
+        match decision {
+            Decision::Approve(approved) => {
+                let seq = self
+                    .record(
+                        Event::Requested,
+                        &req,
+                        Some(&approved.instance),
+                        Some(&approved.region),
+                        approved.rule,
+                        None,
+                    )
+                    .await
+                    .map_err(Refusal::AuditUnavailable)?;
+                Ok(Approved {
+                    audit_seq: seq,
+                    ..*approved
+                })
+            }
+            Decision::Refuse(rejected) => {
+                let Rejection {
+                    refusal,
+                    instance,
+                    region,
+                } = *rejected;
+                let outcome = refusal.outcome();
+                if let Refusal::Limited(l) = &refusal {
+                    let which = match l {
+                        Limited::User { .. } => "user",
+                        Limited::Instance { .. } => "instance",
+                    };
+                    METRICS.limited(which);
+                }
+                // A refusal stays a refusal even when it cannot be recorded; the failure to
+                // record it is what the user needs to hear about, and admins see it logged.
+                match self
+                    .record(
+                        outcome.event(),
+                        &req,
+                        instance.as_ref(),
+                        region.as_ref(),
+                        None,
+                        Some(outcome.code()),
+                    )
+                    .await
+                {
+                    Ok(_) => Err(refusal),
+                    Err(e) => Err(Refusal::AuditUnavailable(e)),
+                }
+            }
+        }
+    }
+
+    fn suppress(&self, key: &str, req: &Request) {
+        METRICS.limited("refusals");
+        let mut s = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
+        s.entry(key.to_owned())
+            .or_insert_with(|| Suppressed {
+                actor: req.actor.clone(),
+                guild: req.guild,
+                count: 0,
+            })
+            .count += 1;
+    }
+
+    /// Records the refusals suppressed since the last call, one `limited` record per member with
+    /// the count, and returns them (for the audit channel). Called every minute and at shutdown.
+    pub async fn flush_suppressed(&self) -> Result<Vec<Suppressed>, AuditError> {
+        let batch: Vec<Suppressed> = {
+            let mut s = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
+            s.drain().map(|(_, v)| v).collect()
+        };
+        for s in &batch {
+            let entry = Entry {
+                guild: s.guild.map(Snowflake::get),
+                code: Some(Outcome::TooManyRefusals.code().to_owned()),
+                count: Some(s.count),
+                ..Entry::default()
+            };
+            self.journal.append(Event::Limited, &s.actor, entry).await?;
+        }
+        Ok(batch)
+    }
+
+    /// Calls Tencent for an approved request and records the outcome. The approval is checked
+    /// once more against the live policy first (a reload may have removed the rule while it
+    /// waited). A URL whose `issued` record cannot be written is dropped unseen.
+    pub async fn mint(&self, a: &Approved) -> Result<Issued, Refusal> {
+        let entry = || Entry {
+            guild: a.guild.map(Snowflake::get),
+            channel: a.channel.map(Snowflake::get),
+            instance: Some(a.instance.to_string()),
+            region: Some(a.region.to_string()),
+            reason: a.reason.clone(),
+            rule: a.rule,
+            refers_to: Some(a.audit_seq),
+            ..Entry::default()
+        };
+        let policy = self.policy();
+        if let Err(refusal) =
+            decision::authorize(&policy.rules, &a.authority, &a.instance, &a.region)
+        {
+            tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
+                "an approved request lost its rule to a config reload before Tencent was called");
+            let outcome = refusal.outcome();
+            self.journal
+                .append(
+                    outcome.event(),
+                    &a.actor,
+                    Entry {
+                        code: Some(outcome.code().to_owned()),
+                        rule: None,
+                        ..entry()
+                    },
+                )
+                .await
+                .map_err(Refusal::AuditUnavailable)?;
+            return Err(refusal);
+        }
+        match self
+            .console
+            .describe_instance_vnc_url(&a.region, &a.instance)
+            .await
+        {
+            Ok(vnc) => {
+                let appended = self
+                    .journal
+                    .append(
+                        Event::Issued,
+                        &a.actor,
+                        Entry {
+                            request_id: Some(vnc.request_id.clone()),
+                            ..entry()
+                        },
+                    )
+                    .await
+                    .map_err(Refusal::AuditUnavailable)?;
+                tracing::info!(
+                    instance = %a.instance, region = %a.region, request_id = %vnc.request_id,
+                    attempts = vnc.attempts, audit_seq = appended.seq, "console URL issued"
+                );
+                Ok(Issued {
+                    expires_at: vnc.issued_at + Duration::from_secs(VALID_FOR_SECS),
+                    url: vnc.url,
+                    instance: a.instance.clone(),
+                    region: a.region.clone(),
+                    request_id: vnc.request_id,
+                    audit_seq: appended.seq,
+                })
+            }
+            Err(error) => {
+                let code = error.code();
+                let request_id = error.request_id().unwrap_or("-");
+                if error.needs_admin() {
+                    tracing::error!(instance = %a.instance, region = %a.region, code = %code,
+                        request_id, error = %error, "Tencent call failed");
+                } else {
+                    tracing::warn!(instance = %a.instance, region = %a.region, code = %code,
+                        request_id, error = %error, "Tencent call failed");
+                }
+                self.journal
+                    .append(
+                        Event::Failed,
+                        &a.actor,
+                        Entry {
+                            code: Some(code),
+                            request_id: error.request_id().map(str::to_owned),
+                            ..entry()
+                        },
+                    )
+                    .await
+                    .map_err(Refusal::AuditUnavailable)?;
+                let message = error.user_message(&a.instance, &a.region);
+                Err(Refusal::Tencent {
+                    error: Box::new(error),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Records what became of an issued link: `delivered`, or `dm_failed` with its code.
+    pub async fn record_delivery(
+        &self,
+        actor: &Actor,
+        issued: &Issued,
+        outcome: &Outcome,
+    ) -> Result<(), AuditError> {
+        let code = (*outcome != Outcome::Delivered).then(|| outcome.code().to_owned());
+        self.journal
+            .append(
+                outcome.event(),
+                actor,
+                Entry {
+                    instance: Some(issued.instance.to_string()),
+                    region: Some(issued.region.to_string()),
+                    code,
+                    request_id: Some(issued.request_id.clone()),
+                    refers_to: Some(issued.audit_seq),
+                    ..Entry::default()
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn record(
+        &self,
+        event: Event,
+        req: &Request,
+        instance: Option<&InstanceId>,
+        region: Option<&Region>,
+        rule: Option<usize>,
+        code: Option<&str>,
+    ) -> Result<u64, AuditError> {
+        // What the user typed is recorded only once it is known to be well-formed; a malformed ID
+        // is recorded as a bounded, escaped quote.
+        let instance = match instance {
+            Some(i) => i.to_string(),
+            None => Quoted::new(&req.instance).to_string(),
+        };
+        let reason = decision::clean_reason(req.reason.as_deref())
+            .map(|r| r.chars().take(MAX_REASON_CHARS).collect());
+        let result = self
+            .journal
+            .append(
+                event,
+                &req.actor,
+                Entry {
+                    guild: req.guild.map(Snowflake::get),
+                    channel: req.channel.map(Snowflake::get),
+                    instance: Some(instance),
+                    region: region.map(Region::to_string),
+                    reason,
+                    rule,
+                    code: code.map(str::to_owned),
+                    ..Entry::default()
+                },
+            )
+            .await;
+        match result {
+            Ok(a) => Ok(a.seq),
+            Err(e) => {
+                tracing::error!(error = %e, ?event, "AUDIT WRITE FAILED: refusing requests until the journal is writable");
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! One vocabulary of outcomes. The journal code, the metric label, the audit channel's text and
+//! the CLI's exit code are all derived here, never re-typed as strings elsewhere.
+
+use std::borrow::Cow;
+
+use crate::audit::Event;
+use crate::tencent::{ApiErrorKind, TencentError};
+
+/// Exit codes of the command line, documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// Tencent refused (not found, instance state, busy), or the audit chain is damaged.
+    Refused = 1,
+    /// Bad input: usage, instance ID, region, reason (clap also uses 2).
+    BadInput = 2,
+    /// The config, the environment or the credentials are wrong: an admin must act.
+    Config = 3,
+    /// Denied or rate limited by our own policy.
+    Denied = 4,
+    /// A temporary failure (network, Tencent busy): try again.
+    Temporary = 5,
+    /// The audit journal cannot be written: fail closed.
+    Audit = 6,
+}
+
+/// What a Tencent failure means for whoever asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Tencent says the ID is malformed (we validate first, so this is rare).
+    MalformedId,
+    NotFound,
+    /// Stopped, starting, being created: no console in this state.
+    InstanceState,
+    /// Another operation is in progress on the instance.
+    Busy,
+    /// Our credentials or CAM policy: an admin must act.
+    Credentials,
+    /// An answer we cannot use, or a request we could not build: an admin must look.
+    Misconfigured,
+    /// Network, gateway, rate limit or Tencent's own failure: try again.
+    Transient,
+}
+
+impl FailureKind {
+    pub fn of(e: &TencentError) -> Self {
+        match e {
+            TencentError::Api { kind, .. } => match kind {
+                ApiErrorKind::MalformedId => Self::MalformedId,
+                ApiErrorKind::NotFound => Self::NotFound,
+                ApiErrorKind::InstanceState => Self::InstanceState,
+                ApiErrorKind::Busy => Self::Busy,
+                ApiErrorKind::Credentials => Self::Credentials,
+                ApiErrorKind::Other => Self::Misconfigured,
+                ApiErrorKind::RateLimited | ApiErrorKind::ServerSide => Self::Transient,
+            },
+            TencentError::InvalidResponse { .. } | TencentError::Signing(_) => Self::Misconfigured,
+            _ if e.is_transient() => Self::Transient,
+            // Our own queue is full: come back in a moment.
+            _ => Self::Transient,
+        }
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `/vnc` outside any server (a DM).
+    NotInGuild,
+    /// `/vnc` in a server this bot does not serve.
+    OtherGuild,
+    BadInstance,
+    BadRegion,
+    BadReason,
+    Denied,
+    LimitedMember,
+    LimitedInstance,
+    /// Too many refused requests from one member: answered at once, recorded as one count.
+    TooManyRefusals,
+    AuditUnavailable,
+    /// Tencent or the network failed; `code` is Tencent's error code or ours (`timeout`, ...).
+    Tencent {
+        code: String,
+        kind: FailureKind,
+    },
+    /// The link reached the member (the DM, or the terminal for `vncbot url`).
+    Delivered,
+    /// The member does not accept DMs from the server; the link was discarded.
+    DmsClosed,
+    /// Discord did not take the DM; the link was discarded.
+    DmFailed,
+}
+
+impl Outcome {
+    pub fn tencent(e: &TencentError) -> Self {
+        Self::Tencent {
+            code: e.code(),
+            kind: FailureKind::of(e),
+        }
+    }
+
+    /// The code in the journal's `code` field and the metric label.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::NotInGuild => "not_in_guild",
+            Self::OtherGuild => "other_guild",
+            Self::BadInstance => "bad_instance",
+            Self::BadRegion => "bad_region",
+            Self::BadReason => "bad_reason",
+            Self::Denied => "denied",
+            Self::LimitedMember => "limited_user",
+            Self::LimitedInstance => "limited_instance",
+            Self::TooManyRefusals => "too_many_refusals",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::Tencent { code, .. } => code,
+            Self::Delivered => "delivered",
+            Self::DmsClosed => "dms_closed",
+            Self::DmFailed => "dm_failed",
+        }
+    }
+
+    /// How the outcome reads in the audit channel.
+    pub fn channel_text(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Self::Delivered => "delivered by DM",
+            Self::DmsClosed => "not delivered: DMs closed, link discarded",
+            Self::DmFailed => "not delivered: DM failed, link discarded",
+            Self::NotInGuild => "refused: not in a server",
+            Self::OtherGuild => "refused: another server",
+            Self::BadInstance => "refused: malformed instance",
+            Self::BadRegion => "refused: region not served",
+            Self::BadReason => "refused: reason missing or malformed",
+            Self::Denied => "denied",
+            Self::LimitedMember => "limited: member over the limit",
+            Self::LimitedInstance => "limited: instance over the limit",
+            Self::TooManyRefusals => "limited: too many refused requests",
+            Self::AuditUnavailable => "refused: audit journal unwritable",
+            Self::Tencent { code, .. } => return Cow::Owned(format!("Tencent failed: {code}")),
+        })
+    }
+
+    /// The journal event that records this outcome.
+    pub fn event(&self) -> Event {
+        match self {
+            Self::NotInGuild
+            | Self::OtherGuild
+            | Self::BadInstance
+            | Self::BadRegion
+            | Self::BadReason
+            | Self::AuditUnavailable => Event::Invalid,
+            Self::Denied => Event::Denied,
+            Self::LimitedMember | Self::LimitedInstance | Self::TooManyRefusals => Event::Limited,
+            Self::Tencent { .. } => Event::Failed,
+            Self::Delivered => Event::Delivered,
+            Self::DmsClosed | Self::DmFailed => Event::DmFailed,
+        }
+    }
+
+    /// Whether the audit channel gets a line: not for requests from outside the served servers.
+    pub fn posts_to_channel(&self) -> bool {
+        !matches!(self, Self::NotInGuild | Self::OtherGuild)
+    }
+
+    /// The exit code of `vncbot url` for this outcome.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Delivered => Exit::Ok,
+            Self::NotInGuild
+            | Self::OtherGuild
+            | Self::BadInstance
+            | Self::BadRegion
+            | Self::BadReason => Exit::BadInput,
+            Self::Denied | Self::LimitedMember | Self::LimitedInstance | Self::TooManyRefusals => {
+                Exit::Denied
+            }
+            Self::AuditUnavailable => Exit::Audit,
+            Self::Tencent { kind, .. } => match kind {
+                FailureKind::MalformedId
+                | FailureKind::NotFound
+                | FailureKind::InstanceState
+                | FailureKind::Busy => Exit::Refused,
+                FailureKind::Credentials | FailureKind::Misconfigured => Exit::Config,
+                FailureKind::Transient => Exit::Temporary,
+            },
+            Self::DmsClosed | Self::DmFailed => Exit::Temporary,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: &str) -> TencentError {
+        TencentError::Api {
+            kind: ApiErrorKind::classify(code),
+            code: code.into(),
+            message: "m".into(),
+            request_id: "rid".into(),
+        }
+    }
+
+    /// The mapping users, dashboards and scripts rely on: a change here is a change of interface.
+    #[test]
+    fn every_outcome_has_one_code_label_text_and_exit() {
+        let table: Vec<(Outcome, &str, Exit)> = vec![
+            (Outcome::NotInGuild, "not_in_guild", Exit::BadInput),
+            (Outcome::OtherGuild, "other_guild", Exit::BadInput),
+            (Outcome::BadInstance, "bad_instance", Exit::BadInput),
+            (Outcome::BadRegion, "bad_region", Exit::BadInput),
+            (Outcome::BadReason, "bad_reason", Exit::BadInput),
+            (Outcome::Denied, "denied", Exit::Denied),
+            (Outcome::LimitedMember, "limited_user", Exit::Denied),
+            (Outcome::LimitedInstance, "limited_instance", Exit::Denied),
+            (Outcome::TooManyRefusals, "too_many_refusals", Exit::Denied),
+            (Outcome::AuditUnavailable, "audit_unavailable", Exit::Audit),
+            (Outcome::Delivered, "delivered", Exit::Ok),
+            (Outcome::DmsClosed, "dms_closed", Exit::Temporary),
+            (Outcome::DmFailed, "dm_failed", Exit::Temporary),
+            (
+                Outcome::tencent(&api("InvalidInstanceId.NotFound")),
+                "InvalidInstanceId.NotFound",
+                Exit::Refused,
+            ),
+            (
+                Outcome::tencent(&api("UnsupportedOperation.InstanceStateStopped")),
+                "UnsupportedOperation.InstanceStateStopped",
+                Exit::Refused,
+            ),
+            (
+                Outcome::tencent(&api("OperationDenied.InstanceOperationInProgress")),
+                "OperationDenied.InstanceOperationInProgress",
+                Exit::Refused,
+            ),
+            (
+                Outcome::tencent(&api("AuthFailure.SignatureFailure")),
+                "AuthFailure.SignatureFailure",
+                Exit::Config,
+            ),
+            (
+                Outcome::tencent(&api("UnknownParameter")),
+                "UnknownParameter",
+                Exit::Config,
+            ),
+            (
+                Outcome::tencent(&api("RequestLimitExceeded")),
+                "RequestLimitExceeded",
+                Exit::Temporary,
+            ),
+            (
+                Outcome::tencent(&TencentError::Status {
+                    status: 502,
+                    request_id: None,
+                }),
+                "http_502",
+                Exit::Temporary,
+            ),
+            (
+                Outcome::tencent(&TencentError::Timeout(std::time::Duration::from_secs(2))),
+                "timeout",
+                Exit::Temporary,
+            ),
+            (
+                Outcome::tencent(&TencentError::QueueFull {
+                    retry_after: std::time::Duration::from_secs(1),
+                }),
+                "queue_full",
+                Exit::Temporary,
+            ),
+            // An answer we cannot use needs an admin, not a retry by the user.
+            (
+                Outcome::tencent(&TencentError::InvalidResponse {
+                    detail: "no InstanceVncUrl".into(),
+                    request_id: None,
+                }),
+                "invalid_response",
+                Exit::Config,
+            ),
+        ];
+        for (outcome, code, exit) in table {
+            assert_eq!(outcome.code(), code, "{outcome:?}");
+            assert_eq!(outcome.exit(), exit, "{outcome:?}");
+            assert!(!outcome.channel_text().is_empty());
+        }
+        assert_eq!(Outcome::Delivered.channel_text(), "delivered by DM");
+        assert!(!Outcome::OtherGuild.posts_to_channel());
+        assert!(Outcome::Denied.posts_to_channel());
+    }
+}

@@ -1,0 +1,114 @@
+//! Why no link: each refusal carries the sentence the member is told, and maps to one
+//! [`Outcome`].
+
+use std::time::Duration;
+
+use crate::audit::AuditError;
+use crate::ids::{InstanceId, InvalidInstanceId, InvalidRegion, Region, Snowflake};
+use crate::limits::Limited;
+use crate::tencent::TencentError;
+
+use super::outcome::Outcome;
+
+/// Longest reason we accept (and the Discord option's `max_length`).
+pub const MAX_REASON_CHARS: usize = 200;
+/// Shortest reason when `audit.require_reason` is on: "deploy" is not an explanation.
+pub const MIN_REASON_CHARS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("/vnc works only in the team's server, not in DMs. Run it in a channel there.")]
+    NotInGuild,
+    #[error("/vnc is not enabled in this server.")]
+    OtherGuild,
+    #[error("{0}")]
+    BadInstance(#[from] InvalidInstanceId),
+    #[error("{problem} This bot serves: {configured}.")]
+    BadRegion {
+        problem: InvalidRegion,
+        configured: String,
+    },
+    #[error("{0} is not one of this bot's regions. It serves: {1}.")]
+    RegionNotServed(Region, String),
+    #[error("A reason is required: say why you need the console, in at least {MIN_REASON_CHARS} characters (for example the incident or ticket).")]
+    ReasonRequired,
+    #[error("The reason is too short: give at least {MIN_REASON_CHARS} characters (for example the incident or ticket).")]
+    ReasonTooShort,
+    #[error("The reason is too long: keep it under {MAX_REASON_CHARS} characters.")]
+    ReasonTooLong,
+    #[error("{}", denied_message(instance, region, would_allow))]
+    Denied {
+        instance: InstanceId,
+        region: Region,
+        would_allow: Vec<Snowflake>,
+    },
+    #[error("{}", limited_message(*.0))]
+    Limited(Limited),
+    #[error("Too many of your requests were refused in the last minute. Check the instance ID, region and your roles, and try again in {} seconds.", secs(*retry_after))]
+    TooManyRefusals { retry_after: Duration },
+    /// Fail closed: nothing happens that cannot be recorded.
+    #[error("The bot cannot write its audit trail right now, so it cannot open consoles. The admins have been alerted; try again later.")]
+    AuditUnavailable(#[source] AuditError),
+    #[error("{message}")]
+    Tencent {
+        error: Box<TencentError>,
+        message: String,
+    },
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn denied_message(instance: &InstanceId, region: &Region, would_allow: &[Snowflake]) -> String {
+    if would_allow.is_empty() {
+        format!("None of your roles may open {instance} in {region}, and no rule allows that instance there. Ask an admin if you need it.")
+    } else {
+        let roles: Vec<String> = would_allow.iter().map(|r| format!("<@&{r}>")).collect();
+        format!(
+            "None of your roles may open {instance} in {region}. These roles may: {}. Ask an admin if you need one.",
+            roles.join(", ")
+        )
+    }
+}
+
+fn limited_message(l: Limited) -> String {
+    match l {
+        Limited::User { retry_after } => format!(
+            "You have asked for consoles too often. Try again in {} seconds.",
+            secs(retry_after)
+        ),
+        Limited::Instance { retry_after } => format!(
+            "That instance's console was opened too often in the last minute (Tencent allows 30 reconnects a minute). Try again in {} seconds.",
+            secs(retry_after)
+        ),
+    }
+}
+
+impl Refusal {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::NotInGuild => Outcome::NotInGuild,
+            Refusal::OtherGuild => Outcome::OtherGuild,
+            Refusal::BadInstance(_) => Outcome::BadInstance,
+            Refusal::BadRegion { .. } | Refusal::RegionNotServed(..) => Outcome::BadRegion,
+            Refusal::ReasonRequired | Refusal::ReasonTooShort | Refusal::ReasonTooLong => {
+                Outcome::BadReason
+            }
+            Refusal::Denied { .. } => Outcome::Denied,
+            Refusal::Limited(Limited::User { .. }) => Outcome::LimitedMember,
+            Refusal::Limited(Limited::Instance { .. }) => Outcome::LimitedInstance,
+            Refusal::TooManyRefusals { .. } => Outcome::TooManyRefusals,
+            Refusal::AuditUnavailable(_) => Outcome::AuditUnavailable,
+            Refusal::Tencent { error, .. } => Outcome::tencent(error),
+        }
+    }
+
+    /// Tencent's RequestId, where the refusal came from Tencent.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Refusal::Tencent { error, .. } => error.request_id(),
+            _ => None,
+        }
+    }
+}
