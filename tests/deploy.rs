@@ -28,6 +28,14 @@ fn the_systemd_unit_verifies_cleanly_and_is_hardened() {
     ] {
         assert!(unit.contains(directive), "missing {directive:?}");
     }
+    // The soft default of 1024 descriptors is too tight for a long-running network service.
+    let nofile: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE= is set")
+        .parse()
+        .expect("LimitNOFILE= is a number");
+    assert!(nofile >= 4096, "LimitNOFILE={nofile}");
     // systemd-analyze checks that ExecStart exists: point it at the binary under test.
     let dir = std::env::temp_dir().join(format!("vncbot-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -96,9 +104,32 @@ fn the_kubernetes_manifests_agree() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
         assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
     }
+    // Readiness may fail during a Discord outage; liveness must not, or the outage becomes a
+    // restart loop (see src/admin.rs).
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+
+    // The image is pinned to the crate's version (a digest may follow), never `latest`.
+    let image = c["image"].as_str().unwrap();
+    let name_and_tag = image.split('@').next().unwrap();
+    let tag = name_and_tag
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map(|(_, tag)| tag)
+        .unwrap_or_else(|| panic!("image {image:?} has no tag"));
+    assert_eq!(
+        tag,
+        env!("CARGO_PKG_VERSION"),
+        "image {image:?}: tag it with Cargo.toml's version"
+    );
+
+    // One writer per journal: ReadWriteOnce would let a second pod on the same node mount it.
+    assert_eq!(
+        pvc["spec"]["accessModes"],
+        Value::Sequence(vec!["ReadWriteOncePod".into()])
+    );
     assert_eq!(c["ports"][0]["name"], "admin");
     assert!(c["resources"]["requests"]["memory"].as_str().is_some());
     assert!(c["resources"]["limits"]["memory"].as_str().is_some());
