@@ -54,30 +54,37 @@ pub fn authorize(
     Decision::Denied { would_allow }
 }
 
+/// Why an `instances` entry in the config cannot be used; the text names the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPattern {
+    #[error("{0:?} is not an instance ID or pattern: use \"*\", an ID like \"ins-a1b2c3d4\", or a pattern like \"ins-web*\"")]
+    NotAnInstance(String),
+    #[error(
+        "{0:?} has characters an instance ID cannot have: after \"ins-\" use only a-z, 0-9 and *"
+    )]
+    BadCharacters(String),
+    #[error("{0:?} can never match: an instance ID has exactly 8 characters after \"ins-\"")]
+    NeverMatches(String),
+}
+
 /// Checks an `instances` entry: `*`, or `ins-` followed by lower-case letters, digits and `*`,
 /// so that a typo cannot quietly match nothing (or everything).
-pub fn check_instance_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_instance_pattern(pattern: &str) -> Result<(), InvalidPattern> {
     if pattern == "*" {
         return Ok(());
     }
     let Some(rest) = pattern.strip_prefix("ins-") else {
-        return Err(format!(
-            "{pattern:?} is not an instance ID or pattern: use \"*\", an ID like \"ins-a1b2c3d4\", or a pattern like \"ins-web*\""
-        ));
+        return Err(InvalidPattern::NotAnInstance(pattern.to_owned()));
     };
     if !rest
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'*')
     {
-        return Err(format!(
-            "{pattern:?} has characters an instance ID cannot have: after \"ins-\" use only a-z, 0-9 and *"
-        ));
+        return Err(InvalidPattern::BadCharacters(pattern.to_owned()));
     }
     let fixed = rest.bytes().filter(|b| *b != b'*').count();
     if fixed > 8 || (!rest.contains('*') && fixed != 8) {
-        return Err(format!(
-            "{pattern:?} can never match: an instance ID has exactly 8 characters after \"ins-\""
-        ));
+        return Err(InvalidPattern::NeverMatches(pattern.to_owned()));
     }
     Ok(())
 }
@@ -140,6 +147,26 @@ mod tests {
         assert!(check_instance_pattern("INS-A1B2C3D4").is_err());
         assert!(check_instance_pattern("web*").is_err());
         assert!(check_instance_pattern("ins-a1b2c3d4e*").is_err());
+        assert_eq!(
+            check_instance_pattern("web*"),
+            Err(InvalidPattern::NotAnInstance("web*".into()))
+        );
+        assert_eq!(
+            check_instance_pattern("INS-A1B2C3D4"),
+            Err(InvalidPattern::NotAnInstance("INS-A1B2C3D4".into()))
+        );
+        assert_eq!(
+            check_instance_pattern("ins-A1b2*"),
+            Err(InvalidPattern::BadCharacters("ins-A1b2*".into()))
+        );
+        assert_eq!(
+            check_instance_pattern("ins-a1b2"),
+            Err(InvalidPattern::NeverMatches("ins-a1b2".into()))
+        );
+        assert!(check_instance_pattern("web*")
+            .unwrap_err()
+            .to_string()
+            .contains("use \"*\""));
     }
 
     #[test]

@@ -29,8 +29,6 @@ pub enum InvalidInstanceId {
 }
 
 impl InstanceId {
-    pub const EXAMPLE: &'static str = "ins-a1b2c3d4";
-
     /// Validates `^ins-[a-z0-9]{8}$`, saying precisely what is wrong otherwise.
     pub fn parse(input: &str) -> Result<Self, InvalidInstanceId> {
         let trimmed = input.trim();
@@ -167,13 +165,6 @@ impl fmt::Debug for Region {
     }
 }
 
-impl<'de> Deserialize<'de> for Region {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Region::parse(&s).map_err(de::Error::custom)
-    }
-}
-
 /// A Discord snowflake (user, guild, channel or role ID). Config files may write it as an integer
 /// or as a string, since many tools copy IDs as strings to dodge float precision loss.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -201,20 +192,20 @@ impl fmt::Debug for Snowflake {
     }
 }
 
-impl std::str::FromStr for Snowflake {
-    type Err = String;
+/// Why a string is not a Discord ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a Discord ID (a positive number such as 800000000000000001)")]
+pub struct InvalidSnowflake(pub Quoted);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for Snowflake {
+    type Err = InvalidSnowflake;
+
+    fn from_str(s: &str) -> Result<Self, InvalidSnowflake> {
         s.trim()
             .parse::<u64>()
             .ok()
             .and_then(Snowflake::new)
-            .ok_or_else(|| {
-                format!(
-                    "{} is not a Discord ID (a positive number such as 800000000000000001)",
-                    Quoted::new(s)
-                )
-            })
+            .ok_or_else(|| InvalidSnowflake(Quoted::new(s)))
     }
 }
 
@@ -343,5 +334,14 @@ mod tests {
         assert!(toml::from_str::<T>("a = 0\nb = 1").is_err());
         assert!(toml::from_str::<T>("a = -3\nb = 1").is_err());
         assert!(toml::from_str::<T>("a = \"abc\"\nb = 1").is_err());
+        assert_eq!(
+            "0".parse::<Snowflake>(),
+            Err(InvalidSnowflake(Quoted::new("0")))
+        );
+        assert!("x"
+            .parse::<Snowflake>()
+            .unwrap_err()
+            .to_string()
+            .contains("not a Discord ID"));
     }
 }

@@ -221,8 +221,8 @@ mod tests {
     fn cfg(user: u32, instance: u32) -> LimitsConfig {
         LimitsConfig {
             per_user_per_minute: NonZeroU32::new(user).unwrap(),
-            per_instance_per_minute: NonZeroU32::new(instance).unwrap(),
             refusals_per_user_per_minute: NonZeroU32::new(10).unwrap(),
+            per_instance_per_minute: NonZeroU32::new(instance).unwrap(),
             api_per_second: NonZeroU32::new(10).unwrap(),
         }
     }

@@ -3,15 +3,17 @@
 mod support;
 
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::http::{serve, HttpRequest, Reply};
 use support::mock_cvm::{self, MockCvm, Scripted};
 use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region};
 use vncbot::limits::ApiPacer;
 use vncbot::link::CONSOLE_PAGE;
 use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{ApiErrorKind, CvmClient, TencentError};
+use vncbot::tencent::{ApiErrorKind, Console, CvmClient, TencentError, VncUrl};
 
 fn creds(id: &str, key: &str, token: Option<&str>) -> TencentCredentials {
     TencentCredentials {
@@ -326,6 +328,81 @@ async fn a_success_without_a_url_is_an_error() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_session_token_stays_home() {
+    let mock = MockCvm::start().await;
+    // Another loopback listener standing in for whatever host a gateway redirects to. It answers
+    // like Tencent would, so following the redirect would even look like success.
+    let received: Arc<Mutex<Vec<HttpRequest>>> = Arc::default();
+    let log = Arc::clone(&received);
+    let elsewhere = serve(move |req| {
+        log.lock().unwrap().push(req);
+        async {
+            Reply::json(
+                200,
+                &serde_json::json!({"Response": {
+                    "InstanceVncUrl": "wss%3A%2F%2Fbjvnc.qcloud.com%3A26789%2Fvnc%3Fs%3Dstolen",
+                    "RequestId": "elsewhere"
+                }}),
+            )
+        }
+    })
+    .await;
+    let c = client_with(
+        &mock,
+        creds(
+            mock_cvm::TEMP_SECRET_ID,
+            mock_cvm::TEMP_SECRET_KEY,
+            Some(mock_cvm::SESSION_TOKEN),
+        ),
+        Duration::from_secs(2),
+    );
+    mock.script([Scripted::Redirect(elsewhere)]);
+    let result = c
+        .describe_instance_vnc_url(&gz(), &id("ins-running1"))
+        .await;
+    // The client has returned, so a followed redirect would already have arrived.
+    let got = received.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|r| r.header("x-tc-token").is_none()),
+        "X-TC-Token was sent to the redirect target"
+    );
+    assert!(got.is_empty(), "the redirect was followed: {got:?}");
+    let err = result.unwrap_err();
+    match &err {
+        TencentError::Redirected {
+            status: 302,
+            location_host: Some(host),
+        } => assert_eq!(host, "127.0.0.1"),
+        other => panic!("expected a redirect error, got {other:?}"),
+    }
+    assert_eq!(mock.seen().len(), 1, "a redirect is not retried");
+    assert!(!err.is_transient() && err.needs_admin());
+    assert_eq!(err.code(), "redirect");
+    assert!(err.to_string().contains("never follows redirects"), "{err}");
+}
+
+async fn via_console<C: Console>(c: &C) -> Result<VncUrl, TencentError> {
+    c.describe_instance_vnc_url(&gz(), &id("ins-running1"))
+        .await
+}
+
+#[tokio::test]
+async fn the_client_serves_the_console_trait() {
+    let mock = MockCvm::start().await;
+    let c = Arc::new(client(&mock));
+    // Spawned: the trait's future must be Send.
+    let vnc = tokio::spawn(async move { via_console(&*c).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vnc.url.expose_link(),
+        format!("{CONSOLE_PAGE}{}", mock.issued()[0])
+    );
+    assert_eq!(mock.seen().len(), 1);
 }
 
 #[tokio::test]

@@ -104,11 +104,17 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
             rule.instances.join(", ")
         );
     }
+    let _ = writeln!(
+        out,
+        "grants: last {} min, at most {} links each",
+        c.grants.minutes, c.grants.links_per_grant
+    );
     let pacer = ApiPacer::new(c.limits.api_per_second, std::time::Duration::ZERO);
     let _ = writeln!(
         out,
-        "limits: {} per member per minute, {} per instance per minute, Tencent calls at most {}/s (spaced {} ms)",
+        "limits: {} per member per minute ({} refused), {} per instance per minute, Tencent calls at most {}/s (spaced {} ms)",
         c.limits.per_user_per_minute,
+        c.limits.refusals_per_user_per_minute,
         c.limits.per_instance_per_minute,
         c.limits.api_per_second,
         pacer.spacing().as_millis()
@@ -122,6 +128,21 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
             "required"
         } else {
             "optional"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  anchor: {}",
+        if c.discord.audit_channel_id.is_some() {
+            format!(
+                "journal head posted to the audit channel every {} min",
+                c.audit.anchor_minutes
+            )
+        } else {
+            format!(
+                "off: audit.anchor_minutes = {} has no effect until discord.audit_channel_id is set",
+                c.audit.anchor_minutes
+            )
         }
     );
     let _ = writeln!(
@@ -195,5 +216,56 @@ fn audit_state(path: &Path, problems: &mut Vec<String>) -> String {
             }
             _ => "will be created on first start, mode 0600".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_discord: &str) -> Config {
+        Config::parse(&format!(
+            r#"
+[discord]
+guild_ids = [800000000000000001]
+{extra_discord}
+[tencent]
+regions = ["ap-guangzhou"]
+[[allow]]
+roles = [555000000000000001]
+instances = ["*"]
+regions = ["*"]
+[grants]
+minutes = 15
+links_per_grant = 4
+[limits]
+refusals_per_user_per_minute = 25
+[audit]
+path = "/nonexistent-vncbot-check-config/audit.jsonl"
+anchor_minutes = 30
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn shows_the_grant_refusal_and_anchor_settings() {
+        let path = Path::new("vncbot.toml");
+        let (out, _) = report(path, &config("audit_channel_id = 810000000000000002"));
+        assert!(
+            out.contains("grants: last 15 min, at most 4 links each"),
+            "{out}"
+        );
+        assert!(out.contains("(25 refused)"), "{out}");
+        assert!(out.contains("to the audit channel every 30 min"), "{out}");
+    }
+
+    #[test]
+    fn says_the_anchor_needs_an_audit_channel() {
+        let (out, _) = report(Path::new("vncbot.toml"), &config(""));
+        assert!(
+            out.contains("anchor: off: audit.anchor_minutes = 30 has no effect until discord.audit_channel_id is set"),
+            "{out}"
+        );
     }
 }

@@ -54,7 +54,9 @@ impl FailureKind {
                 ApiErrorKind::Other => Self::Misconfigured,
                 ApiErrorKind::RateLimited | ApiErrorKind::ServerSide => Self::Transient,
             },
-            TencentError::InvalidResponse { .. } | TencentError::Signing(_) => Self::Misconfigured,
+            TencentError::InvalidResponse { .. }
+            | TencentError::Signing(_)
+            | TencentError::Redirected { .. } => Self::Misconfigured,
             _ if e.is_transient() => Self::Transient,
             // Our own queue is full: come back in a moment.
             _ => Self::Transient,
@@ -266,6 +268,15 @@ mod tests {
                 }),
                 "queue_full",
                 Exit::Temporary,
+            ),
+            // A redirect is refused (it would carry our token elsewhere): an admin must look.
+            (
+                Outcome::tencent(&TencentError::Redirected {
+                    status: 302,
+                    location_host: Some("elsewhere.example".into()),
+                }),
+                "redirect",
+                Exit::Config,
             ),
             // An answer we cannot use needs an admin, not a retry by the user.
             (

@@ -97,7 +97,12 @@ impl CvmClient {
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            // Config validation allows http:// only to loopback (tests, a local fake).
             .https_only(false)
+            // Never follow a redirect: reqwest would carry X-TC-Token (and the signed body) to
+            // whatever host the Location names. Tencent's API does not redirect; a 3xx comes from
+            // a gateway or proxy in the way and is reported as such, not retried.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(50))
@@ -213,6 +218,17 @@ impl CvmClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(TencentError::Redirected {
+                status: status.as_u16(),
+                location_host: response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| endpoint.url.join(l).ok())
+                    .and_then(|u| u.host_str().map(str::to_owned)),
+            });
+        }
         let bytes = read_bounded(response)
             .await
             .map_err(|e| self.transport_error(e))?;

@@ -71,6 +71,17 @@ pub enum TencentError {
         status: u16,
         request_id: Option<String>,
     },
+    /// A 3xx: something between us and Tencent (a gateway, a proxy, a wrong `tencent.endpoint`)
+    /// wants the request elsewhere. Never followed, never retried.
+    #[error(
+        "the CVM endpoint answered HTTP {status} redirecting to {}; vncbot never follows redirects (they would carry the signed request and session token elsewhere): check tencent.endpoint and any proxy",
+        location_host.as_deref().unwrap_or("an unreadable Location")
+    )]
+    Redirected {
+        status: u16,
+        /// Only the host of the `Location`: the rest is not ours to log.
+        location_host: Option<String>,
+    },
     #[error("no answer from the CVM endpoint within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect to the CVM endpoint: {0}")]
@@ -100,7 +111,10 @@ impl TencentError {
             }
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             Self::Timeout(_) | Self::Connect(_) | Self::Transport(_) => true,
-            Self::InvalidResponse { .. } | Self::QueueFull { .. } | Self::Signing(_) => false,
+            Self::Redirected { .. }
+            | Self::InvalidResponse { .. }
+            | Self::QueueFull { .. }
+            | Self::Signing(_) => false,
         }
     }
 
@@ -111,7 +125,8 @@ impl TencentError {
             Self::Api {
                 kind: ApiErrorKind::Credentials | ApiErrorKind::Other,
                 ..
-            } | Self::InvalidResponse { .. }
+            } | Self::Redirected { .. }
+                | Self::InvalidResponse { .. }
                 | Self::Signing(_)
         )
     }
@@ -131,6 +146,7 @@ impl TencentError {
         match self {
             Self::Api { code, .. } => code.clone(),
             Self::Status { status, .. } => format!("http_{status}"),
+            Self::Redirected { .. } => "redirect".into(),
             Self::Timeout(_) => "timeout".into(),
             Self::Connect(_) => "connect".into(),
             Self::Transport(_) => "transport".into(),
@@ -168,6 +184,7 @@ impl TencentError {
                     "Tencent Cloud is busy or failing right now{reference}. Try again in a minute."
                 ),
             },
+            Self::Redirected { .. } => "Tencent Cloud could not be reached: the bot's connection to it is misconfigured. The admins have been told; this is not something you can fix.".into(),
             Self::Status { .. } | Self::Timeout(_) | Self::Connect(_) | Self::Transport(_) => format!(
                 "Tencent Cloud could not be reached{reference}. Try again in a minute; if it keeps failing, tell the admins."
             ),

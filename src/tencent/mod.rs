@@ -1,4 +1,9 @@
 //! Tencent Cloud CVM: the signer, the endpoint per region, the typed errors and the client.
+//!
+//! The core reaches Tencent only through [`Console`], so it can be tested in-process with a fake;
+//! [`CvmClient`] is the implementation that speaks HTTP.
+
+use std::future::Future;
 
 pub mod client;
 pub mod endpoint;
@@ -8,12 +13,11 @@ pub mod sign;
 pub use client::{CvmClient, VncUrl};
 pub use error::{ApiErrorKind, TencentError};
 
-use std::future::Future;
-
 use crate::ids::{InstanceId, Region};
 
-/// Where the core meets Tencent: one call, so the core can be tested without HTTP.
+/// Where console URLs come from.
 pub trait Console: Send + Sync + 'static {
+    /// Mints a fresh, single-use console URL for `instance` in `region`.
     fn describe_instance_vnc_url(
         &self,
         region: &Region,
@@ -27,6 +31,7 @@ impl Console for CvmClient {
         region: &Region,
         instance: &InstanceId,
     ) -> impl Future<Output = Result<VncUrl, TencentError>> + Send {
+        // The inherent method (inherent methods win over trait methods of the same name).
         CvmClient::describe_instance_vnc_url(self, region, instance)
     }
 }

@@ -4,13 +4,15 @@
 //! Pure: the caller passes the clock reading, the exact body bytes and the headers to sign, and
 //! gets every intermediate value back so tests can compare each against Tencent's SDK.
 
+use std::fmt;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
 
-/// What the signature covers besides the body.
-#[derive(Debug, Clone, Copy)]
+/// What the signature covers besides the body. Its `Debug` leaves the secret key out.
+#[derive(Clone, Copy)]
 pub struct SignInput<'a> {
     pub secret_id: &'a str,
     pub secret_key: &'a str,
@@ -22,6 +24,19 @@ pub struct SignInput<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// The exact bytes of the request body.
     pub payload: &'a [u8],
+}
+
+impl fmt::Debug for SignInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignInput")
+            .field("secret_id", &crate::config::mask(self.secret_id))
+            .field("secret_key", &"[redacted]")
+            .field("service", &self.service)
+            .field("timestamp", &self.timestamp)
+            .field("headers", &self.headers)
+            .field("payload", &format_args!("{} bytes", self.payload.len()))
+            .finish()
+    }
 }
 
 /// A signature and the values it was derived from.
@@ -128,6 +143,22 @@ mod tests {
         assert_eq!(utc_date(1710460799).unwrap(), "2024-03-14"); // 23:59:59 UTC
         assert_eq!(utc_date(1710460800).unwrap(), "2024-03-15"); // 00:00:00 UTC
         assert!(utc_date(i64::MAX).is_none());
+    }
+
+    #[test]
+    fn debug_leaves_the_secret_key_out() {
+        let input = SignInput {
+            secret_id: "AKIDsecretidsecretid",
+            secret_key: "Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey",
+            service: "cvm",
+            timestamp: 1_700_000_000,
+            headers: &[("host", "cvm.tencentcloudapi.com")],
+            payload: b"{}",
+        };
+        let d = format!("{input:?} {input:#?}");
+        assert!(!d.contains("Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey"), "{d}");
+        assert!(!d.contains("AKIDsecretidsecretid"), "{d}");
+        assert!(d.contains("[redacted]") && d.contains("1700000000"), "{d}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Reply {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// A redirect with an empty body.
+    Redirect { status: u16, location: String },
     /// Close with a TCP reset, without answering.
     Reset,
     /// Wait, then answer.
@@ -147,6 +149,16 @@ where
                     stream.flush().await?;
                     break;
                 }
+                Reply::Redirect { status, location } => {
+                    let head = format!(
+                        "HTTP/1.1 {status} {}\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n",
+                        reason(status),
+                    );
+                    let stream = reader.get_mut();
+                    stream.write_all(head.as_bytes()).await?;
+                    stream.flush().await?;
+                    break;
+                }
             }
         }
     }
@@ -156,6 +168,10 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",

@@ -36,6 +36,9 @@ pub enum Scripted {
     Error(&'static str),
     /// A success without `InstanceVncUrl`.
     MissingUrl,
+    /// Answer `302 Found` with `Location: http://<addr>/`, as a hijacked or misconfigured
+    /// gateway would.
+    Redirect(SocketAddr),
 }
 
 /// What the mock made of one request.
@@ -198,6 +201,13 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
                 status: s,
                 content_type: "text/html",
                 body: b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+            };
+        }
+        Some(Scripted::Redirect(to)) => {
+            record(state, &req, "redirect", "-");
+            return Reply::Redirect {
+                status: 302,
+                location: format!("http://{to}/"),
             };
         }
         Some(Scripted::Reset) => {

@@ -1,0 +1,241 @@
+//! The config file (TOML) and the secrets from the environment.
+//!
+//! Loading is strict: unknown keys are rejected by serde, and validation ([`raw`]) collects every
+//! remaining mistake, each naming its key and the fix, so an admin fixes the file in one pass.
+//! This module holds what the rest of the crate sees: validated values only.
+
+mod raw;
+mod secrets;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::access::Rule;
+use crate::ids::{Region, Snowflake};
+
+pub use secrets::{
+    discord_token_from_env, mask, EnvError, TencentCredentials, DISCORD_TOKEN, SECRET_ID,
+    SECRET_KEY, SESSION_TOKEN,
+};
+
+pub const DEFAULT_PATH: &str = "config/vncbot.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub discord: DiscordConfig,
+    pub tencent: TencentConfig,
+    pub allow: Vec<Rule>,
+    pub grants: GrantsConfig,
+    pub limits: LimitsConfig,
+    pub audit: AuditConfig,
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    pub guild_ids: Vec<Snowflake>,
+    pub audit_channel_id: Option<Snowflake>,
+    /// REST base URL. When set, serenity's own rate limiter must be turned off: with it on,
+    /// serenity sends every REST call to discord.com whatever the proxy says.
+    /// `http://` only to a loopback address.
+    pub api_base: Option<Url>,
+    /// `ws://` only to a loopback address.
+    pub gateway_url: Option<Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TencentConfig {
+    /// Configured regions; the first is the default.
+    pub regions: Vec<Region>,
+    /// `http://` only to a loopback address.
+    pub endpoint: Option<Url>,
+    pub language: Language,
+    pub timeout: Duration,
+}
+
+impl TencentConfig {
+    pub fn default_region(&self) -> &Region {
+        &self.regions[0]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Language {
+    #[serde(rename = "en-US")]
+    EnUs,
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::EnUs => "en-US",
+            Language::ZhCn => "zh-CN",
+        }
+    }
+}
+
+/// How long a grant lasts and how many console links it may mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// 1 to [`MAX_GRANT_MINUTES`].
+    pub minutes: u32,
+    /// 1 to [`MAX_LINKS_PER_GRANT`].
+    pub links_per_grant: u32,
+}
+
+impl GrantsConfig {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(u64::from(self.minutes) * 60)
+    }
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self {
+            minutes: DEFAULT_GRANT_MINUTES,
+            links_per_grant: DEFAULT_LINKS_PER_GRANT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub per_user_per_minute: NonZeroU32,
+    /// Refused requests a member may make per minute: looser than `per_user_per_minute`, so a
+    /// typo does not cost a real attempt, yet bounded, so refusals cannot flood the journal.
+    pub refusals_per_user_per_minute: NonZeroU32,
+    pub per_instance_per_minute: NonZeroU32,
+    pub api_per_second: NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub require_reason: bool,
+    /// How often the journal head is posted to the audit channel (1 to [`MAX_ANCHOR_MINUTES`]);
+    /// without `discord.audit_channel_id` nothing is posted.
+    pub anchor_minutes: u32,
+}
+
+impl AuditConfig {
+    pub fn anchor_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.anchor_minutes) * 60)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// Tencent allows at most 30 console reconnects a minute per instance.
+pub const MAX_PER_INSTANCE_PER_MINUTE: u32 = 30;
+/// Tencent's documented limit for DescribeInstanceVncUrl, per account.
+pub const MAX_API_PER_SECOND: u32 = 10;
+/// Longest Tencent timeout we accept: the console URL is only useful for 15 s after the call.
+pub const MAX_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_GRANT_MINUTES: u32 = 10;
+/// A grant is for an incident's first response, not a standing permission.
+pub const MAX_GRANT_MINUTES: u32 = 60;
+pub const DEFAULT_LINKS_PER_GRANT: u32 = 10;
+/// Each link costs one of Tencent's 30 reconnects a minute for the instance.
+pub const MAX_LINKS_PER_GRANT: u32 = 30;
+pub const DEFAULT_REFUSALS_PER_USER_PER_MINUTE: u32 = 10;
+pub const MAX_REFUSALS_PER_USER_PER_MINUTE: u32 = 600;
+pub const DEFAULT_ANCHOR_MINUTES: u32 = 60;
+/// One day: an anchor older than that leaves too long a stretch of the journal unwitnessed.
+pub const MAX_ANCHOR_MINUTES: u32 = 1440;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read the config file {path}: {source}; pass --config PATH or set VNCBOT_CONFIG"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// Why config text was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not TOML, or a key serde does not know (the message names it).
+    #[error("{0}")]
+    Syntax(String),
+    /// Well-formed, but these values cannot be used.
+    #[error("{}", problems_lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn problems_lines(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("{p}\n")).collect()
+}
+
+/// One mistake in the config: the key and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative audit paths are kept as written (relative to
+    /// the working directory), which is what systemd's `WorkingDirectory` and containers expect.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(problems) => ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            },
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        raw::parse(text)
+    }
+}
