@@ -2,6 +2,8 @@
 //! config reload on SIGHUP, and shutdown (finish what is in flight, then leave, even when the
 //! gateway is down). The Discord adapter ([`crate::discord`]) is glue over this.
 
+pub mod admin;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -122,7 +124,7 @@ pub async fn run(
     });
     if let Some(admin) = config.admin {
         let a = Arc::clone(&app);
-        crate::admin::start(admin.listen, Arc::new(move || a.health()))
+        admin::start(admin.listen, Arc::new(move || a.health()))
             .await
             .map_err(|source| RunError::Admin {
                 addr: admin.listen,

@@ -5,7 +5,6 @@
 //! [`audit`], [`tencent`].
 
 pub mod access;
-pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod config;

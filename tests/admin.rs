@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vncbot::admin::{self, Checks, HealthCheck, Limits};
+use vncbot::app::admin::{self, Checks, HealthCheck, Limits};
 
 /// Long enough for any answer on a loaded 2-core machine; a failing test fails, never hangs.
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -149,7 +149,7 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
         out,
         "admin: {}",
         c.admin.map_or("off".into(), |a| format!(
-            "http://{}/healthz and /metrics",
+            "http://{}/healthz (readiness), /livez (liveness) and /metrics",
             a.listen
         ))
     );

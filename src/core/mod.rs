@@ -401,3 +401,334 @@ impl<C: Console> Core<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core with a fake Tencent behind [`Console`]: no HTTP, the real journal in a temp dir.
+
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::access::Rule;
+    use crate::audit::verify_file;
+    use crate::config::LimitsConfig;
+    use crate::link::ConsoleUrl;
+    use crate::tencent::{ApiErrorKind, TencentError, VncUrl};
+
+    const ONCALL: u64 = 555000000000000001;
+    const GUILD: u64 = 800000000000000001;
+
+    /// Answers every call the same way; `gate` holds calls until the test lets them through.
+    struct FakeTencent {
+        calls: AtomicUsize,
+        fail_with: Option<&'static str>,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    }
+
+    impl Console for FakeTencent {
+        async fn describe_instance_vnc_url(
+            &self,
+            _region: &Region,
+            _instance: &InstanceId,
+        ) -> Result<VncUrl, TencentError> {
+            if let Some(g) = &self.gate {
+                g.acquire().await.unwrap().forget();
+            }
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.fail_with {
+                Some(code) => Err(TencentError::Api {
+                    kind: ApiErrorKind::classify(code),
+                    code: code.into(),
+                    message: "m".into(),
+                    request_id: "rid-failed".into(),
+                }),
+                None => Ok(VncUrl {
+                    url: ConsoleUrl::compose("wss%3A%2F%2Fsecret-token").unwrap(),
+                    request_id: "rid-ok".into(),
+                    issued_at: SystemTime::now(),
+                    attempts: 1,
+                }),
+            }
+        }
+    }
+
+    fn sf(n: u64) -> Snowflake {
+        Snowflake::new(n).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            rules: vec![Rule {
+                roles: vec![sf(ONCALL)],
+                instances: vec!["*".into()],
+                regions: None,
+            }],
+            regions: vec![Region::parse("ap-guangzhou").unwrap()],
+            require_reason: false,
+            guilds: vec![sf(GUILD)],
+        }
+    }
+
+    fn limits(refusals: u32) -> RequestLimits {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        RequestLimits::new(&LimitsConfig {
+            per_user_per_minute: n(5),
+            per_instance_per_minute: n(10),
+            refusals_per_user_per_minute: n(refusals),
+            api_per_second: n(10),
+        })
+    }
+
+    /// (event, code, refers_to, count) of one record.
+    type Row = (String, Option<String>, Option<u64>, Option<u64>);
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        core: Core<FakeTencent>,
+    }
+
+    impl Fixture {
+        fn new(fail_with: Option<&'static str>, gate: Option<Arc<tokio::sync::Semaphore>>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let (journal, _) = Journal::open(&dir.path().join("audit.jsonl")).unwrap();
+            let tencent = FakeTencent {
+                calls: AtomicUsize::new(0),
+                fail_with,
+                gate,
+            };
+            Self {
+                core: Core::new(policy(), limits(3), journal, tencent),
+                dir,
+            }
+        }
+
+        fn calls(&self) -> usize {
+            self.core.console.calls.load(Ordering::SeqCst)
+        }
+
+        /// (event, code, refers_to, count) of every record, after checking the chain.
+        fn records(&self) -> Vec<Row> {
+            let path = self.dir.path().join("audit.jsonl");
+            verify_file(&path).unwrap().unwrap();
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    (
+                        v["event"].as_str().unwrap().to_owned(),
+                        v["code"].as_str().map(str::to_owned),
+                        v["refers_to"].as_u64(),
+                        v["count"].as_u64(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    fn member(id: u64, roles: &[u64], instance: &str) -> Request {
+        Request {
+            actor: Actor::Discord {
+                id,
+                name: format!("m{id}"),
+            },
+            authority: Authority::Roles(roles.iter().map(|r| sf(*r)).collect()),
+            guild: Some(sf(GUILD)),
+            channel: None,
+            instance: instance.into(),
+            region: None,
+            reason: None,
+        }
+    }
+
+    fn events(f: &Fixture) -> Vec<String> {
+        f.records().into_iter().map(|r| r.0).collect()
+    }
+
+    #[tokio::test]
+    async fn an_approved_request_is_recorded_before_and_after_tencent() {
+        let f = Fixture::new(None, None);
+        let issued = f
+            .core
+            .handle(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        assert_eq!(issued.request_id, "rid-ok");
+        assert_eq!(f.calls(), 1);
+        f.core
+            .record_delivery(
+                &Actor::Local { user: "t".into() },
+                &issued,
+                &Outcome::Delivered,
+            )
+            .await
+            .unwrap();
+        let r = f.records();
+        assert_eq!(events(&f), ["requested", "issued", "delivered"]);
+        assert_eq!(r[1].2, Some(1), "issued refers to its request");
+        assert_eq!(r[2].2, Some(issued.audit_seq));
+        let journal = std::fs::read_to_string(f.dir.path().join("audit.jsonl")).unwrap();
+        assert!(!journal.contains("secret-token"));
+    }
+
+    #[tokio::test]
+    async fn refusals_are_recorded_and_never_reach_tencent() {
+        let f = Fixture::new(None, None);
+        let cases = [
+            (member(1, &[], "ins-a1b2c3d4"), "denied", "denied"),
+            (member(2, &[ONCALL], "ins-BAD"), "invalid", "bad_instance"),
+            (
+                Request {
+                    guild: Some(sf(GUILD + 1)),
+                    ..member(3, &[ONCALL], "ins-a1b2c3d4")
+                },
+                "invalid",
+                "other_guild",
+            ),
+            (
+                Request {
+                    guild: None,
+                    ..member(4, &[ONCALL], "ins-a1b2c3d4")
+                },
+                "invalid",
+                "not_in_guild",
+            ),
+        ];
+        for (req, event, code) in cases {
+            let refusal = f.core.handle(req).await.unwrap_err();
+            assert_eq!(refusal.outcome().code(), code);
+            let last = f.records().pop().unwrap();
+            assert_eq!((last.0.as_str(), last.1.as_deref()), (event, Some(code)));
+        }
+        assert_eq!(f.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tencent_failure_is_recorded_with_its_code() {
+        let f = Fixture::new(Some("UnsupportedOperation.InstanceStateStopped"), None);
+        let refusal = f
+            .core
+            .handle(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.outcome().exit(), Exit::Refused);
+        assert_eq!(refusal.request_id(), Some("rid-failed"));
+        let r = f.records();
+        assert_eq!(
+            (r[1].0.as_str(), r[1].1.as_deref(), r[1].2),
+            (
+                "failed",
+                Some("UnsupportedOperation.InstanceStateStopped"),
+                Some(1)
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_tencent_when_the_journal_cannot_be_written() {
+        let f = Fixture::new(None, None);
+        let path = f.dir.path().join("audit.jsonl");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let refusal = f
+            .core
+            .handle(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refusal, Refusal::AuditUnavailable(_)));
+        assert_eq!(f.calls(), 0);
+    }
+
+    /// A reload that removes the member's rule while the approved request waits for Tencent:
+    /// the live policy is checked again, so no link is minted.
+    #[tokio::test]
+    async fn a_reload_between_approval_and_tencent_stops_the_call() {
+        let f = Fixture::new(None, None);
+        let approved = f
+            .core
+            .decide(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        f.core.reconfigure(
+            Policy {
+                rules: vec![],
+                ..policy()
+            },
+            None,
+        );
+        let refusal = f.core.mint(&approved).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::Denied { .. }), "{refusal}");
+        assert_eq!(f.calls(), 0);
+        let r = f.records();
+        assert_eq!(
+            (r[1].0.as_str(), r[1].2),
+            ("denied", Some(approved.audit_seq))
+        );
+    }
+
+    /// Past the refusal budget a member is answered at once; the journal gets one count.
+    #[tokio::test]
+    async fn a_flood_of_refused_requests_is_recorded_as_one_count() {
+        let f = Fixture::new(None, None);
+        for _ in 0..3 {
+            assert!(matches!(
+                f.core.handle(member(7, &[], "ins-a1b2c3d4")).await,
+                Err(Refusal::Denied { .. })
+            ));
+        }
+        for _ in 0..40 {
+            assert!(matches!(
+                f.core.handle(member(7, &[], "ins-a1b2c3d4")).await,
+                Err(Refusal::TooManyRefusals { .. })
+            ));
+        }
+        // Even an allowed request from that member waits out the budget.
+        assert!(matches!(
+            f.core.handle(member(7, &[ONCALL], "ins-a1b2c3d4")).await,
+            Err(Refusal::TooManyRefusals { .. })
+        ));
+        // Another member is not affected.
+        f.core
+            .handle(member(8, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        assert_eq!(
+            events(&f),
+            ["denied", "denied", "denied", "requested", "issued"]
+        );
+        let flushed = f.core.flush_suppressed().await.unwrap();
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].count, 41);
+        let last = f.records().pop().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.1.as_deref(), last.3),
+            ("limited", Some("too_many_refusals"), Some(41))
+        );
+        assert!(f.core.flush_suppressed().await.unwrap().is_empty());
+    }
+
+    /// Two members' approvals racing for the last instance slot: exactly the limit gets through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_hold_under_concurrency() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let f = Arc::new(Fixture::new(None, Some(Arc::clone(&gate))));
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let f = Arc::clone(&f);
+                tokio::spawn(async move {
+                    f.core
+                        .decide(member(100 + i, &[ONCALL], "ins-a1b2c3d4"))
+                        .await
+                })
+            })
+            .collect();
+        let mut approved = 0;
+        for t in tasks {
+            approved += usize::from(t.await.unwrap().is_ok());
+        }
+        gate.add_permits(100);
+        assert_eq!(approved, 10, "per_instance_per_minute is 10");
+    }
+}

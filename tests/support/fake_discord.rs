@@ -36,6 +36,8 @@ struct State {
     dms_closed: HashSet<u64>,
     /// DM channel id → user id.
     dm_channels: Vec<(u64, u64)>,
+    /// Woken at every recorded call, for `wait_for`.
+    recorded: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -127,17 +129,19 @@ impl FakeDiscord {
 
     /// Waits until some call matches, or panics after `timeout`.
     pub async fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&Call) -> bool) -> Call {
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let recorded = Arc::clone(&self.state.lock().unwrap().recorded);
         loop {
+            // Registered before looking, so a call recorded in between still wakes us.
+            let next = recorded.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
             if let Some(c) = self.calls().into_iter().find(|c| f(c)) {
                 return c;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; calls: {:#?}",
-                self.calls()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if tokio::time::timeout_at(deadline, next).await.is_err() {
+                panic!("timed out waiting for {what}; calls: {:#?}", self.calls());
+            }
         }
     }
 
@@ -363,13 +367,18 @@ fn rest(
             _ => (404, json!({"message": "404: Not Found", "code": 0})),
         }
     };
-    state.lock().unwrap().calls.push(Call {
-        method: req.method.clone(),
-        path: path.clone(),
-        body,
-        at: req.received_at,
-        status,
-    });
+    let recorded = {
+        let mut s = state.lock().unwrap();
+        s.calls.push(Call {
+            method: req.method.clone(),
+            path: path.clone(),
+            body,
+            at: req.received_at,
+            status,
+        });
+        Arc::clone(&s.recorded)
+    };
+    recorded.notify_waiters();
     if status == 204 {
         Reply::Respond {
             status,
