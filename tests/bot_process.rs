@@ -283,3 +283,31 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
     }
     assert!(issued, "{stderr}");
 }
+
+/// serenity's `shutdown_all` returns early when no shard runner exists, so a bot whose gateway
+/// is down used to ignore SIGTERM for good. The gateway here accepts connections and drops them.
+#[tokio::test]
+async fn sigterm_while_the_gateway_is_down_exits_0_promptly() {
+    let f = Fakes::start("gateway-down").await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = down.local_addr().unwrap();
+    let config = f.config.replace(
+        &format!("ws://{}", f.discord.gateway),
+        &format!("ws://{addr}"),
+    );
+    assert_ne!(config, f.config, "the config names the fake gateway");
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    // The bot is up and trying: it has reached the (dead) gateway once.
+    let (conn, _) = tokio::time::timeout(Duration::from_secs(20), down.accept())
+        .await
+        .expect("the bot tries the gateway")
+        .unwrap();
+    drop(conn);
+    signal(&bot, libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(10), bot.wait())
+        .await
+        .expect("the bot exits within 10 s of SIGTERM although the gateway is down")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

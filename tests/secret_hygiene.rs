@@ -99,3 +99,104 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
         assert!(!journal.contains(s.as_str()), "the journal contains {s:?}");
     }
 }
+
+/// Every form a console link could take in a log line: as sent, percent-decoded, JSON-escaped,
+/// and as the decimal byte array a `Debug` of a request body prints.
+fn link_forms(link: &str) -> Vec<String> {
+    let decoded = percent_encoding::percent_decode_str(link)
+        .decode_utf8_lossy()
+        .into_owned();
+    let json = serde_json::to_string(link).unwrap();
+    // A window of the secret part's bytes is enough to find it inside a longer array.
+    let secret = &link[link.len() - 24..];
+    let bytes = secret
+        .bytes()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        link.to_owned(),
+        secret.to_owned(),
+        decoded,
+        json[1..json.len() - 1].to_owned(),
+        bytes,
+    ]
+}
+
+/// The process as operators run it, at `RUST_LOG=trace`: serenity's own debug output (request
+/// bodies, routes with interaction tokens, gateway payloads) must not reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_trace_leaks_no_link_and_no_interaction_token() {
+    let f = Fakes::start("hygiene-process").await;
+    let (discord, cvm) = (&f.discord, &f.cvm);
+    let cfg = f.write_config(&f.config);
+    let log = f.dir.join("stderr.log");
+    let mut bot = support::bot_command(std::path::Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    discord.wait_ready().await;
+    let invoke = |user: u64| {
+        discord.invoke(Invocation {
+            user,
+            name: "member",
+            guild: Some(GUILD),
+            roles: vec![ONCALL_ROLE],
+            command: "vnc",
+            options: vec![("instance", "ins-running1")],
+        })
+    };
+    let done = |token: String| {
+        let d = discord.clone();
+        async move {
+            d.wait_for(Duration::from_secs(15), "reply", |c| {
+                c.path.contains(&token) && c.method == "PATCH"
+            })
+            .await;
+            token
+        }
+    };
+    let mut tokens = vec![done(invoke(1)).await];
+    cvm.set_token_len(600); // too long for a button: the link goes in the message text
+    tokens.push(done(invoke(2)).await);
+    discord.close_dms(3);
+    tokens.push(done(invoke(3)).await);
+    // SIGTERM: shutdown waits for the DM edits, then the log is complete.
+    let pid = bot.id().unwrap() as libc::pid_t;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(40), bot.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("console URL issued"),
+        "vncbot's own trace was captured: {logs}"
+    );
+    let issued = cvm.issued();
+    assert_eq!(issued.len(), 3);
+    for value in &issued {
+        let link = format!("{}{value}", vncbot::link::CONSOLE_PAGE);
+        for form in link_forms(&link) {
+            assert!(
+                !logs.contains(&form),
+                "a log line contains the link as {form:?}"
+            );
+        }
+    }
+    for t in &tokens {
+        assert!(
+            !logs.contains(t.as_str()),
+            "a log line contains interaction token {t}"
+        );
+    }
+    assert!(
+        !logs.contains(TOKEN),
+        "a log line contains the Discord token"
+    );
+}
