@@ -21,6 +21,8 @@ use crate::metrics::METRICS;
 
 /// How long shutdown waits for requests in flight and the DM edits due.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long shutdown tries to post the last journal head.
+const ANCHOR_AT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the gateway client to close once asked.
 const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -53,6 +55,12 @@ impl App {
             return Err("the audit journal cannot be written".into());
         }
         Ok(())
+    }
+
+    /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.
+    /// `vncbot audit verify --head N:HASH` then shows a journal truncated or replaced since.
+    fn anchor_line(&self) -> String {
+        discord::messages::anchor_line(&self.core.journal().head())
     }
 
     /// Records the refusals suppressed in the last minute and posts one line per member.
@@ -135,6 +143,18 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Discord(Box::new(e)))?;
 
+    // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes.
+    if config.discord.audit_channel_id.is_some() {
+        let anchoring = Arc::clone(&app);
+        let every = config.audit.anchor_interval();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                anchoring.audit_feed.post(anchoring.anchor_line());
+            }
+        });
+    }
     let housekeeping = Arc::clone(&app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -191,6 +211,18 @@ async fn shutdown(app: &App) {
         tracing::warn!("requests still in flight after 30 s; stopping anyway");
     }
     app.flush_suppressed().await;
+    // The last anchor goes out directly, not through the queue, and shutdown waits for it.
+    if let Some(http) = app.http.get() {
+        let line = app.anchor_line();
+        if let Err(e) = tokio::time::timeout(
+            ANCHOR_AT_SHUTDOWN_LIMIT,
+            app.audit_feed.post_now(http, line),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not post the journal head at shutdown");
+        }
+    }
 }
 
 async fn reload_on_sighup(app: &App, path: &Path) {

@@ -114,6 +114,14 @@ impl AuditFeed {
         }
     }
 
+    /// Posts a line at once (with retries), for shutdown; a no-op when no channel is configured.
+    pub async fn post_now(&self, http: &Http, line: String) {
+        let c = self.channel.load(Ordering::Relaxed);
+        if c != 0 {
+            post(http, ChannelId::new(c), line).await;
+        }
+    }
+
     /// Queues a refusal of `user`'s: posted if it is their first this minute, else counted.
     pub fn post_refusal(&self, user: u64, line: String) {
         if !self.enabled() {

@@ -98,6 +98,14 @@ pub fn audit_line(
     s
 }
 
+/// The journal's head, witnessed in the audit channel (see `vncbot audit verify --head`).
+pub fn anchor_line(head: &crate::audit::Appended) -> String {
+    format!(
+        "journal head: seq {}, sha256 {} (check with `vncbot audit verify --head {}:{}`)",
+        head.seq, head.hash, head.seq, head.hash
+    )
+}
+
 /// The counted refusals of one member in one window.
 pub fn refusals_line(user: u64, count: u64, window: Duration) -> String {
     format!(

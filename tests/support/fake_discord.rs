@@ -38,6 +38,11 @@ struct State {
     dm_channels: Vec<(u64, u64)>,
     /// Woken at every recorded call, for `wait_for`.
     recorded: Arc<tokio::sync::Notify>,
+    /// Message nonce → message id, as Discord deduplicates with `enforce_nonce`.
+    nonces: std::collections::HashMap<String, u64>,
+    /// The next calls matching (method, path fragment) are carried out, but their answer is
+    /// lost (the connection is reset): Discord took the request and the bot never heard.
+    lose_answers: Vec<(String, String, usize)>,
 }
 
 #[derive(Clone)]
@@ -108,6 +113,15 @@ impl FakeDiscord {
             method.to_owned(),
             fragment.to_owned(),
             status,
+            times,
+        ));
+    }
+
+    /// The next `times` calls matching are carried out but answered with a connection reset.
+    pub fn lose_answer(&self, method: &str, fragment: &str, times: usize) {
+        self.state.lock().unwrap().lose_answers.push((
+            method.to_owned(),
+            fragment.to_owned(),
             times,
         ));
     }
@@ -353,7 +367,18 @@ fn rest(
                     )
                 } else {
                     drop(st);
-                    (200, message(new_id(), channel, &body))
+                    let nonce = body["nonce"]
+                        .as_str()
+                        .filter(|_| body["enforce_nonce"] == true)
+                        .map(str::to_owned);
+                    let known = nonce
+                        .as_ref()
+                        .and_then(|n| state.lock().unwrap().nonces.get(n).copied());
+                    let id = known.unwrap_or_else(new_id);
+                    if let Some(n) = nonce {
+                        state.lock().unwrap().nonces.insert(n, id);
+                    }
+                    (200, message(id, channel, &body))
                 }
             }
             ("PATCH", ["api", "v10", "channels", channel, "messages", mid]) => (
@@ -379,6 +404,17 @@ fn rest(
         Arc::clone(&s.recorded)
     };
     recorded.notify_waiters();
+    let lost = {
+        let mut st = state.lock().unwrap();
+        st.lose_answers
+            .iter_mut()
+            .find(|(m, frag, left)| *m == req.method && path.contains(frag.as_str()) && *left > 0)
+            .map(|l| l.2 -= 1)
+            .is_some()
+    };
+    if lost {
+        return Reply::Reset;
+    }
     if status == 204 {
         Reply::Respond {
             status,
