@@ -378,16 +378,15 @@ impl Core {
     /// Calls Tencent for an approved request and records the outcome. A URL whose `issued` record
     /// cannot be written is dropped unseen.
     pub async fn mint(&self, a: &Approved) -> Result<Issued, Refusal> {
-        let entry = |code: Option<&'static str>| Entry {
+        let entry = || Entry {
             guild: a.guild.map(Snowflake::get),
             channel: a.channel.map(Snowflake::get),
-            instance: Some(a.instance.as_str()),
-            region: Some(a.region.as_str()),
-            reason: a.reason.as_deref(),
+            instance: Some(a.instance.as_str().to_owned()),
+            region: Some(a.region.as_str().to_owned()),
+            reason: a.reason.clone(),
             rule: a.rule,
-            code,
-            request_id: None,
             refers_to: Some(a.audit_seq),
+            ..Entry::default()
         };
         match self
             .cvm
@@ -400,9 +399,9 @@ impl Core {
                     .append(
                         Event::Issued,
                         &a.actor,
-                        &Entry {
-                            request_id: Some(&vnc.request_id),
-                            ..entry(None)
+                        Entry {
+                            request_id: Some(vnc.request_id.clone()),
+                            ..entry()
                         },
                     )
                     .await
@@ -437,10 +436,10 @@ impl Core {
                     .append(
                         Event::Failed,
                         &a.actor,
-                        &Entry {
-                            code: Some(&code),
-                            request_id: error.request_id(),
-                            ..entry(None)
+                        Entry {
+                            code: Some(code.to_string()),
+                            request_id: error.request_id().map(str::to_owned),
+                            ..entry()
                         },
                     )
                     .await;
@@ -471,11 +470,11 @@ impl Core {
             .append(
                 event,
                 actor,
-                &Entry {
-                    instance: Some(issued.instance.as_str()),
-                    region: Some(issued.region.as_str()),
-                    code,
-                    request_id: Some(&issued.request_id),
+                Entry {
+                    instance: Some(issued.instance.as_str().to_owned()),
+                    region: Some(issued.region.as_str().to_owned()),
+                    code: code.map(str::to_owned),
+                    request_id: Some(issued.request_id.clone()),
                     refers_to: Some(issued.audit_seq),
                     ..Entry::default()
                 },
@@ -504,16 +503,15 @@ impl Core {
             .append(
                 event,
                 &req.actor,
-                &Entry {
+                Entry {
                     guild: req.guild.map(Snowflake::get),
                     channel: req.channel.map(Snowflake::get),
-                    instance: instance.map(InstanceId::as_str).or(raw_instance.as_deref()),
-                    region: region.map(Region::as_str),
-                    reason: reason.as_deref(),
+                    instance: instance.map(|i| i.as_str().to_owned()).or(raw_instance),
+                    region: region.map(|r| r.as_str().to_owned()),
+                    reason,
                     rule,
-                    code,
-                    request_id: None,
-                    refers_to: None,
+                    code: code.map(str::to_owned),
+                    ..Entry::default()
                 },
             )
             .await;
@@ -560,10 +558,10 @@ impl Core {
         config: &Config,
         creds: crate::config::TencentCredentials,
     ) -> Result<Self, StartError> {
-        let (journal, sealed) = Journal::open(&config.audit.path)?;
-        if let Some(s) = sealed {
-            tracing::warn!(seq = s.seq, path = %config.audit.path.display(),
-                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain");
+        let (journal, repaired) = Journal::open(&config.audit.path)?;
+        if let Some(repair) = repaired {
+            tracing::warn!(?repair, path = %config.audit.path.display(),
+                "the audit journal ended in a torn line (a crash mid-write); mended it and continued the chain");
         }
         let pacer = crate::limits::ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
         let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;

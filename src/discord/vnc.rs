@@ -173,13 +173,13 @@ async fn record_refused_interaction(
 ) {
     let entry = Entry {
         guild,
-        code: Some(code),
+        code: Some(code.to_owned()),
         ..Entry::default()
     };
     if let Err(e) = shared
         .core
         .journal()
-        .append(Event::Invalid, actor, &entry)
+        .append(Event::Invalid, actor, entry)
         .await
     {
         tracing::error!(error = %e, "AUDIT WRITE FAILED for a refused interaction");
