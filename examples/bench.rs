@@ -123,12 +123,12 @@ async fn bench_audit() {
             tokio::spawn(async move {
                 for _ in 0..n / 64 {
                     let e = Entry {
-                        instance: Some("ins-a1b2c3d4"),
-                        region: Some("ap-guangzhou"),
+                        instance: Some("ins-a1b2c3d4".into()),
+                        region: Some("ap-guangzhou".into()),
                         guild: Some(w),
                         ..Entry::default()
                     };
-                    j.append(Event::Requested, &a, &e).await.unwrap();
+                    j.append(Event::Requested, &a, e).await.unwrap();
                 }
             })
         })

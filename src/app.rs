@@ -51,10 +51,11 @@ impl App {
         if !self.connected.load(Ordering::SeqCst) {
             return Err("not connected to the Discord gateway".into());
         }
-        if !self.core.journal().is_healthy() {
-            return Err("the audit journal cannot be written".into());
-        }
-        Ok(())
+        // Never blocks on the writer: the journal keeps the last write's result aside.
+        self.core
+            .journal()
+            .health()
+            .map_err(|e| format!("the audit journal cannot be written: {e}"))
     }
 
     /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.

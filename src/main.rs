@@ -48,7 +48,13 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the journal's hash chain (default file: audit.path from the config)
-    Verify { file: Option<PathBuf> },
+    Verify {
+        /// A head anchored outside the file (as the bot posts it): the journal must still hold
+        /// record SEQ with this sha256, which shows truncation and rewrites
+        #[arg(long, value_name = "SEQ:HASH", value_parser = cli::audit_verify::parse_head)]
+        head: Option<vncbot::audit::Appended>,
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,8 +68,8 @@ fn main() -> ExitCode {
         } => cli::url::main(&args.config, instance_id, region, reason),
         Command::CheckConfig => cli::check_config::main(&args.config),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => cli::audit_verify::main(&args.config, file),
+            command: AuditCommand::Verify { head, file },
+        } => cli::audit_verify::main(&args.config, file, head),
     };
     ExitCode::from(code as u8)
 }

@@ -1,13 +1,14 @@
-//! `vncbot audit verify [FILE]`: walks the journal's hash chain.
+//! `vncbot audit verify [--head SEQ:HASH] [FILE]`: walks the journal's hash chain, and checks it
+//! still holds a head anchored outside the file.
 
 use std::path::{Path, PathBuf};
 
-use vncbot::audit::verify_file;
+use vncbot::audit::{verify_file_anchored, Appended};
 use vncbot::config::Config;
 
 use super::Exit;
 
-pub fn main(config_path: &Path, file: Option<PathBuf>) -> Exit {
+pub fn main(config_path: &Path, file: Option<PathBuf>, head: Option<Appended>) -> Exit {
     let path = match file {
         Some(f) => f,
         None => match Config::load(config_path) {
@@ -18,14 +19,17 @@ pub fn main(config_path: &Path, file: Option<PathBuf>) -> Exit {
             }
         },
     };
-    match verify_file(&path) {
+    match verify_file_anchored(&path, head.as_ref()) {
         Err(e) => {
             eprintln!("error: cannot read {}: {e}", path.display());
             Exit::Config
         }
         Ok(Ok(s)) => {
+            let anchored = head
+                .map(|h| format!("; holds the anchored head seq {}", h.seq))
+                .unwrap_or_default();
             println!(
-                "{}: intact, {} records (seq 1 to {}), first {}, last {}, {} sealed torn line(s); head hash {}",
+                "{}: intact, {} records (seq 1 to {}), first {}, last {}, {} sealed torn line(s){anchored}; head hash {}",
                 path.display(),
                 s.records,
                 s.last_seq,
@@ -40,5 +44,51 @@ pub fn main(config_path: &Path, file: Option<PathBuf>) -> Exit {
             eprintln!("{}: DAMAGED at {e}", path.display());
             Exit::Refused
         }
+    }
+}
+
+/// Parses `--head SEQ:HASH`, as the bot posts it (`journal head: seq N, sha256 HASH`).
+pub fn parse_head(value: &str) -> Result<Appended, String> {
+    let usage = "expected SEQ:HASH, a record number and its 64-hex-digit sha256, as the bot posts the journal head";
+    let (seq, hash) = value.split_once(':').ok_or(usage)?;
+    let seq: u64 = match seq.trim().parse() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(format!(
+                "{usage}; the SEQ part is not a record number above 0"
+            ))
+        }
+    };
+    let hash = hash.trim().to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{usage}; the HASH part is not 64 hex digits"));
+    }
+    Ok(Appended { seq, hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_parses_and_a_malformed_one_says_which_part_is_wrong() {
+        let hash = "AB".repeat(32);
+        assert_eq!(
+            parse_head(&format!("42:{hash}")).unwrap(),
+            Appended {
+                seq: 42,
+                hash: hash.to_ascii_lowercase()
+            }
+        );
+        assert!(parse_head("42")
+            .unwrap_err()
+            .starts_with("expected SEQ:HASH"));
+        assert!(parse_head(&format!("x:{hash}"))
+            .unwrap_err()
+            .contains("SEQ part"));
+        assert!(parse_head(&format!("0:{hash}"))
+            .unwrap_err()
+            .contains("SEQ part"));
+        assert!(parse_head("42:abc").unwrap_err().contains("HASH part"));
     }
 }

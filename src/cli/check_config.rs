@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use vncbot::audit::verify_file;
+use vncbot::audit::{verify_file, Problem};
 use vncbot::config::{self, mask, Config, TencentCredentials};
 use vncbot::limits::ApiPacer;
 use vncbot::tencent::endpoint;
@@ -187,7 +187,12 @@ fn audit_state(path: &Path, problems: &mut Vec<String>) -> String {
     if path.exists() {
         match verify_file(path) {
             Ok(Ok(s)) => format!("exists, {} records, chain intact", s.records),
-            Ok(Err(e)) if matches!(e.kind, vncbot::audit::Problem::TornTail { .. }) => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind,
+                    Problem::TornTail { .. } | Problem::Unterminated { .. }
+                ) =>
+            {
                 format!("exists; {e}")
             }
             Ok(Err(e)) => {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::audit::{Actor, AuditError, Entry, Event, Journal};
+use crate::audit::{Actor, AuditError, Entry, Event, Journal, Repair};
 use crate::config::Config;
 use crate::ids::{InstanceId, Quoted, Region, Snowflake};
 use crate::limits::{ApiPacer, Limited, RequestLimits};
@@ -70,10 +70,14 @@ impl Core {
         config: &Config,
         creds: crate::config::TencentCredentials,
     ) -> Result<Self, StartError> {
-        let (journal, sealed) = Journal::open(&config.audit.path)?;
-        if let Some(s) = sealed {
-            tracing::warn!(seq = s.seq, path = %config.audit.path.display(),
-                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain");
+        let (journal, repair) = Journal::open(&config.audit.path)?;
+        let path = config.audit.path.display();
+        match repair {
+            Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
+                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain"),
+            Some(Repair::Completed { seq }) => tracing::warn!(seq, %path,
+                "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
+            None => {}
         }
         let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
         let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
