@@ -747,3 +747,65 @@ async fn a_dm_whose_answer_was_lost_is_still_recorded_and_scrubbed() {
         .await;
     assert!(!expired.body.to_string().contains(&bot.cvm.issued()[0]));
 }
+
+/// A member with no role hammering `/vnc` cannot flood the journal or the audit channel, nor
+/// crowd out the line about someone else's link.
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_answered_but_not_recorded_one_by_one() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let bot = start_bot(|t| {
+        t.replace(
+            "[tencent]",
+            &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+        )
+        .replace("[limits]", "[limits]\nrefusals_per_user_per_minute = 3")
+    })
+    .await;
+    let d = &bot.discord;
+    let mut replies = Vec::new();
+    for _ in 0..12 {
+        let t = d.invoke(vnc(666, vec![], vec![("instance", "ins-running1")]));
+        replies.push(reply_text(&bot, &t).await);
+    }
+    assert!(
+        replies[..3]
+            .iter()
+            .all(|r| r.contains("None of your roles")),
+        "{replies:?}"
+    );
+    assert!(
+        replies[3..].iter().all(|r| r.contains("Too many")),
+        "{replies:?}"
+    );
+    let ok = d.invoke(vnc(
+        667,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
+
+    let events = journal_events(&bot);
+    assert_eq!(
+        events.iter().filter(|e| *e == "denied").count(),
+        3,
+        "only the refusals within the budget are recorded one by one: {events:?}"
+    );
+    let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
+    d.wait_for(Duration::from_secs(15), "the delivered line", |c| {
+        c.path == path
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|s| s.contains("<@667>"))
+    })
+    .await;
+    let from_flooder = d.count(|c| {
+        c.path == path
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|s| s.contains("<@666>"))
+    });
+    assert_eq!(
+        from_flooder, 1,
+        "one line for the flooder's first refusal this minute"
+    );
+}
