@@ -180,16 +180,21 @@ pub async fn run(
         r = &mut client_run => Some(r),
         () = wait_for_signal() => None,
     };
-    if let Some(r) = ended {
-        r.map_err(|e| RunError::Discord(Box::new(e)))?;
-    } else {
-        shutdown(&app).await;
-        shard_manager.shutdown_all().await;
-        if tokio::time::timeout(CLIENT_CLOSE_LIMIT, &mut client_run)
-            .await
-            .is_err()
-        {
-            tracing::info!("the gateway client did not close in time; leaving anyway");
+    // Either way, what is in flight is finished and recorded before the process leaves.
+    shutdown(&app).await;
+    match ended {
+        Some(r) => r.map_err(|e| RunError::Discord(Box::new(e)))?,
+        None => {
+            let close = async {
+                shard_manager.shutdown_all().await;
+                (&mut client_run).await
+            };
+            if tokio::time::timeout(CLIENT_CLOSE_LIMIT, close)
+                .await
+                .is_err()
+            {
+                tracing::info!("the gateway client did not close in time; leaving anyway");
+            }
         }
     }
     app.set_connected(false);

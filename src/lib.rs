@@ -31,6 +31,9 @@ pub fn log_filter(
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let cap = Targets::new()
         .with_default(DEPENDENCY_LOG_CAP)
+        // serenity warns with routes that hold interaction tokens ("Mismatched successful
+        // response status from {route}") and with whole gateway payloads it cannot parse.
+        .with_target("serenity", tracing::Level::ERROR)
         .with_target(env!("CARGO_CRATE_NAME"), LevelFilter::TRACE);
     env.and(cap)
 }

@@ -385,7 +385,7 @@ async fn a_redirect_is_not_followed_and_the_session_token_stays_home() {
 }
 
 async fn via_console<C: Console>(c: &C) -> Result<VncUrl, TencentError> {
-    c.describe_instance_vnc_url(&gz(), &id("ins-running1"))
+    c.describe_instance_vnc_url(&gz(), &id("ins-running1"), &|| true)
         .await
 }
 

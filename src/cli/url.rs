@@ -64,7 +64,16 @@ pub fn main(
                     );
                     return Exit::Audit;
                 }
-                println!("{}", issued.url.expose_link());
+                // A closed stdout (a pipe that went away) must not panic after `delivered`.
+                let printed = {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", issued.url.expose_link()).and_then(|()| out.flush())
+                };
+                if let Err(e) = printed {
+                    eprintln!("error: could not print the link ({}); it is discarded, and it works only once anyway: run again", e.kind());
+                    return Exit::Temporary;
+                }
                 let until = vncbot::link::utc_clock(issued.expires_at);
                 eprintln!(
                     "Console link for {} ({}): works once, until {until}. Tencent RequestId {}.",

@@ -254,10 +254,26 @@ impl<C: Console> Core<C> {
             refers_to: Some(a.audit_seq),
             ..Entry::default()
         };
-        let policy = self.policy();
-        if let Err(refusal) =
-            decision::authorize(&policy.rules, &a.authority, &a.instance, &a.region)
-        {
+        // Checked now and again right before each attempt is sent (after the queue wait): a
+        // reload that removed the rule stops requests already waiting.
+        let denied_now = || {
+            decision::authorize(&self.policy().rules, &a.authority, &a.instance, &a.region).err()
+        };
+        let result = match denied_now() {
+            Some(_) => Err(crate::tencent::TencentError::Withdrawn),
+            None => {
+                let still_allowed = || denied_now().is_none();
+                self.console
+                    .describe_instance_vnc_url(&a.region, &a.instance, &still_allowed)
+                    .await
+            }
+        };
+        if let Err(crate::tencent::TencentError::Withdrawn) = result {
+            let refusal = denied_now().unwrap_or(Refusal::Denied {
+                instance: a.instance.clone(),
+                region: a.region.clone(),
+                would_allow: Vec::new(),
+            });
             tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
                 "an approved request lost its rule to a config reload before Tencent was called");
             let outcome = refusal.outcome();
@@ -275,11 +291,7 @@ impl<C: Console> Core<C> {
                 .map_err(Refusal::AuditUnavailable)?;
             return Err(refusal);
         }
-        match self
-            .console
-            .describe_instance_vnc_url(&a.region, &a.instance)
-            .await
-        {
+        match result {
             Ok(vnc) => {
                 let appended = self
                     .journal
@@ -436,9 +448,13 @@ mod tests {
             &self,
             _region: &Region,
             _instance: &InstanceId,
+            still_allowed: &(dyn Fn() -> bool + Sync),
         ) -> Result<VncUrl, TencentError> {
             if let Some(g) = &self.gate {
                 g.acquire().await.unwrap().forget();
+            }
+            if !still_allowed() {
+                return Err(TencentError::Withdrawn);
             }
             self.calls.fetch_add(1, Ordering::SeqCst);
             match self.fail_with {
@@ -670,6 +686,35 @@ mod tests {
             (r[1].0.as_str(), r[1].2),
             ("denied", Some(approved.audit_seq))
         );
+    }
+
+    /// The same reload while the request waits for its Tencent slot (inside the call).
+    #[tokio::test]
+    async fn a_reload_while_queued_for_tencent_stops_the_call() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let f = Arc::new(Fixture::new(None, Some(Arc::clone(&gate))));
+        let approved = f
+            .core
+            .decide(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let minting = {
+            let f = Arc::clone(&f);
+            tokio::spawn(async move { f.core.mint(&approved).await })
+        };
+        tokio::task::yield_now().await;
+        f.core.reconfigure(
+            Policy {
+                rules: vec![],
+                ..policy()
+            },
+            None,
+        );
+        gate.add_permits(1);
+        let refusal = minting.await.unwrap().unwrap_err();
+        assert!(matches!(refusal, Refusal::Denied { .. }), "{refusal}");
+        assert_eq!(f.calls(), 0, "nothing was sent");
+        assert_eq!(events(&f), ["requested", "denied"]);
     }
 
     /// Past the refusal budget a member is answered at once; the journal gets one count.

@@ -54,6 +54,8 @@ impl FailureKind {
                 ApiErrorKind::Other => Self::Misconfigured,
                 ApiErrorKind::RateLimited | ApiErrorKind::ServerSide => Self::Transient,
             },
+            // Only a refusal of ours can withdraw a call; the core reports it as `denied`.
+            TencentError::Withdrawn => Self::Misconfigured,
             TencentError::InvalidResponse { .. }
             | TencentError::Signing(_)
             | TencentError::Redirected { .. } => Self::Misconfigured,
@@ -156,6 +158,19 @@ impl Outcome {
             Self::Delivered => Event::Delivered,
             Self::DmsClosed | Self::DmFailed => Event::DmFailed,
         }
+    }
+
+    /// A line about a link (minted, delivered or lost) or about the audit trail itself: the audit
+    /// channel posts these before any refusal and never coalesces them.
+    pub fn is_link_line(&self) -> bool {
+        matches!(
+            self,
+            Self::Delivered
+                | Self::DmsClosed
+                | Self::DmFailed
+                | Self::Tencent { .. }
+                | Self::AuditUnavailable
+        )
     }
 
     /// Whether the audit channel gets a line: not for requests from outside the served servers.
@@ -295,6 +310,15 @@ mod tests {
         }
         assert_eq!(Outcome::Delivered.channel_text(), "delivered by DM");
         assert!(!Outcome::OtherGuild.posts_to_channel());
+        for link in [
+            Outcome::Delivered,
+            Outcome::DmsClosed,
+            Outcome::DmFailed,
+            Outcome::AuditUnavailable,
+        ] {
+            assert!(link.is_link_line(), "{link:?}");
+        }
+        assert!(!Outcome::Denied.is_link_line());
         assert!(Outcome::Denied.posts_to_channel());
     }
 }

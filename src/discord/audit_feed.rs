@@ -76,7 +76,14 @@ impl AuditFeed {
         tokio::spawn(async move {
             let mut window = tokio::time::interval(REFUSAL_WINDOW);
             window.tick().await;
+            let mut window_ends = tokio::time::Instant::now() + REFUSAL_WINDOW;
             loop {
+                // Checked on every turn, so a steady stream of lines cannot put off the summary.
+                if tokio::time::Instant::now() >= window_ends {
+                    summarise(&refusals);
+                    window_ends += REFUSAL_WINDOW;
+                    window.reset();
+                }
                 // Link lines first, then refusal lines, then wait for either or the window.
                 let line = match rx.try_recv() {
                     Ok(line) => Some(line),
@@ -91,10 +98,7 @@ impl AuditFeed {
                             None => return,
                         },
                         () = refused.notified() => continue,
-                        _ = window.tick() => {
-                            summarise(&refusals);
-                            continue;
-                        }
+                        _ = window.tick() => continue,
                     },
                 };
                 let c = channel.load(Ordering::Relaxed);
@@ -175,7 +179,7 @@ async fn post(http: &Http, channel: ChannelId, line: String) {
             .allowed_mentions(no_mentions());
         match channel.send_message(http, msg).await {
             Ok(_) => return,
-            Err(e) if attempt < ATTEMPTS => {
+            Err(e) if attempt < ATTEMPTS && worth_retrying(&e) => {
                 tracing::warn!(%channel, attempt, error = %e, "could not post to the audit channel; retrying");
                 tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
             }
@@ -183,5 +187,16 @@ async fn post(http: &Http, channel: ChannelId, line: String) {
                 tracing::error!(%channel, error = %e, "gave up posting to the audit channel (the journal has the record)");
             }
         }
+    }
+}
+
+/// A wrong channel or a missing permission (4xx) will not mend itself in seconds; retrying it
+/// would only hold up the lines behind. 429 and 5xx and lost connections may.
+fn worth_retrying(e: &serenity::Error) -> bool {
+    match e {
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r)) => {
+            r.status_code.as_u16() == 429 || r.status_code.is_server_error()
+        }
+        _ => true,
     }
 }

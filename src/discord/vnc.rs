@@ -110,7 +110,7 @@ pub async fn run(ctx: &Context, app: &App, cmd: &CommandInteraction) {
                 &outcome.channel_text(),
                 request_id,
             );
-            if *outcome == Outcome::Delivered || matches!(outcome, Outcome::Tencent { .. }) {
+            if outcome.is_link_line() {
                 app.audit_feed.post(line);
             } else {
                 app.audit_feed.post_refusal(cmd.user.id.get(), line);

@@ -131,6 +131,18 @@ impl CvmClient {
         region: &Region,
         instance: &InstanceId,
     ) -> Result<VncUrl, TencentError> {
+        self.describe_instance_vnc_url_while(region, instance, &|| true)
+            .await
+    }
+
+    /// As [`Self::describe_instance_vnc_url`], asking `still_allowed` right before each attempt
+    /// is sent: a request that waited in the queue is checked against the policy of the moment.
+    pub async fn describe_instance_vnc_url_while(
+        &self,
+        region: &Region,
+        instance: &InstanceId,
+        still_allowed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<VncUrl, TencentError> {
         let endpoint = self.endpoint(region);
         // Serialised once; every attempt signs and sends these exact bytes.
         let body = serde_json::to_vec(&serde_json::json!({ "InstanceId": instance.as_str() }))
@@ -138,7 +150,7 @@ impl CvmClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.attempt(&endpoint, region, &body).await;
+            let result = self.attempt(&endpoint, region, &body, still_allowed).await;
             match result {
                 Ok((url, request_id)) => {
                     return Ok(VncUrl {
@@ -180,6 +192,7 @@ impl CvmClient {
         endpoint: &Endpoint,
         region: &Region,
         body: &[u8],
+        still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> Result<(ConsoleUrl, String), TencentError> {
         let waited = self
             .pacer
@@ -189,6 +202,9 @@ impl CvmClient {
                 retry_after: q.retry_after,
             })?;
         METRICS.limiter_wait.observe(waited.as_secs_f64());
+        if !still_allowed() {
+            return Err(TencentError::Withdrawn);
+        }
         let started = std::time::Instant::now();
         let result = self.send(endpoint, region, body).await;
         METRICS

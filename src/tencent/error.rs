@@ -100,6 +100,10 @@ pub enum TencentError {
     /// The request could not be built (a clock before 1970, say).
     #[error("cannot sign the request: {0}")]
     Signing(String),
+    /// The caller's check, made after the wait for a slot and before sending, said no (a config
+    /// reload removed the rule while the request queued). Nothing was sent.
+    #[error("withdrawn before sending: the request is no longer allowed")]
+    Withdrawn,
 }
 
 impl TencentError {
@@ -114,7 +118,8 @@ impl TencentError {
             Self::Redirected { .. }
             | Self::InvalidResponse { .. }
             | Self::QueueFull { .. }
-            | Self::Signing(_) => false,
+            | Self::Signing(_)
+            | Self::Withdrawn => false,
         }
     }
 
@@ -153,6 +158,7 @@ impl TencentError {
             Self::InvalidResponse { .. } => "invalid_response".into(),
             Self::QueueFull { .. } => "queue_full".into(),
             Self::Signing(_) => "signing".into(),
+            Self::Withdrawn => "withdrawn".into(),
         }
     }
 
@@ -195,6 +201,7 @@ impl TencentError {
                 "Too many console requests are waiting for Tencent Cloud. Try again in {} seconds.",
                 retry_after.as_secs().max(1)
             ),
+            Self::Withdrawn => "Your access changed while the request waited, so no console was opened. Ask an admin if you need it.".into(),
         }
     }
 }

@@ -17,11 +17,14 @@ use crate::ids::{InstanceId, Region};
 
 /// Where console URLs come from.
 pub trait Console: Send + Sync + 'static {
-    /// Mints a fresh, single-use console URL for `instance` in `region`.
+    /// Mints a fresh, single-use console URL for `instance` in `region`. `still_allowed` is
+    /// asked right before each attempt is sent (after any wait for a slot); when it says no,
+    /// nothing is sent and the answer is [`TencentError::Withdrawn`].
     fn describe_instance_vnc_url(
         &self,
         region: &Region,
         instance: &InstanceId,
+        still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> impl Future<Output = Result<VncUrl, TencentError>> + Send;
 }
 
@@ -30,8 +33,8 @@ impl Console for CvmClient {
         &self,
         region: &Region,
         instance: &InstanceId,
+        still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> impl Future<Output = Result<VncUrl, TencentError>> + Send {
-        // The inherent method (inherent methods win over trait methods of the same name).
-        CvmClient::describe_instance_vnc_url(self, region, instance)
+        CvmClient::describe_instance_vnc_url_while(self, region, instance, still_allowed)
     }
 }
