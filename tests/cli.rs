@@ -311,3 +311,81 @@ async fn audit_verify_names_the_first_bad_record() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn audit_verify_checks_an_anchored_head() {
+    let mock = MockCvm::start().await;
+    let dir = TempDir::new("cli-head");
+    let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
+    assert_eq!(url(&cfg, &["ins-running1"]).await.status.code(), Some(0));
+    let path = dir.join("audit/vncbot-audit.jsonl");
+    let verify = |args: Vec<String>| {
+        let mut c = vncbot();
+        c.args(["audit", "verify"]).args(args).arg(&path);
+        async move { c.output().await.unwrap() }
+    };
+    let out = verify(vec![]).await;
+    let stdout = text(&out.stdout);
+    let hash = stdout
+        .rsplit("head hash ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(hash.len(), 64, "{stdout}");
+    let head = format!("3:{hash}");
+
+    let out = verify(vec!["--head".into(), head.clone()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("holds the anchored head seq 3"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The last record cut off: the chain alone is intact, the anchor shows the loss.
+    let journal = std::fs::read_to_string(&path).unwrap();
+    let kept: String = journal.split_inclusive('\n').take(2).collect();
+    std::fs::write(&path, &kept).unwrap();
+    assert_eq!(verify(vec![]).await.status.code(), Some(0));
+    let out = verify(vec!["--head".into(), head]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "DAMAGED at line 3: the journal ends at seq 2, before the anchored head seq 3"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The same seq with another hash: rewritten.
+    let out = verify(vec!["--head".into(), format!("2:{hash}")]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("line 2: record seq 2 is not the anchored head"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A malformed head is a usage error that says what is expected.
+    for bad in ["3", "x:abc", &format!("3:{}", &hash[..10])] {
+        let out = verify(vec!["--head".into(), bad.into()]).await;
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            text(&out.stderr).contains("expected SEQ:HASH"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // A whole last record missing only its newline is named as such.
+    std::fs::write(&path, kept.trim_end_matches('\n')).unwrap();
+    let out = verify(vec![]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("line 2: the last line, record seq 2, is complete but has no line end"),
+        "{}",
+        text(&out.stderr)
+    );
+}
