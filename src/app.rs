@@ -21,8 +21,8 @@ use crate::metrics::METRICS;
 
 /// How long shutdown waits for requests in flight and the DM edits due.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-/// How long shutdown tries to post the last journal head.
-const ANCHOR_AT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the audit channel's queued lines and the last journal head.
+const FEED_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for the gateway client to close once asked.
 const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -144,18 +144,17 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Discord(Box::new(e)))?;
 
-    // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes.
-    if config.discord.audit_channel_id.is_some() {
-        let anchoring = Arc::clone(&app);
-        let every = config.audit.anchor_interval();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                anchoring.audit_feed.post(anchoring.anchor_line());
-            }
-        });
-    }
+    // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;
+    // a no-op while no audit channel is configured (a reload may add one).
+    let anchoring = Arc::clone(&app);
+    let every = config.audit.anchor_interval();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            anchoring.audit_feed.post(anchoring.anchor_line());
+        }
+    });
     let housekeeping = Arc::clone(&app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -217,17 +216,13 @@ async fn shutdown(app: &App) {
         tracing::warn!("requests still in flight after 30 s; stopping anyway");
     }
     app.flush_suppressed().await;
-    // The last anchor goes out directly, not through the queue, and shutdown waits for it.
-    if let Some(http) = app.http.get() {
-        let line = app.anchor_line();
-        if let Err(e) = tokio::time::timeout(
-            ANCHOR_AT_SHUTDOWN_LIMIT,
-            app.audit_feed.post_now(http, line),
-        )
+    // The last anchor goes behind every line still queued, and shutdown waits for all of them.
+    app.audit_feed.post(app.anchor_line());
+    if tokio::time::timeout(FEED_DRAIN_LIMIT, app.audit_feed.drain())
         .await
-        {
-            tracing::warn!(error = %e, "could not post the journal head at shutdown");
-        }
+        .is_err()
+    {
+        tracing::warn!("the audit channel did not take every line before shutdown (the journal has the records)");
     }
 }
 

@@ -311,3 +311,64 @@ async fn sigterm_while_the_gateway_is_down_exits_0_promptly() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The journal's head is witnessed in the audit channel at start and at shutdown, after every
+/// other line, and `audit verify --head` accepts the last one.
+#[tokio::test]
+async fn the_journal_head_is_anchored_at_start_and_at_shutdown() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let f = Fakes::start("anchor").await;
+    let discord = &f.discord;
+    let config = f.config.replace(
+        "[tencent]",
+        &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+    );
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
+    let is_anchor = |c: &support::fake_discord::Call| {
+        c.path == path
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("journal head:"))
+    };
+    discord
+        .wait_for(Duration::from_secs(10), "the anchor at start", is_anchor)
+        .await;
+    let t = discord.invoke(vnc(1, "ins-running1"));
+    assert!(reply(discord, &t).await.contains("in your DMs"));
+    signal(&bot, libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(40), bot.wait())
+        .await
+        .expect("the bot exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let posts: Vec<_> = discord
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == path)
+        .collect();
+    let last = posts.last().expect("lines were posted");
+    assert!(is_anchor(last), "the head is the last line: {:#?}", posts);
+    let text = last.body["content"].as_str().unwrap();
+    let words: Vec<&str> = text.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let (seq, hash) = (words[3], words[5]);
+    let journal = std::fs::read_to_string(f.journal()).unwrap();
+    let last_record: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!(last_record["seq"].to_string(), seq);
+    assert_eq!(last_record["hash"].as_str(), Some(hash));
+    let out = Command::new(env!("CARGO_BIN_EXE_vncbot"))
+        .args(["audit", "verify", "--head", &format!("{seq}:{hash}")])
+        .arg(f.journal())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -389,3 +389,49 @@ async fn audit_verify_checks_an_anchored_head() {
         text(&out.stderr)
     );
 }
+
+/// A stdout that cannot be written (a pipe that went away): no panic, exit 5, and the journal
+/// says the link was not delivered after all.
+#[tokio::test]
+async fn url_with_a_closed_stdout_records_the_link_as_not_printed() {
+    let mock = MockCvm::start().await;
+    let dir = TempDir::new("cli-stdout");
+    let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
+    // A pipe whose reading end is already closed: every write fails with EPIPE.
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills both descriptors, which are then owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let read_only = std::process::Stdio::from(write_end);
+    let out = with_secrets(vncbot())
+        .args(["url", "ins-running1", "--config"])
+        .arg(&cfg)
+        .stdout(read_only)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("could not print the link"), "{stderr}");
+    assert!(
+        !stderr.contains(&mock.issued()[0]),
+        "the link is not on stderr"
+    );
+    let journal = std::fs::read_to_string(dir.join("audit/vncbot-audit.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["code"].as_str()),
+        (Some("dm_failed"), Some("not_printed"))
+    );
+}

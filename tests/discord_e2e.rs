@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::fake_discord::{Invocation, TOKEN};
+use support::fake_discord::{Call, Invocation, TOKEN};
 use support::mock_cvm::{self, Scripted};
 use support::{Fakes, GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 use vncbot::config::{Config, TencentCredentials};
@@ -61,6 +61,28 @@ async fn reply_text(bot: &Bot, token: &str) -> String {
     call.body["content"].as_str().unwrap_or_default().to_owned()
 }
 
+/// The first DM the bot sent in `dm_channel`.
+fn first_dm(bot: &Bot, dm_channel: u64) -> Call {
+    bot.discord
+        .calls()
+        .into_iter()
+        .find(|c| {
+            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
+        })
+        .expect("a DM was sent")
+}
+
+/// The edit that scrubs an expired link from a DM.
+async fn expiry_edit(bot: &Bot, dm_channel: u64) -> Call {
+    bot.discord
+        .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
+            c.method == "PATCH"
+                && c.path
+                    .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
+        })
+        .await
+}
+
 fn journal_events(bot: &Bot) -> Vec<String> {
     let text = std::fs::read_to_string(bot.journal()).unwrap_or_default();
     text.lines()
@@ -101,14 +123,7 @@ async fn allowed_member_gets_the_link_by_dm_only() {
 
     let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
     let dm_channel = bot.discord.dm_channels_of(111)[0];
-    let dm = bot
-        .discord
-        .calls()
-        .into_iter()
-        .find(|c| {
-            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
-        })
-        .expect("a DM was sent");
+    let dm = first_dm(&bot, dm_channel);
     assert_eq!(
         dm.body["components"][0]["components"][0]["url"],
         link.as_str()
@@ -131,14 +146,7 @@ async fn allowed_member_gets_the_link_by_dm_only() {
     assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
 
     // After 15 s the DM is edited to drop the dead link.
-    let expired = bot
-        .discord
-        .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
-            c.method == "PATCH"
-                && c.path
-                    .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
-        })
-        .await;
+    let expired = expiry_edit(&bot, dm_channel).await;
     let content = expired.body["content"].as_str().unwrap();
     assert!(content.contains("expired") && content.contains("/vnc") && !content.contains("bjvnc"));
     assert_eq!(expired.body["components"], serde_json::json!([]));
@@ -600,14 +608,7 @@ async fn a_link_too_long_for_a_button_goes_in_the_dm_as_a_markdown_link() {
     let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
     assert!(link.len() > 512);
     let dm_channel = bot.discord.dm_channels_of(1201)[0];
-    let dm = bot
-        .discord
-        .calls()
-        .into_iter()
-        .find(|c| {
-            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
-        })
-        .unwrap();
+    let dm = first_dm(&bot, dm_channel);
     assert!(
         dm.body["components"]
             .as_array()
@@ -692,14 +693,7 @@ async fn a_link_too_long_for_the_message_text_goes_in_an_embed() {
     let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
     assert!(link.len() > 2000);
     let dm_channel = bot.discord.dm_channels_of(1301)[0];
-    let dm = bot
-        .discord
-        .calls()
-        .into_iter()
-        .find(|c| {
-            c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
-        })
-        .unwrap();
+    let dm = first_dm(&bot, dm_channel);
     let content = dm.body["content"].as_str().unwrap();
     assert!(content.chars().count() <= 2000 && !content.contains(&link));
     let description = dm.body["embeds"][0]["description"].as_str().unwrap();
@@ -707,14 +701,7 @@ async fn a_link_too_long_for_the_message_text_goes_in_an_embed() {
     assert!(description.chars().count() <= 4096);
     assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
     // The expiry edit drops the embed as well as the text.
-    let expired = bot
-        .discord
-        .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
-            c.method == "PATCH"
-                && c.path
-                    .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
-        })
-        .await;
+    let expired = expiry_edit(&bot, dm_channel).await;
     assert_eq!(expired.body["embeds"], serde_json::json!([]));
     assert!(!expired.body.to_string().contains(&link));
 }
@@ -737,14 +724,7 @@ async fn a_dm_whose_answer_was_lost_is_still_recorded_and_scrubbed() {
     });
     assert_eq!(posts.count(), 2, "sent once more after the lost answer");
     assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
-    let expired = bot
-        .discord
-        .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
-            c.method == "PATCH"
-                && c.path
-                    .starts_with(&format!("/api/v10/channels/{dm_channel}/messages/"))
-        })
-        .await;
+    let expired = expiry_edit(&bot, dm_channel).await;
     assert!(!expired.body.to_string().contains(&bot.cvm.issued()[0]));
 }
 

@@ -71,8 +71,15 @@ pub fn main(
                     writeln!(out, "{}", issued.url.expose_link()).and_then(|()| out.flush())
                 };
                 if let Err(e) = printed {
-                    eprintln!("error: could not print the link ({}); it is discarded, and it works only once anyway: run again", e.kind());
-                    return Exit::Temporary;
+                    eprintln!(
+                        "error: could not print the link ({}); it is discarded: run again",
+                        e.kind()
+                    );
+                    // The journal said `delivered`; say what really became of it.
+                    let _ = core
+                        .record_delivery(&actor, &issued, &Outcome::NotPrinted)
+                        .await;
+                    return Outcome::NotPrinted.exit();
                 }
                 let until = vncbot::link::utc_clock(issued.expires_at);
                 eprintln!(

@@ -228,14 +228,23 @@ impl<C: Console> Core<C> {
             let mut s = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
             s.drain().map(|(_, v)| v).collect()
         };
-        for s in &batch {
+        for (i, s) in batch.iter().enumerate() {
             let entry = Entry {
                 guild: s.guild.map(Snowflake::get),
                 code: Some(Outcome::TooManyRefusals.code().to_owned()),
                 count: Some(s.count),
                 ..Entry::default()
             };
-            self.journal.append(Event::Limited, &s.actor, entry).await?;
+            if let Err(e) = self.journal.append(Event::Limited, &s.actor, entry).await {
+                // Keep the counts not yet written for the next flush.
+                let mut map = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
+                for s in &batch[i..] {
+                    map.entry(s.actor.key())
+                        .and_modify(|m| m.count += s.count)
+                        .or_insert_with(|| s.clone());
+                }
+                return Err(e);
+            }
         }
         Ok(batch)
     }

@@ -93,6 +93,8 @@ pub enum Outcome {
     DmsClosed,
     /// Discord did not take the DM; the link was discarded.
     DmFailed,
+    /// `vncbot url` could not print the link (stdout closed); it was discarded.
+    NotPrinted,
 }
 
 impl Outcome {
@@ -120,6 +122,7 @@ impl Outcome {
             Self::Delivered => "delivered",
             Self::DmsClosed => "dms_closed",
             Self::DmFailed => "dm_failed",
+            Self::NotPrinted => "not_printed",
         }
     }
 
@@ -129,6 +132,7 @@ impl Outcome {
             Self::Delivered => "delivered by DM",
             Self::DmsClosed => "not delivered: DMs closed, link discarded",
             Self::DmFailed => "not delivered: DM failed, link discarded",
+            Self::NotPrinted => "not delivered: the terminal went away, link discarded",
             Self::NotInGuild => "refused: not in a server",
             Self::OtherGuild => "refused: another server",
             Self::BadInstance => "refused: malformed instance",
@@ -156,7 +160,7 @@ impl Outcome {
             Self::LimitedMember | Self::LimitedInstance | Self::TooManyRefusals => Event::Limited,
             Self::Tencent { .. } => Event::Failed,
             Self::Delivered => Event::Delivered,
-            Self::DmsClosed | Self::DmFailed => Event::DmFailed,
+            Self::DmsClosed | Self::DmFailed | Self::NotPrinted => Event::DmFailed,
         }
     }
 
@@ -168,6 +172,7 @@ impl Outcome {
             Self::Delivered
                 | Self::DmsClosed
                 | Self::DmFailed
+                | Self::NotPrinted
                 | Self::Tencent { .. }
                 | Self::AuditUnavailable
         )
@@ -199,7 +204,7 @@ impl Outcome {
                 FailureKind::Credentials | FailureKind::Misconfigured => Exit::Config,
                 FailureKind::Transient => Exit::Temporary,
             },
-            Self::DmsClosed | Self::DmFailed => Exit::Temporary,
+            Self::DmsClosed | Self::DmFailed | Self::NotPrinted => Exit::Temporary,
         }
     }
 }
@@ -234,6 +239,7 @@ mod tests {
             (Outcome::Delivered, "delivered", Exit::Ok),
             (Outcome::DmsClosed, "dms_closed", Exit::Temporary),
             (Outcome::DmFailed, "dm_failed", Exit::Temporary),
+            (Outcome::NotPrinted, "not_printed", Exit::Temporary),
             (
                 Outcome::tencent(&api("InvalidInstanceId.NotFound")),
                 "InvalidInstanceId.NotFound",

@@ -6,7 +6,7 @@
 //! rest are counted and posted as one line a minute ("5 more refused requests from @x").
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub struct AuditFeed {
     refused: Arc<Notify>,
     /// Swapped by a config reload; 0 means off.
     channel: Arc<AtomicU64>,
+    started: AtomicBool,
+    /// Set by `drain`: the poster sums up refusals, empties both queues, then says so.
+    draining: Arc<AtomicBool>,
+    drained: Arc<Notify>,
 }
 
 impl AuditFeed {
@@ -52,6 +56,9 @@ impl AuditFeed {
             refusals: Arc::default(),
             refused: Arc::default(),
             channel: Arc::new(AtomicU64::new(channel.unwrap_or(0))),
+            started: AtomicBool::new(false),
+            draining: Arc::default(),
+            drained: Arc::default(),
         }
     }
 
@@ -68,11 +75,14 @@ impl AuditFeed {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
+        self.started.store(true, Ordering::SeqCst);
         let (refusals, refused, channel) = (
             Arc::clone(&self.refusals),
             Arc::clone(&self.refused),
             Arc::clone(&self.channel),
         );
+        let (draining, drained) = (Arc::clone(&self.draining), Arc::clone(&self.drained));
+        let mut summed_for_drain = false;
         tokio::spawn(async move {
             let mut window = tokio::time::interval(REFUSAL_WINDOW);
             window.tick().await;
@@ -91,6 +101,18 @@ impl AuditFeed {
                 };
                 let line = match line {
                     Some(line) => line,
+                    None if draining.load(Ordering::SeqCst) => {
+                        if !summed_for_drain {
+                            summed_for_drain = true;
+                            summarise(&refusals);
+                            continue;
+                        }
+                        drained.notify_waiters();
+                        // Lines queued after the drain are still posted.
+                        summed_for_drain = false;
+                        draining.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     None => tokio::select! {
                         biased;
                         line = rx.recv() => match line {
@@ -118,12 +140,18 @@ impl AuditFeed {
         }
     }
 
-    /// Posts a line at once (with retries), for shutdown; a no-op when no channel is configured.
-    pub async fn post_now(&self, http: &Http, line: String) {
-        let c = self.channel.load(Ordering::Relaxed);
-        if c != 0 {
-            post(http, ChannelId::new(c), line).await;
+    /// Waits until every queued line has been posted (refusal counts summed up first), for
+    /// shutdown. Returns at once when the poster never started (the gateway never came up).
+    pub async fn drain(&self) {
+        if !self.started.load(Ordering::SeqCst) {
+            return;
         }
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        self.draining.store(true, Ordering::SeqCst);
+        self.refused.notify_one();
+        drained.await;
     }
 
     /// Queues a refusal of `user`'s: posted if it is their first this minute, else counted.

@@ -108,7 +108,10 @@ impl EventHandler for Handler {
             return;
         };
         // Counted until handled, so shutdown waits for it; refused once shutdown has begun.
-        let Some(_work) = (!self.app.tasks.is_closed()).then(|| self.app.tasks.token()) else {
+        // The token is taken before the check: a command counted before shutdown closes the
+        // tracker is waited for; one that sees it closed is refused.
+        let work = self.app.tasks.token();
+        let Some(_work) = (!self.app.tasks.is_closed()).then_some(work) else {
             let msg = CreateInteractionResponseMessage::new()
                 .ephemeral(true)
                 .content(messages::REPLY_SHUTTING_DOWN);
