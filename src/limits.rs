@@ -12,6 +12,16 @@ use tokio::time::Instant;
 use crate::config::LimitsConfig;
 use crate::ids::InstanceId;
 
+/// Which limits one admission counts against. `vncbot url` mints at once (both); `/vnc`
+/// grants a window (the member's limit); each press on Open console mints (the instance's
+/// limit: Tencent allows 30 reconnects a minute per instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    MemberAndInstance,
+    Member,
+    Instance,
+}
+
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limited {
@@ -125,20 +135,42 @@ impl RequestLimits {
 impl LimitsGuard<'_> {
     /// Whether one more request by `actor` for `instance` fits both limits; spends nothing.
     pub fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
-        let s = &self.state;
-        let actor = actor.to_owned();
-        s.per_instance
-            .peek(instance, self.now)
-            .map_err(|retry_after| Limited::Instance { retry_after })?;
-        s.per_user
-            .peek(&actor, self.now)
-            .map_err(|retry_after| Limited::User { retry_after })
+        self.check_spend(actor, instance, Spend::MemberAndInstance)
     }
 
     pub fn take(&mut self, actor: &str, instance: &InstanceId) {
+        self.take_spend(actor, instance, Spend::MemberAndInstance)
+    }
+
+    /// Whether one more request fits the limits `spend` names; spends nothing.
+    pub fn check_spend(
+        &self,
+        actor: &str,
+        instance: &InstanceId,
+        spend: Spend,
+    ) -> Result<(), Limited> {
+        let s = &self.state;
+        if spend != Spend::Member {
+            s.per_instance
+                .peek(instance, self.now)
+                .map_err(|retry_after| Limited::Instance { retry_after })?;
+        }
+        if spend != Spend::Instance {
+            s.per_user
+                .peek(&actor.to_owned(), self.now)
+                .map_err(|retry_after| Limited::User { retry_after })?;
+        }
+        Ok(())
+    }
+
+    pub fn take_spend(&mut self, actor: &str, instance: &InstanceId, spend: Spend) {
         let now = self.now;
-        self.state.per_instance.take(instance, now);
-        self.state.per_user.take(&actor.to_owned(), now);
+        if spend != Spend::Member {
+            self.state.per_instance.take(instance, now);
+        }
+        if spend != Spend::Instance {
+            self.state.per_user.take(&actor.to_owned(), now);
+        }
     }
 
     /// Whether `actor` may still be refused with a full answer and record; `Err(retry_after)`

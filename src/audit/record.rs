@@ -44,6 +44,9 @@ pub struct Entry {
     /// How many refusals one coalesced record stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The Discord message a record is about (the DM that carries a grant's buttons).
+    #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
+    pub message: Option<u64>,
 }
 
 /// One whole journal line as read back.

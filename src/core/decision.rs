@@ -3,7 +3,7 @@
 
 use crate::access::{self, Rule};
 use crate::ids::{InstanceId, Region};
-use crate::limits::{Limited, LimitsGuard};
+use crate::limits::{Limited, LimitsGuard, Spend};
 
 use super::refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 use super::request::{Approved, Authority, Policy, Request};
@@ -16,6 +16,15 @@ pub trait LimitView {
 impl LimitView for LimitsGuard<'_> {
     fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
         LimitsGuard::check(self, actor, instance)
+    }
+}
+
+/// The limits as one kind of admission counts against them (see [`Spend`]).
+pub struct Spending<'a, 'g>(pub &'a LimitsGuard<'g>, pub Spend);
+
+impl LimitView for Spending<'_, '_> {
+    fn check(&self, actor: &str, instance: &InstanceId) -> Result<(), Limited> {
+        self.0.check_spend(actor, instance, self.1)
     }
 }
 
@@ -194,6 +203,8 @@ mod tests {
             ],
             require_reason,
             guilds: vec![sf(GUILD)],
+            grant_for: std::time::Duration::from_secs(600),
+            links_per_grant: 3,
         }
     }
 

@@ -6,6 +6,7 @@
 //! [`Console`] trait, so the core is tested without HTTP).
 
 pub mod decision;
+pub mod grants;
 pub mod outcome;
 pub mod refusal;
 pub mod request;
@@ -17,12 +18,13 @@ use std::time::Duration;
 use crate::audit::{Actor, AuditError, Entry, Event, Journal, Repair};
 use crate::config::Config;
 use crate::ids::{InstanceId, Quoted, Region, Snowflake};
-use crate::limits::{ApiPacer, Limited, RequestLimits};
+use crate::limits::{ApiPacer, Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
 use crate::tencent::{Console, CvmClient};
 
 pub use decision::{decide, Decision, Rejection};
+pub use grants::{EndWhy, Grant, HeadsUp, Minted, Press};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -53,6 +55,7 @@ pub struct Core<C = CvmClient> {
     console: C,
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
+    grants: grants::Grants,
 }
 
 /// Why the core could not be built at start-up.
@@ -100,6 +103,7 @@ impl<C: Console> Core<C> {
             journal,
             console,
             suppressed: Mutex::new(HashMap::new()),
+            grants: grants::Grants::default(),
         }
     }
 
@@ -141,40 +145,47 @@ impl<C: Console> Core<C> {
     /// against the member's limit, a refused one against their (looser) refusal budget, and past
     /// that budget the member is answered at once and the attempts are recorded as one count.
     pub async fn decide(&self, req: Request) -> Result<Approved, Refusal> {
+        let approved = self.admit(&req, Spend::MemberAndInstance).await?;
+        let seq = self
+            .record(
+                Event::Requested,
+                &req,
+                Some(&approved.instance),
+                Some(&approved.region),
+                Entry {
+                    rule: approved.rule,
+                    ..Entry::default()
+                },
+            )
+            .await
+            .map_err(Refusal::AuditUnavailable)?;
+        Ok(Approved {
+            audit_seq: seq,
+            ..approved
+        })
+    }
+
+    /// The decision and its limits: an approval (not yet recorded; the caller records what it
+    /// means) or a refusal (recorded here).
+    async fn admit(&self, req: &Request, spend: Spend) -> Result<Approved, Refusal> {
         let (policy, limits) = self.live();
         let key = req.actor.key();
         let decision = {
             let mut g = limits.lock();
             if let Err(retry_after) = g.check_refusal(&key) {
                 drop(g);
-                self.suppress(&key, &req);
+                self.suppress(&key, req);
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
-            let d = decide(&policy, &g, &req);
+            let d = decide(&policy, &decision::Spending(&g, spend), req);
             match &d {
-                Decision::Approve(a) => g.take(&key, &a.instance),
+                Decision::Approve(a) => g.take_spend(&key, &a.instance, spend),
                 Decision::Refuse(_) => g.take_refusal(&key),
             }
             d
         };
         match decision {
-            Decision::Approve(approved) => {
-                let seq = self
-                    .record(
-                        Event::Requested,
-                        &req,
-                        Some(&approved.instance),
-                        Some(&approved.region),
-                        approved.rule,
-                        None,
-                    )
-                    .await
-                    .map_err(Refusal::AuditUnavailable)?;
-                Ok(Approved {
-                    audit_seq: seq,
-                    ..*approved
-                })
-            }
+            Decision::Approve(approved) => Ok(*approved),
             Decision::Refuse(rejected) => {
                 let Rejection {
                     refusal,
@@ -194,11 +205,13 @@ impl<C: Console> Core<C> {
                 match self
                     .record(
                         outcome.event(),
-                        &req,
+                        req,
                         instance.as_ref(),
                         region.as_ref(),
-                        None,
-                        Some(outcome.code()),
+                        Entry {
+                            code: Some(outcome.code().to_owned()),
+                            ..Entry::default()
+                        },
                     )
                     .await
                 {
@@ -389,8 +402,7 @@ impl<C: Console> Core<C> {
         req: &Request,
         instance: Option<&InstanceId>,
         region: Option<&Region>,
-        rule: Option<usize>,
-        code: Option<&str>,
+        extra: Entry,
     ) -> Result<u64, AuditError> {
         // What the user typed is recorded only once it is known to be well-formed; a malformed ID
         // is recorded as a bounded, escaped quote.
@@ -411,9 +423,7 @@ impl<C: Console> Core<C> {
                     instance: Some(instance),
                     region: region.map(Region::to_string),
                     reason,
-                    rule,
-                    code: code.map(str::to_owned),
-                    ..Entry::default()
+                    ..extra
                 },
             )
             .await;
@@ -433,7 +443,7 @@ mod tests {
 
     use std::num::NonZeroU32;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
     use crate::access::Rule;
@@ -497,6 +507,8 @@ mod tests {
             regions: vec![Region::parse("ap-guangzhou").unwrap()],
             require_reason: false,
             guilds: vec![sf(GUILD)],
+            grant_for: std::time::Duration::from_secs(600),
+            links_per_grant: 3,
         }
     }
 
@@ -788,5 +800,269 @@ mod tests {
         }
         gate.add_permits(100);
         assert_eq!(approved, 10, "per_instance_per_minute is 10");
+    }
+
+    // ---- grants ----------------------------------------------------------------------------
+
+    fn roles(r: &[u64]) -> Option<Vec<Snowflake>> {
+        Some(r.iter().map(|r| sf(*r)).collect())
+    }
+
+    fn discord(id: u64) -> Actor {
+        Actor::Discord {
+            id,
+            name: format!("m{id}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_mints_nothing_until_pressed_and_each_press_mints_one_link() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        assert_eq!(f.calls(), 0, "no Tencent call at grant time");
+        assert!(g.until > SystemTime::now() + Duration::from_secs(590));
+        for _ in 0..3 {
+            let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+            let m = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+            assert_eq!(m.grant.id, g.id);
+        }
+        assert_eq!(f.calls(), 3);
+        // links_per_grant is 3 in this policy.
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(1)).await,
+            Err(Refusal::LinksUsed(3))
+        ));
+        let r = f.records();
+        assert_eq!(r[0].0, "granted");
+        assert_eq!((r[1].0.as_str(), r[1].2), ("requested", Some(g.id)));
+        assert_eq!(
+            (r[2].0.as_str(), r[2].2),
+            ("issued", Some(r[1].2.unwrap() + 1))
+        );
+        let last = r.last().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.1.as_deref(), last.2),
+            ("limited", Some("links_used"), Some(g.id))
+        );
+    }
+
+    #[tokio::test]
+    async fn presses_by_others_after_done_or_on_forged_ids_are_refused_and_recorded() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(2)).await,
+            Err(Refusal::NotHolder)
+        ));
+        assert!(matches!(
+            f.core.begin_press(g.id + 1000, &discord(1)).await,
+            Err(Refusal::UnknownGrant)
+        ));
+        // Done by someone else is refused; by the holder it ends the grant.
+        assert!(f
+            .core
+            .end_grant(g.id, &discord(2), EndWhy::Done)
+            .await
+            .is_err());
+        assert!(f
+            .core
+            .end_grant(g.id, &discord(1), EndWhy::Done)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(f
+            .core
+            .end_grant(g.id, &discord(1), EndWhy::Done)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(1)).await,
+            Err(Refusal::GrantEnded)
+        ));
+        assert_eq!(f.calls(), 0);
+        let codes: Vec<_> = f.records().into_iter().map(|r| (r.0, r.1)).collect();
+        let c = |e: &str, c: &str| (e.to_owned(), Some(c.to_owned()));
+        assert_eq!(
+            codes[1..],
+            [
+                c("denied", "not_holder"),
+                c("invalid", "bad_button"),
+                c("denied", "not_holder"),
+                c("ended", "done"),
+                c("invalid", "grant_ended"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_role_ends_the_grant_and_unknown_roles_never_mint() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        assert!(matches!(
+            f.core.finish_press(press, None).await,
+            Err(Refusal::RolesUnavailable)
+        ));
+        assert!(
+            f.core.grant_is_live(g.id),
+            "a failed member fetch does not end the grant"
+        );
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        assert!(matches!(
+            f.core.finish_press(press, roles(&[])).await,
+            Err(Refusal::RoleRemoved { .. })
+        ));
+        assert!(!f.core.grant_is_live(g.id));
+        assert_eq!(f.calls(), 0);
+        let last = f.records().pop().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.1.as_deref()),
+            ("ended", Some("role_removed"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_presses_at_once_never_mint_two_links_for_one_press() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let f = Arc::new(Fixture::new(None, Some(Arc::clone(&gate))));
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let first = {
+            let f = Arc::clone(&f);
+            tokio::spawn(async move {
+                let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+                f.core
+                    .finish_press(press, roles(&[ONCALL]))
+                    .await
+                    .map(|_| ())
+            })
+        };
+        // The first press is minting (held at the gate): a second one is refused.
+        while f.records().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(1)).await,
+            Err(Refusal::PressInProgress)
+        ));
+        gate.add_permits(1);
+        first.await.unwrap().unwrap();
+        assert_eq!(f.calls(), 1);
+        // And once it is done, the next press goes through.
+        gate.add_permits(1);
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_members_recent_link_is_a_heads_up() {
+        let f = Fixture::new(None, None);
+        let a = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let b = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(a.id, &discord(1)).await.unwrap();
+        assert!(f
+            .core
+            .finish_press(press, roles(&[ONCALL]))
+            .await
+            .unwrap()
+            .heads_up
+            .is_none());
+        let press = f.core.begin_press(b.id, &discord(2)).await.unwrap();
+        let m = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        assert_eq!(m.heads_up.map(|h| h.user), Some(1));
+        // One's own earlier link is no news.
+        let press = f.core.begin_press(b.id, &discord(2)).await.unwrap();
+        let m = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        assert!(m.heads_up.is_none());
+    }
+
+    /// A restart: a new core over the same journal knows the live grant, its DM and its links,
+    /// and which grant ran out while it was down.
+    #[tokio::test]
+    async fn grants_are_rebuilt_from_the_journal() {
+        let f = Fixture::new(None, None);
+        let live = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        f.core.record_grant_dm(&live, Ok((77, 88))).await.unwrap();
+        let press = f.core.begin_press(live.id, &discord(1)).await.unwrap();
+        f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        let done = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        f.core
+            .end_grant(done.id, &discord(2), EndWhy::Done)
+            .await
+            .unwrap();
+        let short = Policy {
+            grant_for: Duration::from_secs(0),
+            ..policy()
+        };
+        f.core.reconfigure(short, None);
+        let lapsed = f
+            .core
+            .grant(member(3, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+
+        let path = f.dir.path().join("audit.jsonl");
+        let (journal, _) = Journal::open(&path).unwrap();
+        let tencent = FakeTencent {
+            calls: AtomicUsize::new(0),
+            fail_with: None,
+            gate: None,
+        };
+        let again = Core::new(policy(), limits(3), journal, tencent);
+        let (live_now, lapsed_now) = again.rebuild_grants(&path).unwrap();
+        assert_eq!(live_now.len(), 1);
+        assert_eq!(live_now[0].id, live.id);
+        assert_eq!(live_now[0].dm, Some((77, 88)));
+        assert_eq!(live_now[0].until, live.until);
+        assert_eq!(
+            lapsed_now.iter().map(|g| g.id).collect::<Vec<_>>(),
+            [lapsed.id]
+        );
+        // Two more links fit (3 per grant, one used before the restart).
+        for _ in 0..2 {
+            let press = again.begin_press(live.id, &discord(1)).await.unwrap();
+            again.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        }
+        assert!(matches!(
+            again.begin_press(live.id, &discord(1)).await,
+            Err(Refusal::LinksUsed(3))
+        ));
+        assert!(matches!(
+            again.begin_press(done.id, &discord(2)).await,
+            Err(Refusal::GrantEnded)
+        ));
+        assert!(again.expire_grant(lapsed.id).await.unwrap().is_some());
     }
 }

@@ -87,6 +87,22 @@ pub enum Outcome {
         code: String,
         kind: FailureKind,
     },
+    /// A press on a button that belongs to no grant (forged, foreign or forgotten).
+    BadButton,
+    /// A press after the grant ended.
+    GrantEnded,
+    /// A press by someone other than the grant's holder (a forwarded message).
+    NotHolder,
+    /// A press past `links_per_grant`.
+    LinksUsed,
+    /// A press while the grant's previous press is still minting.
+    PressInProgress,
+    /// Discord did not give the member's current roles: never mint on stale ones.
+    RolesUnavailable,
+    /// The member's roles no longer allow the instance: the grant ends.
+    RoleRemoved,
+    /// `/vnc` granted a window.
+    Granted,
     /// The link reached the member (the DM, or the terminal for `vncbot url`).
     Delivered,
     /// The member does not accept DMs from the server; the link was discarded.
@@ -119,6 +135,14 @@ impl Outcome {
             Self::TooManyRefusals => "too_many_refusals",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Tencent { code, .. } => code,
+            Self::BadButton => "bad_button",
+            Self::GrantEnded => "grant_ended",
+            Self::NotHolder => "not_holder",
+            Self::LinksUsed => "links_used",
+            Self::PressInProgress => "press_in_progress",
+            Self::RolesUnavailable => "roles_unavailable",
+            Self::RoleRemoved => "role_removed",
+            Self::Granted => "granted",
             Self::Delivered => "delivered",
             Self::DmsClosed => "dms_closed",
             Self::DmFailed => "dm_failed",
@@ -130,6 +154,14 @@ impl Outcome {
     pub fn channel_text(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Self::Delivered => "delivered by DM",
+            Self::BadButton => "refused: a button of no known grant",
+            Self::GrantEnded => "refused: the grant had ended",
+            Self::NotHolder => "refused: pressed by someone other than the holder",
+            Self::LinksUsed => "limited: the grant used all its links",
+            Self::PressInProgress => "refused: a link was already being made",
+            Self::RolesUnavailable => "refused: Discord did not give the member's roles",
+            Self::RoleRemoved => "denied: the member's role was removed; grant ended",
+            Self::Granted => "granted",
             Self::DmsClosed => "not delivered: DMs closed, link discarded",
             Self::DmFailed => "not delivered: DM failed, link discarded",
             Self::NotPrinted => "not delivered: the terminal went away, link discarded",
@@ -155,9 +187,17 @@ impl Outcome {
             | Self::BadInstance
             | Self::BadRegion
             | Self::BadReason
-            | Self::AuditUnavailable => Event::Invalid,
-            Self::Denied => Event::Denied,
-            Self::LimitedMember | Self::LimitedInstance | Self::TooManyRefusals => Event::Limited,
+            | Self::AuditUnavailable
+            | Self::BadButton
+            | Self::GrantEnded
+            | Self::RolesUnavailable => Event::Invalid,
+            Self::Denied | Self::NotHolder | Self::RoleRemoved => Event::Denied,
+            Self::LimitedMember
+            | Self::LimitedInstance
+            | Self::TooManyRefusals
+            | Self::LinksUsed
+            | Self::PressInProgress => Event::Limited,
+            Self::Granted => Event::Granted,
             Self::Tencent { .. } => Event::Failed,
             Self::Delivered => Event::Delivered,
             Self::DmsClosed | Self::DmFailed | Self::NotPrinted => Event::DmFailed,
@@ -186,7 +226,11 @@ impl Outcome {
     /// The exit code of `vncbot url` for this outcome.
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Delivered => Exit::Ok,
+            Self::Delivered | Self::Granted => Exit::Ok,
+            Self::BadButton | Self::GrantEnded | Self::RolesUnavailable => Exit::BadInput,
+            Self::NotHolder | Self::RoleRemoved | Self::LinksUsed | Self::PressInProgress => {
+                Exit::Denied
+            }
             Self::NotInGuild
             | Self::OtherGuild
             | Self::BadInstance
@@ -240,6 +284,18 @@ mod tests {
             (Outcome::DmsClosed, "dms_closed", Exit::Temporary),
             (Outcome::DmFailed, "dm_failed", Exit::Temporary),
             (Outcome::NotPrinted, "not_printed", Exit::Temporary),
+            (Outcome::Granted, "granted", Exit::Ok),
+            (Outcome::BadButton, "bad_button", Exit::BadInput),
+            (Outcome::GrantEnded, "grant_ended", Exit::BadInput),
+            (Outcome::NotHolder, "not_holder", Exit::Denied),
+            (Outcome::LinksUsed, "links_used", Exit::Denied),
+            (Outcome::PressInProgress, "press_in_progress", Exit::Denied),
+            (
+                Outcome::RolesUnavailable,
+                "roles_unavailable",
+                Exit::BadInput,
+            ),
+            (Outcome::RoleRemoved, "role_removed", Exit::Denied),
             (
                 Outcome::tencent(&api("InvalidInstanceId.NotFound")),
                 "InvalidInstanceId.NotFound",

@@ -49,6 +49,27 @@ pub enum Refusal {
     /// Fail closed: nothing happens that cannot be recorded.
     #[error("The bot cannot write its audit trail right now, so it cannot open consoles. The admins have been alerted; try again later.")]
     AuditUnavailable(#[source] AuditError),
+    #[error(
+        "This button is not valid: it belongs to no access this bot knows of. Run /vnc again."
+    )]
+    UnknownGrant,
+    #[error("This access has ended; run /vnc again.")]
+    GrantEnded,
+    #[error("This button belongs to someone else's access. Run /vnc to ask for your own.")]
+    NotHolder,
+    #[error("This access has used all of its {0} links. Run /vnc again for a new window.")]
+    LinksUsed(u32),
+    #[error("A link is already being made for this access; it will appear in a moment.")]
+    PressInProgress,
+    #[error(
+        "Discord did not tell me your current roles, so no link was made. Try again in a moment."
+    )]
+    RolesUnavailable,
+    #[error("Your roles no longer allow {instance} in {region}, so this access has ended. Ask an admin if you need it.")]
+    RoleRemoved {
+        instance: InstanceId,
+        region: Region,
+    },
     #[error("{message}")]
     Tencent {
         error: Box<TencentError>,
@@ -100,6 +121,13 @@ impl Refusal {
             Refusal::Limited(Limited::Instance { .. }) => Outcome::LimitedInstance,
             Refusal::TooManyRefusals { .. } => Outcome::TooManyRefusals,
             Refusal::AuditUnavailable(_) => Outcome::AuditUnavailable,
+            Refusal::UnknownGrant => Outcome::BadButton,
+            Refusal::GrantEnded => Outcome::GrantEnded,
+            Refusal::NotHolder => Outcome::NotHolder,
+            Refusal::LinksUsed(_) => Outcome::LinksUsed,
+            Refusal::PressInProgress => Outcome::PressInProgress,
+            Refusal::RolesUnavailable => Outcome::RolesUnavailable,
+            Refusal::RoleRemoved { .. } => Outcome::RoleRemoved,
             Refusal::Tencent { error, .. } => Outcome::tencent(error),
         }
     }

@@ -40,6 +40,10 @@ pub struct Policy {
     pub require_reason: bool,
     /// Servers whose members may ask.
     pub guilds: Vec<Snowflake>,
+    /// How long a grant lasts.
+    pub grant_for: std::time::Duration,
+    /// Links one grant may mint.
+    pub links_per_grant: u32,
 }
 
 impl Policy {
@@ -49,6 +53,8 @@ impl Policy {
             regions: c.tencent.regions.clone(),
             require_reason: c.audit.require_reason,
             guilds: c.discord.guild_ids.clone(),
+            grant_for: c.grants.duration(),
+            links_per_grant: c.grants.links_per_grant,
         }
     }
 }
