@@ -37,10 +37,30 @@ pub struct App {
     config: Mutex<Config>,
     /// Set by the Discord adapter once the gateway is up.
     pub http: OnceLock<Arc<Http>>,
+    http_ready: tokio::sync::Notify,
     connected: AtomicBool,
 }
 
 impl App {
+    /// Called once the gateway is up.
+    pub fn set_http(&self, http: Arc<Http>) {
+        let _ = self.http.set(http);
+        self.http_ready.notify_waiters();
+    }
+
+    /// The REST client, once the gateway has come up.
+    pub async fn wait_for_http(&self) -> Arc<Http> {
+        loop {
+            let ready = self.http_ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(h) = self.http.get() {
+                return Arc::clone(h);
+            }
+            ready.await;
+        }
+    }
+
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::SeqCst);
         METRICS.gateway_connected.set(i64::from(up));
@@ -129,6 +149,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         config: Mutex::new(config.clone()),
         http: OnceLock::new(),
+        http_ready: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
     });
     if let Some(admin) = config.admin {
@@ -139,6 +160,23 @@ pub async fn run(
                 addr: admin.listen,
                 source,
             })?;
+    }
+    // Grants survive a restart: their buttons keep working, and those whose window ran out
+    // while the bot was down are ended (and their DMs edited once the gateway is up).
+    match app.core.rebuild_grants(&config.audit.path) {
+        Ok((live, lapsed)) => {
+            tracing::info!(
+                live = live.len(),
+                lapsed = lapsed.len(),
+                "grants rebuilt from the journal"
+            );
+            for g in live.into_iter().chain(lapsed) {
+                discord::grant_buttons::schedule_end(&app, g);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild grants from the journal; their buttons will be refused")
+        }
     }
     let mut client = discord::client(&config, token, Arc::clone(&app))
         .await
@@ -162,6 +200,7 @@ pub async fn run(
         loop {
             tick.tick().await;
             housekeeping.core.limits().shrink();
+            housekeeping.core.shrink_grants();
             housekeeping.flush_suppressed().await;
         }
     });

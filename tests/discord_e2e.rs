@@ -61,6 +61,100 @@ async fn reply_text(bot: &Bot, token: &str) -> String {
     call.body["content"].as_str().unwrap_or_default().to_owned()
 }
 
+/// A grant as the member sees it: the ephemeral reply and the DM with its buttons.
+struct Granted {
+    dm_channel: u64,
+    dm_message: u64,
+    grant: u64,
+    user: u64,
+}
+
+/// `/vnc` by `user` with `roles` (also what a member fetch answers), up to the grant's DM.
+async fn grant(bot: &Bot, user: u64, roles: Vec<u64>, options: Vec<(&str, &str)>) -> Granted {
+    bot.discord.set_roles(user, roles.clone());
+    let token = bot.discord.invoke(vnc(user, roles, options));
+    let reply = reply_text(bot, &token).await;
+    assert!(reply.contains("in your DMs"), "{reply}");
+    let dm_channel = *bot.discord.dm_channels_of(user).last().unwrap();
+    let dm = bot
+        .discord
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| {
+            c.method == "POST"
+                && c.path == format!("/api/v10/channels/{dm_channel}/messages")
+                && c.status == 200
+        })
+        .expect("the grant's DM was sent");
+    let custom_id = dm.body["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Granted {
+        dm_message: dm.reply["id"].as_str().unwrap().parse().unwrap(),
+        grant: custom_id
+            .strip_prefix("vnc:open:")
+            .unwrap()
+            .parse()
+            .unwrap(),
+        dm_channel,
+        user,
+    }
+}
+
+/// Presses a button of the grant's DM; returns the press's token.
+fn press_button(bot: &Bot, g: &Granted, which: &str) -> String {
+    bot.discord.press(
+        g.user,
+        g.dm_channel,
+        g.dm_message,
+        &format!("vnc:{which}:{}", g.grant),
+    )
+}
+
+/// Presses Open console and waits for what the press did: the DM edited (a link, or the grant
+/// ended) or an ephemeral follow-up.
+async fn press(bot: &Bot, g: &Granted) -> (String, Call) {
+    let token = press_button(bot, g, "open");
+    let shown = press_result(bot, &token).await;
+    (token, shown)
+}
+
+async fn press_result(bot: &Bot, token: &str) -> Call {
+    bot.discord
+        .wait_for(Duration::from_secs(15), "the press's answer", |c| {
+            c.path.contains(token) && !c.path.ends_with("/callback")
+        })
+        .await
+}
+
+/// The ephemeral follow-up a press got.
+async fn press_followup(bot: &Bot, token: &str) -> String {
+    let c = bot
+        .discord
+        .wait_for(Duration::from_secs(15), "the press's follow-up", |c| {
+            c.method == "POST" && c.path.contains(token) && !c.path.ends_with("/callback")
+        })
+        .await;
+    assert_eq!(c.body["flags"].as_u64(), Some(64), "ephemeral: {}", c.body);
+    assert_eq!(c.body["allowed_mentions"]["parse"], serde_json::json!([]));
+    c.body["content"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `/vnc` then Open console: the DM edit that shows the link.
+async fn open_console(
+    bot: &Bot,
+    user: u64,
+    roles: Vec<u64>,
+    options: Vec<(&str, &str)>,
+) -> (Granted, Call) {
+    let g = grant(bot, user, roles, options).await;
+    let (_, shown) = press(bot, &g).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
+    (g, shown)
+}
+
 /// The first DM the bot sent in `dm_channel`.
 fn first_dm(bot: &Bot, dm_channel: u64) -> Call {
     bot.discord
@@ -99,6 +193,7 @@ fn journal_events(bot: &Bot) -> Vec<String> {
 async fn allowed_member_gets_the_link_by_dm_only() {
     let bot = start_bot(|t| t).await;
     let sent = Instant::now();
+    bot.discord.set_roles(111, vec![ONCALL_ROLE]);
     let token = bot.discord.invoke(vnc(
         111,
         vec![ONCALL_ROLE],
@@ -121,21 +216,55 @@ async fn allowed_member_gets_the_link_by_dm_only() {
     );
     assert!(callback.at.duration_since(sent) < Duration::from_secs(3));
 
-    let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
+    // The grant's DM: no link and no Tencent call yet, Open console and Done.
     let dm_channel = bot.discord.dm_channels_of(111)[0];
     let dm = first_dm(&bot, dm_channel);
+    assert!(
+        bot.cvm.seen().is_empty(),
+        "nothing is minted before a press"
+    );
+    let buttons = &dm.body["components"][0]["components"];
     assert_eq!(
-        dm.body["components"][0]["components"][0]["url"],
+        (buttons[0]["label"].as_str(), buttons[1]["label"].as_str()),
+        (Some("Open console"), Some("Done"))
+    );
+    let content = dm.body["content"].as_str().unwrap();
+    assert!(
+        content.contains("ins-running1") && content.contains(":t>") && content.contains(":R>"),
+        "{content}"
+    );
+    let g = Granted {
+        dm_message: dm.reply["id"].as_str().unwrap().parse().unwrap(),
+        grant: buttons[0]["custom_id"].as_str().unwrap()[9..]
+            .parse()
+            .unwrap(),
+        dm_channel,
+        user: 111,
+    };
+
+    // Open console: a deferred update at once, then the DM shows a fresh link.
+    let pressed = Instant::now();
+    let (press_token, shown) = press(&bot, &g).await;
+    let callback = &bot.discord.calls_for(&press_token)[0];
+    assert_eq!(callback.body["type"].as_u64(), Some(6));
+    assert!(callback.at.duration_since(pressed) < Duration::from_secs(3));
+    let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
+    assert_eq!(
+        shown.body["components"][0]["components"][0]["url"],
         link.as_str()
     );
-    assert_eq!(dm.body["components"][0]["components"][0]["style"], 5);
-    let content = dm.body["content"].as_str().unwrap();
+    assert_eq!(shown.body["components"][0]["components"][0]["style"], 5);
+    assert_eq!(
+        shown.body["components"][0]["components"][0]["label"],
+        "Connect"
+    );
+    let content = shown.body["content"].as_str().unwrap();
     assert!(
         content.contains("ins-running1") && content.contains("once") && content.contains(":R>")
     );
     // The link is in that DM and nowhere else.
     for c in bot.discord.calls() {
-        if c.path != dm.path {
+        if c.path != shown.path {
             assert!(
                 !c.body.to_string().contains(&bot.cvm.issued()[0]),
                 "link leaked in {}",
@@ -143,13 +272,17 @@ async fn allowed_member_gets_the_link_by_dm_only() {
             );
         }
     }
-    assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
-
-    // After 15 s the DM is edited to drop the dead link.
+    // After 15 s the dead link is scrubbed, and Open console is back while the grant lasts.
     let expired = expiry_edit(&bot, dm_channel).await;
-    let content = expired.body["content"].as_str().unwrap();
-    assert!(content.contains("expired") && content.contains("/vnc") && !content.contains("bjvnc"));
-    assert_eq!(expired.body["components"], serde_json::json!([]));
+    assert_eq!(
+        journal_events(&bot),
+        ["granted", "delivered", "requested", "issued", "delivered"]
+    );
+    assert!(!expired.body.to_string().contains(&bot.cvm.issued()[0]));
+    assert_eq!(
+        expired.body["components"][0]["components"][0]["label"],
+        "Open console"
+    );
 }
 
 #[tokio::test]
@@ -229,31 +362,23 @@ async fn refusals_never_reach_tencent() {
 #[tokio::test]
 async fn tencent_errors_are_explained() {
     let bot = start_bot(|t| t).await;
-    let d = &bot.discord;
-    let nf = d.invoke(vnc(
-        301,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-nothere1")],
-    ));
-    assert!(reply_text(&bot, &nf)
+    let explain = |user: u64, instance: &'static str| {
+        let bot = &bot;
+        async move {
+            let g = grant(bot, user, vec![ONCALL_ROLE], vec![("instance", instance)]).await;
+            let token = press_button(bot, &g, "open");
+            press_followup(bot, &token).await
+        }
+    };
+    assert!(explain(301, "ins-nothere1")
         .await
         .contains("no instance ins-nothere1 in ap-guangzhou"));
-    let stopped = d.invoke(vnc(
-        302,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-stopped1")],
-    ));
-    assert!(reply_text(&bot, &stopped)
+    assert!(explain(302, "ins-stopped1")
         .await
         .contains("does not allow a console"));
     bot.cvm
         .script([Scripted::Error("AuthFailure.SignatureFailure")]);
-    let auth = d.invoke(vnc(
-        303,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    ));
-    let text = reply_text(&bot, &auth).await;
+    let text = explain(303, "ins-running1").await;
     assert!(
         text.contains("misconfigured") && text.contains("admins"),
         "{text}"
@@ -275,28 +400,24 @@ async fn closed_dms_mean_no_link_anywhere() {
         text.contains("could not send you a DM") && text.contains("Privacy Settings"),
         "{text}"
     );
-    let issued = bot.cvm.issued();
-    assert_eq!(issued.len(), 1);
-    for c in bot.discord.calls().iter().filter(|c| c.status < 300) {
-        assert!(
-            !c.body.to_string().contains(&issued[0]),
-            "link delivered in {}",
-            c.path
-        );
-    }
-    assert_eq!(journal_events(&bot), ["requested", "issued", "dm_failed"]);
+    // Nothing was minted: a grant nobody can press is ended at once.
+    assert!(bot.cvm.issued().is_empty());
+    assert_eq!(journal_events(&bot), ["granted", "dm_failed", "ended"]);
 }
 
 #[tokio::test]
 async fn a_slow_tencent_does_not_delay_the_deferral() {
     let bot = start_bot(|t| t.replace("timeout_secs = 2", "timeout_secs = 10")).await;
     bot.cvm.script([Scripted::Delay(Duration::from_secs(4))]);
-    let sent = Instant::now();
-    let token = bot.discord.invoke(vnc(
+    let g = grant(
+        &bot,
         501,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-running1")],
-    ));
+    )
+    .await;
+    let sent = Instant::now();
+    let token = press_button(&bot, &g, "open");
     let callback = bot
         .discord
         .wait_for(Duration::from_secs(3), "the deferral", |c| {
@@ -304,7 +425,12 @@ async fn a_slow_tencent_does_not_delay_the_deferral() {
         })
         .await;
     assert!(callback.at.duration_since(sent) < Duration::from_secs(3));
-    assert!(reply_text(&bot, &token).await.contains("in your DMs"));
+    let shown = press_result(&bot, &token).await;
+    assert!(shown.path.ends_with("@original"));
+    assert!(shown.body["content"]
+        .as_str()
+        .unwrap()
+        .contains("works **once**"));
 }
 
 #[tokio::test]
@@ -312,10 +438,7 @@ async fn the_per_member_limit_says_when_to_retry() {
     let bot = start_bot(|t| t).await;
     for i in 0..3 {
         let id = format!("ins-load{i:04}");
-        let t = bot
-            .discord
-            .invoke(vnc(601, vec![ONCALL_ROLE], vec![("instance", &id)]));
-        assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+        grant(&bot, 601, vec![ONCALL_ROLE], vec![("instance", &id)]).await;
     }
     let t = bot.discord.invoke(vnc(
         601,
@@ -327,27 +450,33 @@ async fn the_per_member_limit_says_when_to_retry() {
         text.contains("too often") && text.contains("Try again in"),
         "{text}"
     );
-    assert_eq!(bot.cvm.seen().len(), 3);
+    assert_eq!(bot.cvm.seen().len(), 0, "grants mint nothing");
 }
 
 #[tokio::test]
 async fn fifty_members_at_once_are_all_served_within_tencents_limit() {
     let bot = start_bot(|t| t).await;
     let ids: Vec<String> = (0..50).map(|i| format!("ins-load{i:04}")).collect();
-    let tokens: Vec<String> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            bot.discord.invoke(vnc(
+    let mut grants = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        grants.push(
+            grant(
+                &bot,
                 7000 + i as u64,
                 vec![ONCALL_ROLE],
                 vec![("instance", id)],
-            ))
-        })
+            )
+            .await,
+        );
+    }
+    // All fifty press at once.
+    let tokens: Vec<String> = grants
+        .iter()
+        .map(|g| press_button(&bot, g, "open"))
         .collect();
     for t in &tokens {
-        let text = reply_text(&bot, t).await;
-        assert!(text.contains("in your DMs"), "{text}");
+        let shown = press_result(&bot, t).await;
+        assert!(shown.path.ends_with("@original"), "{shown:?}");
     }
     let seen = bot.cvm.seen();
     assert_eq!(seen.len(), 50);
@@ -377,7 +506,7 @@ async fn discord_rest_errors_never_stop_the_bot() {
         c.path.contains(&t)
     })
     .await;
-    // Opening the DM channel is rate limited: the link is discarded and the member told.
+    // Opening the DM channel is rate limited: the grant is ended and the member told.
     d.fail("POST", "/users/@me/channels", 429, 1);
     let t = d.invoke(vnc(
         802,
@@ -424,10 +553,11 @@ async fn discord_rest_errors_never_stop_the_bot() {
         "{events:?}"
     );
     assert_eq!(
-        bot.cvm.seen().len(),
+        events.iter().filter(|e| *e == "granted").count(),
         4,
-        "the failed deferral minted nothing"
+        "the failed deferral granted nothing: {events:?}"
     );
+    assert!(bot.cvm.seen().is_empty(), "grants mint nothing");
 }
 
 #[tokio::test]
@@ -444,15 +574,17 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
     let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
     // The first two posts fail: the line is retried, and the member is not kept waiting.
     d.fail("POST", &path, 500, 2);
-    let ok = d.invoke(vnc(
+    let g = grant(
+        &bot,
         901,
         vec![ONCALL_ROLE],
         vec![
             ("instance", "ins-running1"),
             ("reason", "@everyone **now** INC-1"),
         ],
-    ));
-    assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
+    )
+    .await;
+    press(&bot, &g).await;
     let denied = d.invoke(vnc(902, vec![WEB_ROLE], vec![("instance", "ins-running1")]));
     assert!(reply_text(&bot, &denied)
         .await
@@ -483,8 +615,9 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
             }
         }
     };
-    let lines = posted(2).await;
-    assert_eq!(lines.len(), 2, "{:#?}", d.calls());
+    // One line for the grant, one for the link minted by the press, one for the refusal.
+    let lines = posted(3).await;
+    assert_eq!(lines.len(), 3, "{:#?}", d.calls());
     let rid = &bot.cvm.seen()[0].request_id;
     let first = lines[0].body["content"].as_str().unwrap();
     assert!(
@@ -492,14 +625,21 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
         "{first}"
     );
     assert!(
-        first.contains("delivered by DM") && first.contains(rid.as_str()),
+        first.contains("granted") && first.contains(&format!("grant {}", g.grant)),
         "{first}"
     );
     assert!(
         first.contains("@\u{200b}everyone \\*\\*now\\*\\*"),
         "{first}"
     );
-    let second = lines[1].body["content"].as_str().unwrap();
+    let minted = lines[1].body["content"].as_str().unwrap();
+    assert!(
+        minted.contains("<@901>")
+            && minted.contains("delivered by DM")
+            && minted.contains(rid.as_str()),
+        "{minted}"
+    );
+    let second = lines[2].body["content"].as_str().unwrap();
     assert!(
         second.contains("<@902>") && second.contains("**denied**"),
         "{second}"
@@ -557,18 +697,22 @@ async fn healthz_and_metrics() {
     let (status, body) = get(&admin, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 
-    let t = bot.discord.invoke(vnc(
+    open_console(
+        &bot,
         1101,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-running1")],
-    ));
-    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
-    let t = bot.discord.invoke(vnc(
+    )
+    .await;
+    let g = grant(
+        &bot,
         1102,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-nothere1")],
-    ));
-    reply_text(&bot, &t).await;
+    )
+    .await;
+    let t = press_button(&bot, &g, "open");
+    press_followup(&bot, &t).await;
     let (status, metrics) = get(&admin, "/metrics").await;
     assert_eq!(status, 200);
     for expect in [
@@ -599,20 +743,18 @@ async fn healthz_and_metrics() {
 async fn a_link_too_long_for_a_button_goes_in_the_dm_as_a_markdown_link() {
     let bot = start_bot(|t| t).await;
     bot.cvm.set_token_len(600);
-    let t = bot.discord.invoke(vnc(
+    let (_, dm) = open_console(
+        &bot,
         1201,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-running1")],
-    ));
-    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    )
+    .await;
     let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
     assert!(link.len() > 512);
-    let dm_channel = bot.discord.dm_channels_of(1201)[0];
-    let dm = first_dm(&bot, dm_channel);
+    // No link button (only Done); the link is a Markdown link in the text.
     assert!(
-        dm.body["components"]
-            .as_array()
-            .is_none_or(|c| c.is_empty()),
+        !dm.body["components"].to_string().contains("\"url\""),
         "{}",
         dm.body
     );
@@ -666,15 +808,17 @@ async fn a_required_reason_is_enforced_and_offered_as_required() {
         vec![("instance", "ins-running1"), ("reason", "fix")],
     ));
     assert!(reply_text(&bot, &short).await.contains("too short"));
-    let ok = bot.discord.invoke(vnc(
+    let g = grant(
+        &bot,
         1303,
         vec![ONCALL_ROLE],
         vec![
             ("instance", "ins-running1"),
             ("reason", "INC-42 disk full on web"),
         ],
-    ));
-    assert!(reply_text(&bot, &ok).await.contains("in your DMs"));
+    )
+    .await;
+    press(&bot, &g).await;
     assert_eq!(bot.cvm.seen().len(), 1);
     let journal = std::fs::read_to_string(bot.journal()).unwrap();
     assert!(journal.contains("INC-42 disk full on web"));
@@ -684,47 +828,52 @@ async fn a_required_reason_is_enforced_and_offered_as_required() {
 async fn a_link_too_long_for_the_message_text_goes_in_an_embed() {
     let bot = start_bot(|t| t).await;
     bot.cvm.set_token_len(2500);
-    let t = bot.discord.invoke(vnc(
+    let (g, dm) = open_console(
+        &bot,
         1301,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-running1")],
-    ));
-    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
+    )
+    .await;
     let link = format!("{CONSOLE_PAGE}{}", bot.cvm.issued()[0]);
     assert!(link.len() > 2000);
-    let dm_channel = bot.discord.dm_channels_of(1301)[0];
-    let dm = first_dm(&bot, dm_channel);
     let content = dm.body["content"].as_str().unwrap();
     assert!(content.chars().count() <= 2000 && !content.contains(&link));
     let description = dm.body["embeds"][0]["description"].as_str().unwrap();
     assert!(description.contains(&link), "{}", dm.body);
     assert!(description.chars().count() <= 4096);
-    assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
     // The expiry edit drops the embed as well as the text.
-    let expired = expiry_edit(&bot, dm_channel).await;
+    let expired = expiry_edit(&bot, g.dm_channel).await;
+    assert_eq!(
+        journal_events(&bot),
+        ["granted", "delivered", "requested", "issued", "delivered"]
+    );
     assert_eq!(expired.body["embeds"], serde_json::json!([]));
     assert!(!expired.body.to_string().contains(&link));
 }
 
-/// Discord took the DM but its answer was lost: the bot sends it again with the same nonce,
-/// learns the message's ID, records it delivered and scrubs it when the link expires.
+/// Discord took the grant's DM but its answer was lost: the bot sends it again with the same
+/// nonce, learns the message's ID, records it delivered, and its buttons work.
 #[tokio::test]
-async fn a_dm_whose_answer_was_lost_is_still_recorded_and_scrubbed() {
+async fn a_dm_whose_answer_was_lost_is_still_recorded_and_usable() {
     let bot = start_bot(|t| t).await;
     bot.discord.lose_answer("POST", "/messages", 1);
-    let t = bot.discord.invoke(vnc(
+    let g = grant(
+        &bot,
         1401,
         vec![ONCALL_ROLE],
         vec![("instance", "ins-running1")],
-    ));
-    assert!(reply_text(&bot, &t).await.contains("in your DMs"));
-    let dm_channel = bot.discord.dm_channels_of(1401)[0];
+    )
+    .await;
     let posts = bot.discord.calls().into_iter().filter(|c| {
-        c.method == "POST" && c.path == format!("/api/v10/channels/{dm_channel}/messages")
+        c.method == "POST" && c.path == format!("/api/v10/channels/{}/messages", g.dm_channel)
     });
     assert_eq!(posts.count(), 2, "sent once more after the lost answer");
-    assert_eq!(journal_events(&bot), ["requested", "issued", "delivered"]);
-    let expired = expiry_edit(&bot, dm_channel).await;
+    assert_eq!(journal_events(&bot), ["granted", "delivered"]);
+    let (_, shown) = press(&bot, &g).await;
+    assert!(shown.path.ends_with("@original"));
+    let expired = expiry_edit(&bot, g.dm_channel).await;
+    assert!(expired.path.ends_with(&g.dm_message.to_string()));
     assert!(!expired.body.to_string().contains(&bot.cvm.issued()[0]));
 }
 

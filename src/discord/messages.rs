@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::core::{Issued, Suppressed};
+use crate::core::{EndWhy, Grant, HeadsUp, Issued, Suppressed};
 use crate::link::VALID_FOR_SECS;
 
 /// Discord's limit for a link button's `url`.
@@ -21,16 +21,48 @@ pub fn clock(t: SystemTime) -> String {
     crate::link::utc_clock(t)
 }
 
-/// The DM's text. With `inline_link`, the link goes in the text as a Markdown link (when it is
-/// too long for a button); otherwise the caller adds a link button.
-pub fn dm_text(issued: &Issued, inline_link: Option<&str>) -> String {
+/// The grant's DM, waiting for a press.
+pub fn grant_dm(g: &Grant) -> String {
+    let u = unix(g.until);
+    format!(
+        "Console access to **{}** ({}) until <t:{u}:t> (<t:{u}:R>). Press **Open console** when you are at the keyboard: each press makes a fresh link that works once, for {VALID_FOR_SECS} seconds.",
+        g.instance, g.region
+    )
+}
+
+/// The ephemeral answer to `/vnc` once the grant's DM is sent.
+pub fn grant_reply(g: &Grant) -> String {
+    let u = unix(g.until);
+    format!(
+        "Console access to **{}** ({}) is in your DMs until <t:{u}:t> (<t:{u}:R>): press **Open console** there when you are ready.",
+        g.instance, g.region
+    )
+}
+
+/// The DM while a fresh link is in it. With `inline_link`, the link goes in the text as a
+/// Markdown link (when it is too long for a button); otherwise the caller adds a link button.
+pub fn link_dm(
+    issued: &Issued,
+    g: &Grant,
+    heads_up: Option<HeadsUp>,
+    inline_link: Option<&str>,
+) -> String {
     let t = unix(issued.expires_at);
+    let u = unix(g.until);
     let mut s = format!(
-        "Console for **{}** ({}). The link works **once**, and only until <t:{t}:T> ({}, <t:{t}:R>): open it now.",
+        "Console link for **{}** ({}): it works **once**, until <t:{t}:T> ({}, <t:{t}:R>). Access lasts until <t:{u}:R>.",
         issued.instance,
         issued.region,
         clock(issued.expires_at)
     );
+    if let Some(h) = heads_up {
+        // A mention renders the name; `allowed_mentions` (none) keeps it from pinging.
+        s.push_str(&format!(
+            "\nHeads-up: <@{}> opened this console {} s ago.",
+            h.user,
+            h.ago.as_secs()
+        ));
+    }
     if let Some(link) = inline_link {
         s.push_str(&format!("\n[Open the console](<{link}>)"));
     }
@@ -43,23 +75,18 @@ pub fn dm_embed_link(link: &str) -> String {
     format!("[Open the console]({link})")
 }
 
-/// What the DM becomes once the link is dead.
-pub fn dm_expired(issued: &Issued) -> String {
+/// The DM once its grant has ended: no buttons.
+pub fn grant_ended_dm(g: &Grant, why: EndWhy, at: SystemTime) -> String {
+    let n = unix(at);
+    let why = match why {
+        EndWhy::Done => " (you pressed Done)",
+        EndWhy::Expired => "",
+        EndWhy::RoleRemoved => ": your roles no longer allow it",
+        EndWhy::DmFailed => "",
+    };
     format!(
-        "Console for **{}** ({}): expired at {}. Run `/vnc` again for a new link.",
-        issued.instance,
-        issued.region,
-        clock(issued.expires_at)
-    )
-}
-
-pub fn reply_sent(issued: &Issued) -> String {
-    let t = unix(issued.expires_at);
-    format!(
-        "The console link for **{}** ({}) is in your DMs. It works once and expires <t:{t}:R> ({}), {VALID_FOR_SECS} seconds after it was made.",
-        issued.instance,
-        issued.region,
-        clock(issued.expires_at)
+        "Console access to **{}** ({}) ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",
+        g.instance, g.region
     )
 }
 
@@ -67,7 +94,11 @@ pub const REPLY_DMS_CLOSED: &str = "I could not send you a DM, so no link was se
 Allow DMs from this server: right-click the server icon → Privacy Settings → turn on Direct Messages, then run `/vnc` again.";
 
 pub const REPLY_DM_FAILED: &str =
-    "Discord did not accept the DM with your link, so it was discarded. Try again in a moment.";
+    "Discord did not accept the DM with your console access, so none was granted. Try again in a moment.";
+
+/// A press whose link could not be shown in the DM.
+pub const PRESS_NOT_SHOWN: &str =
+    "Discord did not take the link into your DM, so it was discarded. Press **Open console** again in a moment.";
 
 pub const REPLY_SHUTTING_DOWN: &str =
     "The bot is restarting and not taking new requests. Try again in a minute.";

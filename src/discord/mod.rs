@@ -6,6 +6,7 @@
 //! [`Handler::interaction_create`].
 
 pub mod audit_feed;
+pub mod grant_buttons;
 pub mod messages;
 pub mod vnc;
 
@@ -90,7 +91,7 @@ impl EventHandler for Handler {
         let guilds = self.app.core.policy().guilds.len();
         tracing::info!(user = %ready.user.name, guilds, "connected to the Discord gateway");
         self.app.set_connected(true);
-        let _ = self.app.http.set(Arc::clone(&ctx.http));
+        self.app.set_http(Arc::clone(&ctx.http));
         self.app.audit_feed.start(Arc::clone(&ctx.http));
         register_commands(&ctx.http, &self.app).await;
     }
@@ -104,8 +105,25 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        let Interaction::Command(cmd) = interaction else {
-            return;
+        let cmd = match interaction {
+            Interaction::Command(cmd) => cmd,
+            Interaction::Component(comp) => {
+                // Counted like commands, so shutdown finishes a press in flight.
+                let work = self.app.tasks.token();
+                if self.app.tasks.is_closed() {
+                    let msg = CreateInteractionResponseMessage::new()
+                        .ephemeral(true)
+                        .content(messages::REPLY_SHUTTING_DOWN);
+                    let _ = comp
+                        .create_response(&ctx.http, CreateInteractionResponse::Message(msg))
+                        .await;
+                    return;
+                }
+                grant_buttons::run(&ctx, &self.app, &comp).await;
+                drop(work);
+                return;
+            }
+            _ => return,
         };
         // Counted until handled, so shutdown waits for it; refused once shutdown has begun.
         // The token is taken before the check: a command counted before shutdown closes the

@@ -1,19 +1,18 @@
 //! `/vnc`: registration, and the handler that turns the interaction into a core request and the
 //! outcome back into a DM and an ephemeral reply.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 use serenity::all::{
-    ChannelId, CommandInteraction, CommandOptionType, Context, CreateActionRow, CreateButton,
-    CreateCommand, CreateCommandOption, CreateEmbed, CreateMessage, EditMessage, MessageId,
-    ResolvedValue,
+    CommandInteraction, CommandOptionType, Context, CreateCommand, CreateCommandOption,
+    CreateMessage, ResolvedValue,
 };
 
-use super::messages::{self, BUTTON_URL_MAX, EMBED_DESCRIPTION_MAX, MESSAGE_MAX};
-use super::{no_mentions, reply};
+use super::messages;
+use super::{grant_buttons, no_mentions, reply};
 use crate::app::App;
 use crate::audit::Actor;
-use crate::core::{Authority, Issued, Outcome, Refusal, Request, MAX_REASON_CHARS};
+use crate::core::{Authority, Grant, Outcome, Refusal, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
 use crate::metrics::METRICS;
 
@@ -35,7 +34,7 @@ pub fn register(regions: &[Region], require_reason: bool) -> CreateCommand {
         region = region.add_string_choice(r.as_str(), r.as_str());
     }
     CreateCommand::new(NAME)
-        .description("Get a one-time console link for a CVM instance, by DM")
+        .description("Open a CVM instance's console: access by DM, a fresh link on each press")
         .dm_permission(false)
         .add_option(
             CreateCommandOption::new(
@@ -95,34 +94,39 @@ fn request(cmd: &CommandInteraction) -> Request {
     }
 }
 
-/// Runs `/vnc` on an interaction that has already been deferred.
-pub async fn run(ctx: &Context, app: &App, cmd: &CommandInteraction) {
+/// Runs `/vnc` on an interaction that has already been deferred: a grant, whose DM carries the
+/// Open console and Done buttons. No link and no Tencent call yet.
+pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     let req = request(cmd);
     let (instance, region, reason) = (req.instance.clone(), req.region.clone(), req.reason.clone());
-    let note = |outcome: &Outcome, region: Option<&str>, request_id: Option<&str>| {
+    let note = |outcome: &Outcome, region: Option<&str>, detail: Option<String>| {
         METRICS.command(outcome.code());
-        if outcome.posts_to_channel() {
-            let line = messages::audit_line(
-                cmd.user.id.get(),
-                &instance,
-                region,
-                reason.as_deref(),
-                &outcome.channel_text(),
-                request_id,
-            );
-            if outcome.is_link_line() {
-                app.audit_feed.post(line);
-            } else {
-                app.audit_feed.post_refusal(cmd.user.id.get(), line);
-            }
+        if !outcome.posts_to_channel() {
+            return;
+        }
+        let text = match detail {
+            Some(d) => format!("{} ({d})", outcome.channel_text()),
+            None => outcome.channel_text().into_owned(),
+        };
+        let line = messages::audit_line(
+            cmd.user.id.get(),
+            &instance,
+            region,
+            reason.as_deref(),
+            &text,
+            None,
+        );
+        if outcome.is_link_line() || *outcome == Outcome::Granted {
+            app.audit_feed.post(line);
+        } else {
+            app.audit_feed.post_refusal(cmd.user.id.get(), line);
         }
     };
-    match app.core.handle(req).await {
-        Ok(issued) => {
-            let region = issued.region.to_string();
-            let request_id = issued.request_id.clone();
-            let outcome = deliver(ctx, app, cmd, issued).await;
-            note(&outcome, Some(&region), Some(&request_id));
+    match app.core.grant(req).await {
+        Ok(grant) => {
+            let outcome = deliver(ctx, app, cmd, grant.clone()).await;
+            let detail = format!("grant {}", grant.id);
+            note(&outcome, Some(grant.region.as_str()), Some(detail));
         }
         Err(refusal) => {
             if let Refusal::AuditUnavailable(e) = &refusal {
@@ -131,7 +135,7 @@ pub async fn run(ctx: &Context, app: &App, cmd: &CommandInteraction) {
             let outcome = refusal.outcome();
             // A member past the refusal budget is answered, not announced again.
             if outcome != Outcome::TooManyRefusals {
-                note(&outcome, region.as_deref(), refusal.request_id());
+                note(&outcome, region.as_deref(), None);
             } else {
                 METRICS.command(outcome.code());
             }
@@ -140,90 +144,76 @@ pub async fn run(ctx: &Context, app: &App, cmd: &CommandInteraction) {
     }
 }
 
-/// The DM for a link: a link button when the link fits one (512 characters), else a Markdown
-/// link in the text while the text fits a message (2,000), else the link in an embed (whose
-/// description holds 4,096). `None` when it fits nowhere.
-fn link_message(issued: &Issued) -> Option<CreateMessage> {
-    let link = issued.url.expose_link();
-    let message = if link.len() <= BUTTON_URL_MAX {
-        CreateMessage::new()
-            .content(messages::dm_text(issued, None))
-            .components(vec![CreateActionRow::Buttons(vec![
-                CreateButton::new_link(link).label("Open console"),
-            ])])
-    } else {
-        let inline = messages::dm_text(issued, Some(link));
-        if inline.chars().count() <= MESSAGE_MAX {
-            CreateMessage::new().content(inline)
-        } else {
-            let description = messages::dm_embed_link(link);
-            if description.chars().count() > EMBED_DESCRIPTION_MAX {
-                return None;
+/// DMs the grant with its buttons; returns the outcome. A DM whose fate is unknown (Discord's
+/// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
+/// its ID is known and the buttons' DM can be edited later.
+async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) -> Outcome {
+    let message = CreateMessage::new()
+        .content(messages::grant_dm(&grant))
+        .components(grant_buttons::grant_buttons(grant.id))
+        .allowed_mentions(no_mentions())
+        .nonce(serenity::all::Nonce::String(format!("grant-{}", grant.id)))
+        .enforce_nonce(true);
+    let sent = match cmd.user.id.create_dm_channel(&ctx.http).await {
+        Ok(channel) => {
+            let mut sent = channel.send_message(&ctx.http, message.clone()).await;
+            if sent.as_ref().is_err_and(answer_lost) {
+                sent = channel.send_message(&ctx.http, message).await;
             }
-            CreateMessage::new()
-                .content(messages::dm_text(issued, None))
-                .embed(CreateEmbed::new().description(description))
+            sent.map(|m| (channel.id.get(), m.id.get()))
         }
+        Err(e) => Err(e),
     };
-    Some(message.allowed_mentions(no_mentions()))
-}
-
-/// DMs the link; returns the outcome. A DM whose fate is unknown (Discord's answer was lost) is
-/// sent once more with the same nonce, which Discord deduplicates, so that we learn its ID and
-/// can scrub it later.
-async fn deliver(ctx: &Context, app: &App, cmd: &CommandInteraction, issued: Issued) -> Outcome {
-    let actor = Actor::Discord {
-        id: cmd.user.id.get(),
-        name: cmd.user.name.clone(),
-    };
-    let sent = match link_message(&issued) {
-        None => Err(None),
-        Some(message) => {
-            let nonce = serenity::all::Nonce::String(format!("vnc-{}", issued.audit_seq));
-            let message = message.nonce(nonce).enforce_nonce(true);
-            match cmd.user.id.create_dm_channel(&ctx.http).await {
-                Ok(channel) => {
-                    let mut sent = channel.send_message(&ctx.http, message.clone()).await;
-                    if sent.as_ref().is_err_and(answer_lost) {
-                        sent = channel.send_message(&ctx.http, message).await;
-                    }
-                    sent.map(|m| (channel.id, m.id)).map_err(Some)
-                }
-                Err(e) => Err(Some(e)),
-            }
-        }
-    };
-    let outcome = match &sent {
-        Ok(_) => Outcome::Delivered,
-        Err(Some(serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r))))
-            if r.error.code == CANNOT_DM =>
-        {
-            Outcome::DmsClosed
-        }
-        Err(_) => Outcome::DmFailed,
-    };
-    if let Err(e) = app.core.record_delivery(&actor, &issued, &outcome).await {
-        tracing::error!(error = %e, audit_seq = issued.audit_seq, "AUDIT WRITE FAILED after delivering a link");
-    }
-    match sent {
-        Ok((channel, message_id)) => {
-            reply(ctx, cmd, &messages::reply_sent(&issued)).await;
-            schedule_expiry(ctx.clone(), app, channel, message_id, issued);
-        }
+    let (outcome, dm) = match sent {
+        Ok(pair) => (Outcome::Granted, Ok(pair)),
         Err(e) => {
+            let closed = matches!(&e,
+                serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r))
+                    if r.error.code == CANNOT_DM);
+            let outcome = if closed {
+                Outcome::DmsClosed
+            } else {
+                Outcome::DmFailed
+            };
             METRICS.dm_failures.inc();
-            let error = e.map_or_else(|| "link too long for any DM".to_owned(), |e| e.to_string());
-            tracing::warn!(user = %cmd.user.id, request_id = %issued.request_id, code = outcome.code(), error,
-                "could not DM the console link; it was discarded");
+            tracing::warn!(user = %cmd.user.id, grant = grant.id, code = outcome.code(), error = %e,
+                "could not DM the grant; it was ended");
+            (outcome.clone(), Err(outcome))
+        }
+    };
+    let recorded = app.core.record_grant_dm(&grant, dm.clone()).await;
+    match (dm, recorded) {
+        (Ok((c, m)), Ok(())) => {
+            reply(ctx, cmd, &messages::grant_reply(&grant)).await;
+            grant_buttons::schedule_end(
+                app,
+                Grant {
+                    dm: Some((c, m)),
+                    ..grant
+                },
+            );
+            outcome
+        }
+        (_, Err(refusal)) => {
+            // Fail closed: a grant whose DM cannot be recorded is not left usable.
+            tracing::error!(error = %refusal, grant = grant.id, "AUDIT WRITE FAILED for a grant's DM");
+            let _ = app
+                .core
+                .end_grant(grant.id, &grant.holder(), crate::core::EndWhy::DmFailed)
+                .await;
+            reply(ctx, cmd, &refusal.to_string()).await;
+            Outcome::AuditUnavailable
+        }
+        (Err(_), Ok(())) => {
             let text = if outcome == Outcome::DmsClosed {
                 messages::REPLY_DMS_CLOSED
             } else {
                 messages::REPLY_DM_FAILED
             };
             reply(ctx, cmd, text).await;
+            outcome
         }
     }
-    outcome
 }
 
 /// Discord may have taken the message although we did not hear so: a timeout, a dropped
@@ -236,30 +226,4 @@ fn answer_lost(e: &serenity::Error) -> bool {
         serenity::Error::Http(serenity::http::HttpError::Request(_)) => true,
         _ => false,
     }
-}
-
-/// Replaces the dead link in the DM once it has expired, so nobody clicks a dead link later.
-/// Shutdown waits for these (they are at most 15 s away).
-fn schedule_expiry(
-    ctx: Context,
-    app: &App,
-    channel: ChannelId,
-    message: MessageId,
-    issued: Issued,
-) {
-    let wait = issued
-        .expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    app.tasks.spawn(async move {
-        tokio::time::sleep(wait).await;
-        let edit = EditMessage::new()
-            .content(messages::dm_expired(&issued))
-            .components(vec![])
-            .embeds(vec![])
-            .allowed_mentions(no_mentions());
-        if let Err(e) = channel.edit_message(&ctx.http, message, edit).await {
-            tracing::warn!(error = %e, "could not mark the DM link as expired");
-        }
-    });
 }

@@ -26,6 +26,8 @@ pub struct Call {
     pub body: Value,
     pub at: Instant,
     pub status: u16,
+    /// What the fake answered.
+    pub reply: Value,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ struct State {
     /// The next calls matching (method, path fragment) are carried out, but their answer is
     /// lost (the connection is reset): Discord took the request and the bot never heard.
     lose_answers: Vec<(String, String, usize)>,
+    /// User → roles, for member fetches.
+    member_roles: std::collections::HashMap<u64, Vec<u64>>,
 }
 
 #[derive(Clone)]
@@ -211,6 +215,40 @@ impl FakeDiscord {
         token
     }
 
+    /// Sends a button press from a DM (type 3: `user`, no `member`) on the DM message
+    /// `message` in `channel`; returns the interaction's token.
+    pub fn press(&self, user: u64, channel: u64, message: u64, custom_id: &str) -> String {
+        let id = self.ids.fetch_add(1, Ordering::SeqCst);
+        let token = format!("itoken{id}");
+        let d = json!({
+            "id": id.to_string(),
+            "application_id": APP_ID.to_string(),
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel_id": channel.to_string(),
+            "user": {"id": user.to_string(), "username": format!("user{user}"), "discriminator": "0",
+                "global_name": null, "avatar": null},
+            "message": message_json(message, channel, &json!({"content": "grant"})),
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 8388608,
+            "app_permissions": "0",
+            "context": 1,
+        });
+        self.events
+            .send(json!({"op": 0, "t": "INTERACTION_CREATE", "d": d}))
+            .expect("the bot is connected to the gateway");
+        token
+    }
+
+    /// The roles `GET /guilds/{g}/members/{user}` answers with (members not set: 404).
+    pub fn set_roles(&self, user: u64, roles: Vec<u64>) {
+        self.state.lock().unwrap().member_roles.insert(user, roles);
+    }
+
     /// Calls made for one interaction (its callback and its reply edits).
     pub fn calls_for(&self, token: &str) -> Vec<Call> {
         self.calls()
@@ -286,7 +324,7 @@ async fn gateway_session(
     }
 }
 
-fn message(id: u64, channel: u64, body: &Value) -> Value {
+fn message_json(id: u64, channel: u64, body: &Value) -> Value {
     json!({
         "id": id.to_string(), "channel_id": channel.to_string(),
         "author": {"id": APP_ID.to_string(), "username": "vncbot", "discriminator": "0", "global_name": null, "avatar": null, "bot": true},
@@ -336,7 +374,30 @@ fn rest(
             ("PUT", ["api", "v10", "applications", _, "guilds", _, "commands"]) => (200, json!([])),
             ("POST", ["api", "v10", "interactions", _, _, "callback"]) => (204, Value::Null),
             ("PATCH", ["api", "v10", "webhooks", _, _, "messages", "@original"]) => {
-                (200, message(new_id(), 820000000000000001, &body))
+                (200, message_json(new_id(), 820000000000000001, &body))
+            }
+            ("POST", ["api", "v10", "webhooks", _, _]) => {
+                (200, message_json(new_id(), 820000000000000001, &body))
+            }
+            ("GET", ["api", "v10", "guilds", guild, "members", user]) => {
+                let u: u64 = user.parse().unwrap_or(0);
+                let roles = state.lock().unwrap().member_roles.get(&u).cloned();
+                match roles {
+                    Some(roles) => (
+                        200,
+                        json!({
+                            "user": {"id": user, "username": format!("user{user}"), "discriminator": "0",
+                                "global_name": null, "avatar": null},
+                            "nick": null, "avatar": null,
+                            "roles": roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            "joined_at": "2024-01-01T00:00:00.000000+00:00",
+                            "premium_since": null, "deaf": false, "mute": false, "flags": 0,
+                            "pending": false, "communication_disabled_until": null,
+                            "guild_id": guild,
+                        }),
+                    ),
+                    None => (404, json!({"message": "Unknown Member", "code": 10007})),
+                }
             }
             ("POST", ["api", "v10", "users", "@me", "channels"]) => {
                 let user: u64 = body["recipient_id"]
@@ -378,12 +439,12 @@ fn rest(
                     if let Some(n) = nonce {
                         state.lock().unwrap().nonces.insert(n, id);
                     }
-                    (200, message(id, channel, &body))
+                    (200, message_json(id, channel, &body))
                 }
             }
             ("PATCH", ["api", "v10", "channels", channel, "messages", mid]) => (
                 200,
-                message(
+                message_json(
                     mid.parse().unwrap_or(1),
                     channel.parse().unwrap_or(1),
                     &body,
@@ -400,6 +461,7 @@ fn rest(
             body,
             at: req.received_at,
             status,
+            reply: reply.clone(),
         });
         Arc::clone(&s.recorded)
     };
