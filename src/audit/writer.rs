@@ -1051,11 +1051,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let (j, _) = Journal::open_with(&path, FAST, || {}).unwrap();
-        let checks = j.shared.status().checks;
         {
             // While the writer is held (as by a batch stuck on the disk), replace the file:
             // health answers from memory, so it cannot know yet.
             let _held = j.inner.lock().unwrap();
+            let checks = j.shared.status().checks;
             std::fs::remove_file(&path).unwrap();
             std::fs::create_dir(&path).unwrap();
             assert_eq!(j.health(), Ok(()));
