@@ -1,7 +1,9 @@
 //! Benchmarks: signing cost per request, and `vncbot url` end to end against a local mock
 //! Tencent endpoint (wall time and peak memory).
 //!
-//! cargo build --release && cargo run --release --example bench
+//! cargo build --release && cargo run --release --example bench [sign|audit|url ...]
+//!
+//! With names, runs only those parts (`-- audit` needs no `vncbot` binary).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -154,7 +156,15 @@ async fn bench_audit() {
 
 #[tokio::main]
 async fn main() {
-    bench_sign();
-    bench_audit().await;
-    bench_url().await;
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let run = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    if run("sign") {
+        bench_sign();
+    }
+    if run("audit") {
+        bench_audit().await;
+    }
+    if run("url") {
+        bench_url().await;
+    }
 }

@@ -14,7 +14,7 @@ use support::mock_cvm::{self, MockCvm};
 use support::{config_text, write_config, TempDir};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-use vncbot::audit::{read_records, verify_file, Actor, Entry, Event, Journal};
+use vncbot::audit::{read_records, verify_file, Actor, AuditError, Entry, Event, Journal};
 
 const HELPER: &str = "VNCBOT_JOURNAL_HELPER";
 const JOURNAL: &str = "VNCBOT_JOURNAL_HELPER_PATH";
@@ -29,6 +29,8 @@ fn actor(name: &str) -> Actor {
 
 /// The child side. `append`: `APPENDS` concurrent async appends (group commit). `fail`: one
 /// append under a file-size limit just above the file's length now, which fails mid-write.
+/// `hold`: takes the journal's lock, as `flock FILE sleep 1d` or a stopped writer would, and keeps
+/// it until killed.
 #[test]
 fn helper_process() {
     let Ok(mode) = std::env::var(HELPER) else {
@@ -85,6 +87,16 @@ fn helper_process() {
                 .unwrap_err();
             println!("helper append error: {err}");
             println!("helper health: {}", journal.health().unwrap_err());
+        }
+        "hold" => {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: flock on a descriptor this process owns and keeps open.
+            assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+            println!("helper holding");
+            loop {
+                std::thread::park();
+            }
         }
         other => panic!("unknown helper mode {other}"),
     }
@@ -281,4 +293,61 @@ async fn a_failed_write_keeps_other_writers_records_and_shows_in_health() {
         7
     );
     assert!(journal.is_healthy());
+}
+
+/// A process stopped (Ctrl-Z) while holding the journal's lock: appends fail within a bound
+/// instead of hanging, health says the journal is busy meanwhile, and once the holder is gone the
+/// next append goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_process_holding_the_lock_fails_appends_in_bounded_time() {
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("journal-held");
+    let path = dir.join("audit.jsonl");
+    let (journal, _) = Journal::open(&path).unwrap();
+    journal
+        .append(Event::Denied, &actor("parent"), Entry::default())
+        .await
+        .unwrap();
+    let mut helper = Helper::start("hold", &path).await;
+    helper.go().await;
+    helper.expect("helper holding").await;
+    let pid = helper.child.id().unwrap() as libc::pid_t;
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+
+    let started = Instant::now();
+    let append = tokio::spawn({
+        let journal = journal.clone();
+        async move {
+            journal
+                .append(Event::Denied, &actor("parent"), Entry::default())
+                .await
+        }
+    });
+    // Past the writer's 5 s busy limit, and before its 10 s wait for the lock ends.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let health = journal.health().unwrap_err();
+    assert!(health.contains("has been busy for"), "{health}");
+    let result = tokio::time::timeout(Duration::from_secs(60), append)
+        .await
+        .expect("the append hung behind the held lock")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        matches!(result, Err(AuditError::Locked { .. })),
+        "{result:?}"
+    );
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+    let health = journal.health().unwrap_err();
+    assert!(health.contains("stayed locked"), "{health}");
+
+    // The holder dies; its lock goes with it.
+    helper.child.kill().await.unwrap();
+    let a = journal
+        .append(Event::Denied, &actor("parent"), Entry::default())
+        .await
+        .unwrap();
+    assert_eq!(a.seq, 2);
+    assert_eq!(journal.health(), Ok(()));
+    assert_eq!(verify_file(&path).unwrap().unwrap().last_seq, 2);
 }

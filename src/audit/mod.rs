@@ -15,6 +15,7 @@ mod writer;
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +138,10 @@ pub enum AuditError {
     Write { path: PathBuf, source: io::Error },
     #[error("the audit journal {path} was moved, deleted or replaced while the bot was running")]
     Replaced { path: PathBuf },
+    /// Another process kept the journal locked past the bound (a stopped `vncbot url`, or
+    /// `flock` run by hand): nothing was written, and the next batch tries again.
+    #[error("the audit journal {path} stayed locked by another process for {} s; nothing was written", waited.as_secs())]
+    Locked { path: PathBuf, waited: Duration },
     #[error(
         "an earlier write to the audit journal failed and could not be undone; restart the bot"
     )]
@@ -174,6 +179,10 @@ impl AuditError {
                 found: *found,
             },
             AuditError::Replaced { path } => AuditError::Replaced { path: path.clone() },
+            AuditError::Locked { path, waited } => AuditError::Locked {
+                path: path.clone(),
+                waited: *waited,
+            },
             AuditError::Poisoned => AuditError::Poisoned,
         }
     }

@@ -125,6 +125,50 @@ pub(crate) fn scan(reader: &mut impl io::BufRead, mut v: Verifier) -> io::Result
     }
 }
 
+/// How far a journal verifies to a point where the chain could continue: the end of its last
+/// record that leaves nothing pending (no torn line waiting for its seal).
+pub(crate) struct Settled {
+    /// Where that record's line starts, and where it ends (after its line end).
+    pub(crate) line_start: u64,
+    pub(crate) len: u64,
+    pub(crate) lines: usize,
+    pub(crate) seq: u64,
+    pub(crate) hash: String,
+}
+
+/// Verifies complete lines from the start and returns the last settled point, stopping quietly at
+/// the first line that does not verify or end: read without the writers' lock, the tail may be a
+/// write in progress or one about to be undone, so the caller re-reads from there under the lock,
+/// where damage is reported.
+pub(crate) fn settled_prefix(reader: &mut impl io::BufRead) -> io::Result<Option<Settled>> {
+    let mut v = Verifier::new(None);
+    let mut line = Vec::with_capacity(512);
+    let mut offset = 0u64;
+    let mut settled = None;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(settled);
+        }
+        let line_start = offset;
+        offset += n as u64;
+        line.pop();
+        if v.line(&line).is_err() {
+            return Ok(settled);
+        }
+        if v.pending_torn.is_none() {
+            settled = Some(Settled {
+                line_start,
+                len: offset,
+                lines: v.line_no,
+                seq: v.s.last_seq,
+                hash: v.s.last_hash.clone(),
+            });
+        }
+    }
+}
+
 /// What an unterminated last line turned out to be.
 pub(crate) enum LastLine {
     /// A whole record that chains, missing only its line end (now counted).
