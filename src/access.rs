@@ -145,7 +145,7 @@ pub enum InvalidTag {
     EmptyKey(String),
     #[error("{0:?} is too long: a tag key has at most {MAX_TAG_KEY_CHARS} characters and a value at most {MAX_TAG_VALUE_CHARS}")]
     TooLong(String),
-    #[error("{0:?} has control characters or surrounding spaces: write the tag exactly as Tencent Cloud shows it")]
+    #[error("{0:?} has control or invisible characters, or surrounding spaces: write the tag exactly as Tencent Cloud shows it")]
     BadCharacters(String),
 }
 
@@ -161,7 +161,7 @@ pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
     if k.chars().count() > MAX_TAG_KEY_CHARS || v.chars().count() > MAX_TAG_VALUE_CHARS {
         return Err(InvalidTag::TooLong(shown));
     }
-    let bad = |s: &str| s.chars().any(char::is_control) || s.trim() != s;
+    let bad = |s: &str| s.chars().any(crate::tencent::catalog::is_invisible) || s.trim() != s;
     if bad(k) || bad(v) {
         return Err(InvalidTag::BadCharacters(shown));
     }
