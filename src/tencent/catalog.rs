@@ -560,6 +560,8 @@ struct Slot {
 /// Every configured region's last good list, with how fresh it is.
 pub struct Catalog {
     slots: Vec<(Region, Slot)>,
+    /// Counts finished [`Catalog::refresh_all`] rounds, for whoever waits on one.
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 /// One region's state for `/healthz` detail and `vncbot instances`.
@@ -624,7 +626,14 @@ impl Catalog {
                     )
                 })
                 .collect(),
+            rounds: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Counts finished refresh rounds (every region tried once), so a caller can wait for the
+    /// first one, or the next, without polling.
+    pub fn rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &Region> {
@@ -656,6 +665,7 @@ impl Catalog {
         for (region, _) in &self.slots {
             let _ = self.refresh_region(source, region).await;
         }
+        self.rounds.send_modify(|n| *n += 1);
     }
 
     /// Lists `region` in pages of 100 until `TotalCount` is reached, then swaps the new list

@@ -43,7 +43,19 @@ pub enum InstancesQuery {
     Page { offset: u32, limit: u32 },
     /// `{"InstanceIds":[…]}`: chosen instances, at most [`MAX_PAGE`] (more are an error).
     Ids(Vec<InstanceId>),
+    /// `{"Filters":[{"Name":…,"Values":[…]}],"Offset":…,"Limit":…}`: e.g. `instance-name`,
+    /// `instance-state`, `private-ip-address`, `tag:KEY`. Tencent allows at most 10 filters of
+    /// 5 values each (more are an error).
+    Filtered {
+        filters: Vec<(String, Vec<String>)>,
+        offset: u32,
+        limit: u32,
+    },
 }
+
+/// Tencent's bounds on `Filters`.
+pub const MAX_FILTERS: usize = 10;
+pub const MAX_FILTER_VALUES: usize = 5;
 
 /// One DescribeInstances answer.
 #[derive(Debug, Clone)]
@@ -313,6 +325,30 @@ impl CvmClient {
                 }
                 let ids: Vec<&str> = ids.iter().map(InstanceId::as_str).collect();
                 serde_json::json!({ "InstanceIds": ids })
+            }
+            InstancesQuery::Filtered {
+                filters,
+                offset,
+                limit,
+            } => {
+                if filters.len() > MAX_FILTERS
+                    || filters
+                        .iter()
+                        .any(|(_, v)| v.is_empty() || v.len() > MAX_FILTER_VALUES)
+                {
+                    return Err(TencentError::Signing(format!(
+                        "DescribeInstances takes at most {MAX_FILTERS} filters of 1 to {MAX_FILTER_VALUES} values"
+                    )));
+                }
+                let filters: Vec<serde_json::Value> = filters
+                    .iter()
+                    .map(|(name, values)| serde_json::json!({ "Name": name, "Values": values }))
+                    .collect();
+                serde_json::json!({
+                    "Filters": filters,
+                    "Offset": offset,
+                    "Limit": (*limit).clamp(1, MAX_PAGE),
+                })
             }
         };
         let body = serde_json::to_vec(&value).expect("a JSON object serialises");
