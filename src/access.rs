@@ -66,6 +66,17 @@ impl Rule {
         }
     }
 
+    /// Whether this rule, for a member holding one of its roles, opens `instance` in `region`
+    /// given the catalog's `tags` (`None`: the catalog cannot vouch, so a tag rule does not).
+    pub fn opens(
+        &self,
+        instance: &InstanceId,
+        region: &Region,
+        tags: Option<&[(String, String)]>,
+    ) -> bool {
+        self.covers(instance, region) && matches!(self.tags_match(tags), TagMatch::Yes)
+    }
+
     /// The rule's tags as written in the config: `env=staging, team=web`.
     pub fn tags_text(&self) -> String {
         self.tags

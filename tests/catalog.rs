@@ -556,3 +556,90 @@ async fn refresher_runs_on_its_interval_and_tag_rules_use_what_it_saw() {
     assert_eq!(hits[0].id.as_str(), "ins-web00001");
     assert!(view.search("", 25, |_| false).is_empty());
 }
+
+mod cli {
+    use super::*;
+    use support::{config_text, write_config, TempDir, ONCALL_ROLE, WEB_ROLE};
+
+    async fn instances(
+        mock: &MockCvm,
+        dir: &TempDir,
+        args: &[&str],
+    ) -> (Option<i32>, String, String) {
+        let cfg = write_config(dir, &config_text(dir, &mock.endpoint(), ""));
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vncbot"))
+            .arg("instances")
+            .args(args)
+            .arg("--config")
+            .arg(cfg)
+            .env_clear()
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("TENCENTCLOUD_SECRET_ID", mock_cvm::SECRET_ID)
+            .env("TENCENTCLOUD_SECRET_KEY", mock_cvm::SECRET_KEY)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn instances_lists_what_each_rule_opens() {
+        let mock = MockCvm::start().await;
+        mock.put_instance(MockInstance::new("ins-web00001", "web\u{202E}-01\u{7}", 2));
+        let dir = TempDir::new("instances");
+        let (code, out, err) = instances(&mock, &dir, &[]).await;
+        assert_eq!(code, Some(0), "{err}");
+        let line = |id: &str| {
+            out.lines()
+                .find(|l| l.starts_with(id))
+                .unwrap_or_else(|| panic!("{id} missing:\n{out}"))
+                .to_owned()
+        };
+        assert!(out.starts_with("ID "), "{out}");
+        let web = line("ins-web00001");
+        assert!(
+            web.contains("web-01 ")
+                && web.contains("RUNNING")
+                && web.contains("10.0.0.2")
+                && web.contains("ap-guangzhou")
+                && web.ends_with(&format!("[0] roles {ONCALL_ROLE}; [1] roles {WEB_ROLE}")),
+            "{web}"
+        );
+        assert!(!out.chars().any(is_invisible_but_newline), "{out:?}");
+        let fsi = line("ins-fsi00001");
+        assert!(fsi.ends_with(&format!("[0] roles {ONCALL_ROLE}")), "{fsi}");
+        assert!(line("ins-stopped1").contains("STOPPED"));
+        assert!(out.ends_with("404 instance(s) in 2 region(s).\n"), "{out}");
+
+        let (code, out, _) = instances(&mock, &dir, &["--region", FSI]).await;
+        assert_eq!(code, Some(0));
+        assert!(out.ends_with("1 instance(s) in 1 region(s).\n"), "{out}");
+        let (code, _, err) = instances(&mock, &dir, &["--region", "ap-tokyo"]).await;
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not one of this bot's regions"), "{err}");
+    }
+
+    fn is_invisible_but_newline(c: char) -> bool {
+        c != '\n' && is_invisible(c)
+    }
+
+    #[tokio::test]
+    async fn instances_exits_as_the_other_commands_on_failure() {
+        let mock = MockCvm::start().await;
+        let dir = TempDir::new("instances-fail");
+        mock.script_catalog([Scripted::Error("UnauthorizedOperation")]);
+        let (code, _, err) = instances(&mock, &dir, &["--region", GZ]).await;
+        assert_eq!(code, Some(3), "{err}");
+        assert!(err.contains("cvm:DescribeInstances"), "{err}");
+        mock.script_catalog([Scripted::Status(500); 3]);
+        let (code, out, err) = instances(&mock, &dir, &[]).await;
+        assert_eq!(code, Some(5), "{err}");
+        assert!(err.contains("cannot list ap-guangzhou: http_500"), "{err}");
+        // The region that answered is still listed.
+        assert!(out.contains("ins-fsi00001"), "{out}");
+    }
+}
