@@ -134,7 +134,8 @@ pub struct Instance {
     /// characters is dropped: it can never satisfy a rule (fail closed).
     pub tags: Vec<(String, String)>,
     pub region: Region,
-    /// Lower-cased name and tag values, `\0`-separated, for case-insensitive search.
+    /// Lower-cased name, tag values and IPs, `\0`-separated, for case-insensitive search
+    /// without work per query.
     folded: Box<str>,
 }
 
@@ -163,6 +164,10 @@ impl Instance {
         for (_, v) in &tags {
             folded.push('\0');
             folded.push_str(&v.to_lowercase());
+        }
+        for ip in private_ips.iter().chain(&public_ips) {
+            use std::fmt::Write;
+            let _ = write!(folded, "\0{ip}");
         }
         Self {
             id,
@@ -201,23 +206,15 @@ impl Instance {
             }
         };
         let mut best = field_rank(self.id.as_str());
-        for part in self.folded.split('\0') {
-            best = best.into_iter().chain(field_rank(part)).min();
-        }
-        if best == Some(0) {
+        // Most instances do not match at all: one scan tells (the query holds no `\0`, so a
+        // match inside `folded` lies within one field).
+        if !self.folded.contains(query) {
             return best;
         }
-        // IPs only when the query could be part of one: saves formatting them for names.
-        if query
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
-        {
-            let mut buf = String::with_capacity(40);
-            for ip in self.private_ips.iter().chain(&self.public_ips) {
-                use std::fmt::Write;
-                buf.clear();
-                let _ = write!(buf, "{ip}");
-                best = best.into_iter().chain(field_rank(&buf)).min();
+        for part in self.folded.split('\0') {
+            best = best.into_iter().chain(field_rank(part)).min();
+            if best == Some(0) {
+                break;
             }
         }
         best
