@@ -822,6 +822,9 @@ listen = "localhost"
             "links_per_grant =",
             "refusals_per_user_per_minute =",
             "anchor_minutes =",
+            "[catalog]",
+            "refresh_secs =",
+            "# tags = [",
         ] {
             assert!(text.contains(key), "the example lacks {key}");
         }
