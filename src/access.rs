@@ -1,6 +1,7 @@
 //! The allowlist decision: pure, and fed only with validated IDs.
 //!
-//! A request is allowed when one rule matches all three of role, instance and region. Roles are
+//! A request is allowed when one rule matches all three of role, instance and region, and, for a
+//! rule with `tags`, the instance carries every listed tag as the catalog last saw it. Roles are
 //! Discord role IDs, never names: anyone who can create a role can copy a name.
 
 use crate::ids::{InstanceId, Region, Snowflake};
@@ -12,6 +13,8 @@ pub struct Rule {
     pub instances: Vec<String>,
     /// `None`: every configured region.
     pub regions: Option<Vec<Region>>,
+    /// `(key, value)` tags the instance must all carry (from the catalog); empty: no condition.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +22,22 @@ pub enum Decision {
     /// Allowed by the rule at this index in the config.
     Allowed { rule: usize },
     /// No rule matched; these roles would have allowed this instance in this region.
-    Denied { would_allow: Vec<Snowflake> },
+    Denied {
+        would_allow: Vec<Snowflake>,
+        /// Rules (by index) that admit one of the member's roles for this instance and region
+        /// but need tags, and the catalog had no record of the instance to vouch for them. Empty
+        /// when the catalog knew the instance (or no tag rule was in play). A refusal can say
+        /// "a rule for your roles needs tags …, and the catalog has no record of this instance".
+        needs_catalog: Vec<usize>,
+    },
+}
+
+/// How a rule's tag condition stands for one instance.
+enum TagMatch {
+    Yes,
+    No,
+    /// The rule needs tags and the catalog cannot vouch for the instance.
+    Unknown,
 }
 
 impl Rule {
@@ -29,20 +47,86 @@ impl Rule {
             .any(|p| glob_match(p, instance.as_str()))
             && self.regions.as_ref().is_none_or(|rs| rs.contains(region))
     }
+
+    fn tags_match(&self, tags: Option<&[(String, String)]>) -> TagMatch {
+        if self.tags.is_empty() {
+            return TagMatch::Yes;
+        }
+        let Some(have) = tags else {
+            return TagMatch::Unknown;
+        };
+        if self
+            .tags
+            .iter()
+            .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        {
+            TagMatch::Yes
+        } else {
+            TagMatch::No
+        }
+    }
+
+    /// Whether this rule, for a member holding one of its roles, opens `instance` in `region`
+    /// given the catalog's `tags` (`None`: the catalog cannot vouch, so a tag rule does not).
+    pub fn opens(
+        &self,
+        instance: &InstanceId,
+        region: &Region,
+        tags: Option<&[(String, String)]>,
+    ) -> bool {
+        self.covers(instance, region) && matches!(self.tags_match(tags), TagMatch::Yes)
+    }
+
+    /// The rule's tags as written in the config: `env=staging, team=web`.
+    pub fn tags_text(&self) -> String {
+        self.tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
+/// The decision for an instance the catalog cannot vouch for: a rule with `tags` never matches.
+/// Same as [`authorize_with_tags`] with `None`.
 pub fn authorize(
     rules: &[Rule],
     roles: &[Snowflake],
     instance: &InstanceId,
     region: &Region,
 ) -> Decision {
+    authorize_with_tags(rules, roles, instance, region, None)
+}
+
+/// The allowlist decision. `tags` are the instance's tags as the catalog last saw them, or `None`
+/// when the catalog cannot vouch for the instance (unknown to it, disabled or failing): then a
+/// rule with `tags` does not match (fail closed) and is named in `needs_catalog` when it would
+/// otherwise admit one of `roles`.
+pub fn authorize_with_tags(
+    rules: &[Rule],
+    roles: &[Snowflake],
+    instance: &InstanceId,
+    region: &Region,
+    tags: Option<&[(String, String)]>,
+) -> Decision {
     let mut would_allow = Vec::new();
+    let mut needs_catalog = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         if !rule.covers(instance, region) {
             continue;
         }
-        if rule.roles.iter().any(|r| roles.contains(r)) {
+        let has_role = rule.roles.iter().any(|r| roles.contains(r));
+        match rule.tags_match(tags) {
+            TagMatch::No => continue,
+            TagMatch::Unknown => {
+                if has_role {
+                    needs_catalog.push(i);
+                }
+                continue;
+            }
+            TagMatch::Yes => {}
+        }
+        if has_role {
             return Decision::Allowed { rule: i };
         }
         for r in &rule.roles {
@@ -51,7 +135,48 @@ pub fn authorize(
             }
         }
     }
-    Decision::Denied { would_allow }
+    Decision::Denied {
+        would_allow,
+        needs_catalog,
+    }
+}
+
+/// Most tags one rule may list (Tencent allows 50 per resource; a rule needs far fewer).
+pub const MAX_RULE_TAGS: usize = 10;
+/// Tencent's bounds: a tag key is 1 to 127 characters, a value up to 255.
+pub const MAX_TAG_KEY_CHARS: usize = 127;
+pub const MAX_TAG_VALUE_CHARS: usize = 255;
+
+/// Why a `tags` entry in the config cannot be used; the text names the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTag {
+    #[error("{0:?} is not a tag condition: write it as \"key=value\", e.g. \"env=staging\"")]
+    NoEquals(String),
+    #[error("{0:?} has an empty key: write it as \"key=value\", e.g. \"env=staging\"")]
+    EmptyKey(String),
+    #[error("{0:?} is too long: a tag key has at most {MAX_TAG_KEY_CHARS} characters and a value at most {MAX_TAG_VALUE_CHARS}")]
+    TooLong(String),
+    #[error("{0:?} has control or invisible characters, or surrounding spaces: write the tag exactly as Tencent Cloud shows it")]
+    BadCharacters(String),
+}
+
+/// Parses a `tags` entry `key=value` (split at the first `=`; the value may be empty).
+pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
+    let shown: String = entry.chars().take(60).collect();
+    let Some((k, v)) = entry.split_once('=') else {
+        return Err(InvalidTag::NoEquals(shown));
+    };
+    if k.is_empty() {
+        return Err(InvalidTag::EmptyKey(shown));
+    }
+    if k.chars().count() > MAX_TAG_KEY_CHARS || v.chars().count() > MAX_TAG_VALUE_CHARS {
+        return Err(InvalidTag::TooLong(shown));
+    }
+    let bad = |s: &str| s.chars().any(crate::tencent::catalog::is_invisible) || s.trim() != s;
+    if bad(k) || bad(v) {
+        return Err(InvalidTag::BadCharacters(shown));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// Why an `instances` entry in the config cannot be used; the text names the fix.
@@ -176,11 +301,13 @@ mod tests {
                 roles: vec![sf(1)],
                 instances: vec!["ins-web*".into()],
                 regions: Some(vec![region("ap-guangzhou")]),
+                tags: vec![],
             },
             Rule {
                 roles: vec![sf(2)],
                 instances: vec!["*".into()],
                 regions: None,
+                tags: vec![],
             },
         ];
         let web = id("ins-web00001");
@@ -194,13 +321,15 @@ mod tests {
         assert_eq!(
             authorize(&rules, &[sf(1)], &web, &sh),
             Decision::Denied {
-                would_allow: vec![sf(2)]
+                would_allow: vec![sf(2)],
+                needs_catalog: vec![]
             }
         );
         assert_eq!(
             authorize(&rules, &[sf(1)], &db, &gz),
             Decision::Denied {
-                would_allow: vec![sf(2)]
+                would_allow: vec![sf(2)],
+                needs_catalog: vec![]
             }
         );
         assert_eq!(
@@ -210,8 +339,106 @@ mod tests {
         assert_eq!(
             authorize(&rules, &[], &web, &gz),
             Decision::Denied {
-                would_allow: vec![sf(1), sf(2)]
+                would_allow: vec![sf(1), sf(2)],
+                needs_catalog: vec![]
             }
         );
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_tag_rule_needs_every_tag_and_fails_closed_without_the_catalog() {
+        let rules = vec![
+            Rule {
+                roles: vec![sf(1)],
+                instances: vec!["*".into()],
+                regions: None,
+                tags: tags(&[("env", "staging"), ("team", "web")]),
+            },
+            Rule {
+                roles: vec![sf(2)],
+                instances: vec!["ins-db*".into()],
+                regions: None,
+                tags: vec![],
+            },
+        ];
+        let web = id("ins-web00001");
+        let gz = region("ap-guangzhou");
+        let both = tags(&[("team", "web"), ("env", "staging"), ("x", "y")]);
+        assert_eq!(
+            authorize_with_tags(&rules, &[sf(1)], &web, &gz, Some(&both)),
+            Decision::Allowed { rule: 0 }
+        );
+        // One tag missing, or a value that differs (tags are case-sensitive): no match.
+        for have in [
+            tags(&[("env", "staging")]),
+            tags(&[("env", "Staging"), ("team", "web")]),
+            vec![],
+        ] {
+            assert_eq!(
+                authorize_with_tags(&rules, &[sf(1)], &web, &gz, Some(&have)),
+                Decision::Denied {
+                    would_allow: vec![],
+                    needs_catalog: vec![]
+                },
+                "{have:?}"
+            );
+        }
+        // The catalog cannot vouch: fail closed, and say which rule needed it.
+        assert_eq!(
+            authorize_with_tags(&rules, &[sf(1)], &web, &gz, None),
+            Decision::Denied {
+                would_allow: vec![],
+                needs_catalog: vec![0]
+            }
+        );
+        assert_eq!(
+            authorize(&rules, &[sf(1)], &web, &gz),
+            authorize_with_tags(&rules, &[sf(1)], &web, &gz, None)
+        );
+        // A member without the rule's role is not told about it.
+        assert_eq!(
+            authorize_with_tags(&rules, &[sf(3)], &web, &gz, None),
+            Decision::Denied {
+                would_allow: vec![],
+                needs_catalog: vec![]
+            }
+        );
+        // Rules without tags work by ID whatever the catalog knows.
+        let db = id("ins-db000001");
+        assert_eq!(
+            authorize_with_tags(&rules, &[sf(2)], &db, &gz, None),
+            Decision::Allowed { rule: 1 }
+        );
+    }
+
+    #[test]
+    fn tag_entries_are_checked() {
+        assert_eq!(
+            parse_tag("env=staging"),
+            Ok(("env".into(), "staging".into()))
+        );
+        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_tag("empty="), Ok(("empty".into(), "".into())));
+        assert!(matches!(parse_tag("env"), Err(InvalidTag::NoEquals(_))));
+        assert!(matches!(parse_tag("=x"), Err(InvalidTag::EmptyKey(_))));
+        assert!(matches!(
+            parse_tag(&format!("{}=x", "k".repeat(128))),
+            Err(InvalidTag::TooLong(_))
+        ));
+        assert!(matches!(
+            parse_tag("env =x"),
+            Err(InvalidTag::BadCharacters(_))
+        ));
+        assert!(matches!(
+            parse_tag("env=a\nb"),
+            Err(InvalidTag::BadCharacters(_))
+        ));
     }
 }

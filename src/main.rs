@@ -38,6 +38,12 @@ enum Command {
     },
     /// Validate the config and the environment and print the effective policy
     CheckConfig,
+    /// List the instances the catalog sees and which [[allow]] rules open each
+    Instances {
+        /// Only this region (default: every region in tencent.regions)
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Audit journal tools
     Audit {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             reason,
         } => cli::url::main(&args.config, instance_id, region, reason),
         Command::CheckConfig => cli::check_config::main(&args.config),
+        Command::Instances { region } => cli::instances::main(&args.config, region),
         Command::Audit {
             command: AuditCommand::Verify { head, file },
         } => cli::audit_verify::main(&args.config, file, head),

@@ -17,6 +17,11 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabel {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Code {
     pub code: String,
 }
@@ -41,6 +46,12 @@ pub struct Metrics {
     pub audit_failures: Counter,
     /// 1 while connected to the Discord gateway.
     pub gateway_connected: Gauge,
+    /// Seconds since each region's catalog list was last fetched successfully.
+    pub catalog_age: Family<RegionLabel, Gauge>,
+    /// Instances in each region's catalog list.
+    pub catalog_instances: Family<RegionLabel, Gauge>,
+    /// Catalog refreshes that failed (the last good list was kept).
+    pub catalog_refresh_failures: Family<RegionLabel, Counter>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -58,6 +69,9 @@ impl Metrics {
             audit_write: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             audit_failures: Counter::default(),
             gateway_connected: Gauge::default(),
+            catalog_age: Family::default(),
+            catalog_instances: Family::default(),
+            catalog_refresh_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register("commands", "Commands by outcome", m.commands.clone());
@@ -101,6 +115,21 @@ impl Metrics {
             "1 while connected to the Discord gateway",
             m.gateway_connected.clone(),
         );
+        registry.register(
+            "catalog_age_seconds",
+            "Seconds since the region's instance list was last fetched successfully",
+            m.catalog_age.clone(),
+        );
+        registry.register(
+            "catalog_instances",
+            "Instances in the region's catalog list",
+            m.catalog_instances.clone(),
+        );
+        registry.register(
+            "catalog_refresh_failures",
+            "Catalog refreshes that failed; the last good list was kept",
+            m.catalog_refresh_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -125,6 +154,30 @@ impl Metrics {
         self.limited
             .get_or_create(&Outcome {
                 outcome: which.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn catalog_age(&self, region: &str, secs: i64) {
+        self.catalog_age
+            .get_or_create(&RegionLabel {
+                region: region.to_owned(),
+            })
+            .set(secs);
+    }
+
+    pub fn catalog_instances(&self, region: &str, n: i64) {
+        self.catalog_instances
+            .get_or_create(&RegionLabel {
+                region: region.to_owned(),
+            })
+            .set(n);
+    }
+
+    pub fn catalog_refresh_failure(&self, region: &str) {
+        self.catalog_refresh_failures
+            .get_or_create(&RegionLabel {
+                region: region.to_owned(),
             })
             .inc();
     }

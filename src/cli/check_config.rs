@@ -97,13 +97,34 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
                     .collect::<Vec<_>>()
                     .join(", ")
             });
+        let tags = if rule.tags.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " carrying tags {} (as the catalog last saw them; an instance it cannot vouch for does not match)",
+                rule.tags_text()
+            )
+        };
         let _ = writeln!(
             out,
-            "  [{i}] roles {} may open {} in {regions}",
+            "  [{i}] roles {} may open {} in {regions}{tags}",
             ids(&rule.roles),
             rule.instances.join(", ")
         );
     }
+    let _ = writeln!(
+        out,
+        "catalog: {}",
+        if c.catalog.enabled {
+            format!(
+                "on, every region listed every {} s (DescribeInstances at most {}/s, apart from console calls; the CAM policy needs cvm:DescribeInstances)",
+                c.catalog.refresh.as_secs(),
+                vncbot::tencent::client::CATALOG_PER_SECOND
+            )
+        } else {
+            "off: instance IDs only (no names, autocomplete, state checks or tag rules)".into()
+        }
+    );
     let _ = writeln!(
         out,
         "grants: last {} min, at most {} links each",
@@ -240,6 +261,11 @@ regions = ["ap-guangzhou"]
 roles = [555000000000000001]
 instances = ["*"]
 regions = ["*"]
+[[allow]]
+roles = [555000000000000002]
+instances = ["ins-web*"]
+regions = ["*"]
+tags = ["env=staging", "team=web"]
 [grants]
 minutes = 15
 links_per_grant = 4
@@ -270,6 +296,19 @@ anchor_minutes = 30
         let (out, _) = report(Path::new("vncbot.toml"), &config(""));
         assert!(
             out.contains("anchor: off: audit.anchor_minutes = 30 has no effect until discord.audit_channel_id is set"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shows_tag_rules_and_the_catalog() {
+        let (out, _) = report(Path::new("vncbot.toml"), &config(""));
+        assert!(
+            out.contains("[1] roles 555000000000000002 may open ins-web* in every configured region carrying tags env=staging, team=web"),
+            "{out}"
+        );
+        assert!(
+            out.contains("catalog: on, every region listed every 60 s"),
             "{out}"
         );
     }

@@ -32,6 +32,7 @@ pub struct Config {
     pub tencent: TencentConfig,
     pub allow: Vec<Rule>,
     pub grants: GrantsConfig,
+    pub catalog: CatalogConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub admin: Option<AdminConfig>,
@@ -107,6 +108,24 @@ impl Default for GrantsConfig {
     }
 }
 
+/// The catalog of instances (`DescribeInstances`): names, autocomplete, state, tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogConfig {
+    pub enabled: bool,
+    /// How often every region's list is fetched again
+    /// ([`MIN_CATALOG_REFRESH_SECS`] to [`MAX_CATALOG_REFRESH_SECS`] seconds).
+    pub refresh: Duration,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            refresh: Duration::from_secs(DEFAULT_CATALOG_REFRESH_SECS),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub per_user_per_minute: NonZeroU32,
@@ -150,6 +169,11 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 60;
+/// More often would spend Tencent calls for little: a full list of 10,000 instances is 100 pages.
+pub const MIN_CATALOG_REFRESH_SECS: u64 = 10;
+/// An hour: older than that, states and tags are too stale to act on.
+pub const MAX_CATALOG_REFRESH_SECS: u64 = 3600;
 /// Tencent allows at most 30 console reconnects a minute per instance.
 pub const MAX_PER_INSTANCE_PER_MINUTE: u32 = 30;
 /// Tencent's documented limit for DescribeInstanceVncUrl, per account.

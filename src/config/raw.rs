@@ -13,13 +13,14 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::{
-    AdminConfig, AuditConfig, Config, DiscordConfig, GrantsConfig, Language, LimitsConfig,
-    LogConfig, LogFormat, ParseError, Problem, TencentConfig, DEFAULT_ANCHOR_MINUTES,
+    AdminConfig, AuditConfig, CatalogConfig, Config, DiscordConfig, GrantsConfig, Language,
+    LimitsConfig, LogConfig, LogFormat, ParseError, Problem, TencentConfig, DEFAULT_ANCHOR_MINUTES,
     DEFAULT_GRANT_MINUTES, DEFAULT_LINKS_PER_GRANT, DEFAULT_REFUSALS_PER_USER_PER_MINUTE,
     MAX_ANCHOR_MINUTES, MAX_API_PER_SECOND, MAX_GRANT_MINUTES, MAX_LINKS_PER_GRANT,
     MAX_PER_INSTANCE_PER_MINUTE, MAX_REFUSALS_PER_USER_PER_MINUTE, MAX_TIMEOUT_SECS,
 };
-use crate::access::{check_instance_pattern, Rule};
+use super::{DEFAULT_CATALOG_REFRESH_SECS, MAX_CATALOG_REFRESH_SECS, MIN_CATALOG_REFRESH_SECS};
+use crate::access::{check_instance_pattern, parse_tag, Rule, MAX_RULE_TAGS};
 use crate::ids::{Region, Snowflake};
 
 #[derive(Deserialize)]
@@ -31,6 +32,8 @@ struct RawConfig {
     allow: Vec<RawRule>,
     #[serde(default)]
     grants: RawGrants,
+    #[serde(default)]
+    catalog: RawCatalog,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -64,6 +67,24 @@ struct RawRule {
     roles: Vec<Snowflake>,
     instances: Vec<String>,
     regions: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCatalog {
+    enabled: bool,
+    refresh_secs: u64,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            refresh_secs: DEFAULT_CATALOG_REFRESH_SECS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -279,6 +300,35 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             }
         }
         check_duplicates(&mut p, &key("regions"), &rule.regions);
+        if rule.tags.len() > MAX_RULE_TAGS {
+            p.push(
+                key("tags"),
+                format!(
+                    "lists {} tags: use at most {MAX_RULE_TAGS} (an instance must carry all of them)",
+                    rule.tags.len()
+                ),
+            );
+        }
+        let mut rule_tags: Vec<(String, String)> = Vec::new();
+        for (j, entry) in rule.tags.iter().enumerate() {
+            match parse_tag(entry) {
+                Ok(tag) if rule_tags.iter().any(|(k, _)| *k == tag.0) => p.push(
+                    format!("allow[{i}].tags[{j}]"),
+                    format!(
+                        "the key {:?} is listed twice: an instance carries one value per key, so the rule could never match",
+                        tag.0
+                    ),
+                ),
+                Ok(tag) => rule_tags.push(tag),
+                Err(e) => p.push(format!("allow[{i}].tags[{j}]"), e.to_string()),
+            }
+        }
+        if !rule.tags.is_empty() && !raw.catalog.enabled {
+            p.push(
+                key("tags"),
+                "needs the catalog, but catalog.enabled = false: a tag rule would never match; enable the catalog or remove the tags",
+            );
+        }
         rules.push(Rule {
             roles: rule.roles.clone(),
             instances: rule.instances.clone(),
@@ -288,6 +338,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             } else {
                 Some(rule_regions)
             },
+            tags: rule_tags,
         });
     }
 
@@ -309,6 +360,21 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 "fresh links one grant may mint; each costs one of Tencent's 30 reconnects a minute",
             )
             .get(),
+    };
+
+    // [catalog]
+    if !(MIN_CATALOG_REFRESH_SECS..=MAX_CATALOG_REFRESH_SECS).contains(&raw.catalog.refresh_secs) {
+        p.push(
+            "catalog.refresh_secs",
+            format!(
+                "{} is out of range: use {MIN_CATALOG_REFRESH_SECS} to {MAX_CATALOG_REFRESH_SECS} seconds (default {DEFAULT_CATALOG_REFRESH_SECS})",
+                raw.catalog.refresh_secs
+            ),
+        );
+    }
+    let catalog = CatalogConfig {
+        enabled: raw.catalog.enabled,
+        refresh: Duration::from_secs(raw.catalog.refresh_secs),
     };
 
     // [limits]
@@ -399,6 +465,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         },
         allow: rules,
         grants,
+        catalog,
         limits,
         audit: AuditConfig {
             path: raw.audit.path,
@@ -755,8 +822,74 @@ listen = "localhost"
             "links_per_grant =",
             "refusals_per_user_per_minute =",
             "anchor_minutes =",
+            "[catalog]",
+            "refresh_secs =",
+            "# tags = [",
         ] {
             assert!(text.contains(key), "the example lacks {key}");
         }
+    }
+
+    #[test]
+    fn catalog_defaults_bounds_and_switch() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c.catalog,
+            CatalogConfig {
+                enabled: true,
+                refresh: Duration::from_secs(60)
+            }
+        );
+        let c = Config::parse(&with("catalog", "enabled = false\nrefresh_secs = 3600")).unwrap();
+        assert!(!c.catalog.enabled);
+        assert_eq!(c.catalog.refresh, Duration::from_secs(3600));
+        assert!(Config::parse(&with("catalog", "refresh_secs = 10")).is_ok());
+        for bad in [9, 3601, 0] {
+            let msgs = problems_for(
+                &with("catalog", &format!("refresh_secs = {bad}")),
+                "catalog.refresh_secs",
+            );
+            assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+            assert!(msgs[0].contains("use 10 to 3600"), "{msgs:?}");
+        }
+        match Config::parse(&with("catalog", "refresh = 5")) {
+            Err(ParseError::Syntax(s)) => assert!(s.contains("refresh"), "{s}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tag_rules_are_parsed_and_checked() {
+        let text = GOOD.replace(
+            "regions = [\"*\"]\n",
+            "regions = [\"*\"]\ntags = [\"env=staging\", \"team=web\"]\n",
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(
+            c.allow[0].tags,
+            vec![
+                ("env".to_string(), "staging".to_string()),
+                ("team".to_string(), "web".to_string())
+            ]
+        );
+        assert!(Config::parse(GOOD).unwrap().allow[0].tags.is_empty());
+        let bad = GOOD.replace(
+            "regions = [\"*\"]\n",
+            "regions = [\"*\"]\ntags = [\"env\", \"=x\", \"a=1\", \"a=2\"]\n",
+        );
+        let keys: Vec<String> = problems(&bad).into_iter().map(|p| p.key).collect();
+        for key in ["allow[0].tags[0]", "allow[0].tags[1]", "allow[0].tags[3]"] {
+            assert!(keys.iter().any(|k| k == key), "missing {key} in {keys:?}");
+        }
+        assert!(!keys.iter().any(|k| k == "allow[0].tags[2]"), "{keys:?}");
+        let many: Vec<String> = (0..11).map(|i| format!("\"k{i}=v\"")).collect();
+        let too_many = GOOD.replace(
+            "regions = [\"*\"]\n",
+            &format!("regions = [\"*\"]\ntags = [{}]\n", many.join(", ")),
+        );
+        assert_eq!(problems_for(&too_many, "allow[0].tags").len(), 1);
+        let off = format!("{text}\n[catalog]\nenabled = false\n");
+        let msgs = problems_for(&off, "allow[0].tags");
+        assert!(msgs[0].contains("catalog.enabled = false"), "{msgs:?}");
     }
 }

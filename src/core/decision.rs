@@ -148,7 +148,7 @@ pub fn authorize(
         Authority::LocalCredentials => Ok(None),
         Authority::Roles(roles) => match access::authorize(rules, roles, instance, region) {
             access::Decision::Allowed { rule } => Ok(Some(rule)),
-            access::Decision::Denied { would_allow } => Err(Refusal::Denied {
+            access::Decision::Denied { would_allow, .. } => Err(Refusal::Denied {
                 instance: instance.clone(),
                 region: region.clone(),
                 would_allow,
@@ -190,11 +190,13 @@ mod tests {
                     roles: vec![sf(ONCALL)],
                     instances: vec!["*".into()],
                     regions: None,
+                    tags: vec![],
                 },
                 Rule {
                     roles: vec![sf(WEB)],
                     instances: vec!["ins-web*".into()],
                     regions: Some(vec![Region::parse("ap-guangzhou").unwrap()]),
+                    tags: vec![],
                 },
             ],
             regions: vec![

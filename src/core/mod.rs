@@ -503,6 +503,7 @@ mod tests {
                 roles: vec![sf(ONCALL)],
                 instances: vec!["*".into()],
                 regions: None,
+                tags: vec![],
             }],
             regions: vec![Region::parse("ap-guangzhou").unwrap()],
             require_reason: false,

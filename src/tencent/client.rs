@@ -1,12 +1,16 @@
-//! The CVM API client for `DescribeInstanceVncUrl`.
+//! The CVM API client: `DescribeInstanceVncUrl` (console URLs) and `DescribeInstances` (the
+//! catalog), each on its own pace: Tencent's limits are per action, and a catalog refresh must
+//! never delay a console call.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use reqwest::Url;
 use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::catalog::{Instance, RawInstance};
 use super::endpoint::{self, Endpoint};
 use super::error::{ApiErrorKind, TencentError};
 use super::sign::{sign, SignInput};
@@ -18,9 +22,52 @@ use crate::metrics::METRICS;
 
 const SERVICE: &str = "cvm";
 const ACTION: &str = "DescribeInstanceVncUrl";
+const DESCRIBE_INSTANCES: &str = "DescribeInstances";
 const VERSION: &str = "2017-03-12";
 /// Bigger answers are not Tencent's: refuse rather than buffer them.
 const MAX_BODY: usize = 256 * 1024;
+/// A page of 100 instances with every field Tencent returns is a few hundred KB.
+const MAX_INSTANCES_BODY: usize = 8 * 1024 * 1024;
+/// Tencent's page size limit for DescribeInstances (default 20).
+pub const MAX_PAGE: u32 = 100;
+/// DescribeInstances is documented at 40 requests a second; 36 plus the pacer's 10 % spacing
+/// margin keeps any one-second window well under it.
+pub const CATALOG_PER_SECOND: u32 = 36;
+/// A catalog page may wait this long for its slot; refreshes are background work.
+const CATALOG_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// What one DescribeInstances call asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstancesQuery {
+    /// `{"Offset":…,"Limit":…}`; `limit` is clamped to 1..=[`MAX_PAGE`].
+    Page { offset: u32, limit: u32 },
+    /// `{"InstanceIds":[…]}`: chosen instances, at most [`MAX_PAGE`] (more are an error).
+    Ids(Vec<InstanceId>),
+    /// `{"Filters":[{"Name":…,"Values":[…]}],"Offset":…,"Limit":…}`: e.g. `instance-name`,
+    /// `instance-state`, `private-ip-address`, `tag:KEY`. Tencent allows at most 10 filters of
+    /// 5 values each (more are an error).
+    Filtered {
+        filters: Vec<(String, Vec<String>)>,
+        offset: u32,
+        limit: u32,
+    },
+}
+
+/// Tencent's bounds on `Filters`.
+pub const MAX_FILTERS: usize = 10;
+pub const MAX_FILTER_VALUES: usize = 5;
+
+/// One DescribeInstances answer.
+#[derive(Debug, Clone)]
+pub struct InstancesPage {
+    /// `TotalCount`: how many instances match in the region, over all pages.
+    pub total: u64,
+    /// Entries that parsed; bounded and cleaned (see [`Instance`]).
+    pub instances: Vec<Instance>,
+    /// Entries dropped because their `InstanceId` is not a CVM ID.
+    pub skipped: usize,
+    pub request_id: String,
+}
 
 /// How many times, and how patiently, transient failures are retried.
 #[derive(Debug, Clone, Copy)]
@@ -61,23 +108,39 @@ pub struct CvmClient {
     language: Language,
     timeout: Duration,
     pacer: ApiPacer,
+    /// DescribeInstances' own pace, separate from `pacer` (the console action's).
+    catalog_pacer: ApiPacer,
     retry: RetryPolicy,
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<T> {
     #[serde(rename = "Response")]
-    response: Body,
+    response: Body<T>,
 }
 
 #[derive(Deserialize)]
-struct Body {
+struct Body<T> {
     #[serde(rename = "Error")]
     error: Option<ApiError>,
     #[serde(rename = "RequestId")]
     request_id: Option<String>,
+    #[serde(flatten)]
+    payload: T,
+}
+
+#[derive(Deserialize)]
+struct VncPayload {
     #[serde(rename = "InstanceVncUrl")]
     instance_vnc_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InstancesPayload {
+    #[serde(rename = "TotalCount")]
+    total_count: Option<u64>,
+    #[serde(rename = "InstanceSet")]
+    instance_set: Option<Vec<RawInstance>>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +178,10 @@ impl CvmClient {
             language: cfg.language,
             timeout: cfg.timeout,
             pacer,
+            catalog_pacer: ApiPacer::new(
+                std::num::NonZeroU32::new(CATALOG_PER_SECOND).expect("not zero"),
+                CATALOG_MAX_WAIT,
+            ),
             retry,
         })
     }
@@ -222,9 +289,136 @@ impl CvmClient {
         region: &Region,
         body: &[u8],
     ) -> Result<(ConsoleUrl, String), TencentError> {
+        let (payload, request_id) = self
+            .call::<VncPayload>(endpoint, region, ACTION, body, MAX_BODY)
+            .await?;
+        let Some(raw) = payload.instance_vnc_url else {
+            return Err(TencentError::InvalidResponse {
+                detail: "success without InstanceVncUrl".into(),
+                request_id: Some(request_id),
+            });
+        };
+        let url = ConsoleUrl::compose(&raw).map_err(|e| TencentError::InvalidResponse {
+            detail: e.to_string(),
+            request_id: Some(request_id.clone()),
+        })?;
+        Ok((url, request_id))
+    }
+
+    /// Lists instances in `region` (a page, or chosen IDs), on the catalog's own pace, retrying
+    /// transient failures as the console call does.
+    pub async fn describe_instances(
+        &self,
+        region: &Region,
+        query: &InstancesQuery,
+    ) -> Result<InstancesPage, TencentError> {
+        let value = match query {
+            InstancesQuery::Page { offset, limit } => {
+                serde_json::json!({ "Offset": offset, "Limit": (*limit).clamp(1, MAX_PAGE) })
+            }
+            InstancesQuery::Ids(ids) => {
+                if ids.is_empty() || ids.len() > MAX_PAGE as usize {
+                    return Err(TencentError::Signing(format!(
+                        "DescribeInstances takes 1 to {MAX_PAGE} InstanceIds, not {}",
+                        ids.len()
+                    )));
+                }
+                let ids: Vec<&str> = ids.iter().map(InstanceId::as_str).collect();
+                serde_json::json!({ "InstanceIds": ids })
+            }
+            InstancesQuery::Filtered {
+                filters,
+                offset,
+                limit,
+            } => {
+                if filters.len() > MAX_FILTERS
+                    || filters
+                        .iter()
+                        .any(|(_, v)| v.is_empty() || v.len() > MAX_FILTER_VALUES)
+                {
+                    return Err(TencentError::Signing(format!(
+                        "DescribeInstances takes at most {MAX_FILTERS} filters of 1 to {MAX_FILTER_VALUES} values"
+                    )));
+                }
+                let filters: Vec<serde_json::Value> = filters
+                    .iter()
+                    .map(|(name, values)| serde_json::json!({ "Name": name, "Values": values }))
+                    .collect();
+                serde_json::json!({
+                    "Filters": filters,
+                    "Offset": offset,
+                    "Limit": (*limit).clamp(1, MAX_PAGE),
+                })
+            }
+        };
+        let body = serde_json::to_vec(&value).expect("a JSON object serialises");
+        let endpoint = self.endpoint(region);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.catalog_pacer.acquire().await {
+                Ok(_) => {
+                    self.call::<InstancesPayload>(
+                        &endpoint,
+                        region,
+                        DESCRIBE_INSTANCES,
+                        &body,
+                        MAX_INSTANCES_BODY,
+                    )
+                    .await
+                }
+                Err(q) => Err(TencentError::QueueFull {
+                    retry_after: q.retry_after,
+                }),
+            };
+            match result {
+                Ok((payload, request_id)) => {
+                    let raw = payload.instance_set.unwrap_or_default();
+                    let count = raw.len();
+                    let instances: Vec<Instance> = raw
+                        .into_iter()
+                        .filter_map(|r| r.into_instance(region))
+                        .collect();
+                    let Some(total) = payload.total_count else {
+                        return Err(TencentError::InvalidResponse {
+                            detail: "DescribeInstances success without TotalCount".into(),
+                            request_id: Some(request_id),
+                        });
+                    };
+                    return Ok(InstancesPage {
+                        total,
+                        skipped: count - instances.len(),
+                        instances,
+                        request_id,
+                    });
+                }
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let delay = self.backoff(attempt, &e);
+                    tracing::debug!(
+                        %region, attempt, code = %e.code(),
+                        request_id = e.request_id().unwrap_or("-"),
+                        delay_ms = delay.as_millis() as u64,
+                        "DescribeInstances failed, retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One signed call of `action`; the payload of a success and its RequestId.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: &Endpoint,
+        region: &Region,
+        action: &'static str,
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<(T, String), TencentError> {
         // Signed after the pacer's wait, just before sending: Tencent rejects timestamps more
         // than five minutes off, and a queued request must not carry a stale one.
-        let headers = self.signed_headers(endpoint, region, body)?;
+        let headers = self.signed_headers(endpoint, region, action, body)?;
         let response = self
             .http
             .post(endpoint.url.clone())
@@ -245,11 +439,11 @@ impl CvmClient {
                     .and_then(|u| u.host_str().map(str::to_owned)),
             });
         }
-        let bytes = read_bounded(response)
+        let bytes = read_bounded(response, max_body)
             .await
             .map_err(|e| self.transport_error(e))?;
         // Parse whatever the Content-Type says: gateways mislabel JSON.
-        let parsed: Option<Envelope> = serde_json::from_slice(&bytes).ok();
+        let parsed: Option<Envelope<T>> = serde_json::from_slice(&bytes).ok();
         let request_id = parsed.as_ref().and_then(|p| p.response.request_id.clone());
         if status != reqwest::StatusCode::OK {
             return Err(TencentError::Status {
@@ -275,23 +469,14 @@ impl CvmClient {
                 request_id,
             });
         }
-        let Some(raw) = response.instance_vnc_url else {
-            return Err(TencentError::InvalidResponse {
-                detail: "success without InstanceVncUrl".into(),
-                request_id: Some(request_id),
-            });
-        };
-        let url = ConsoleUrl::compose(&raw).map_err(|e| TencentError::InvalidResponse {
-            detail: e.to_string(),
-            request_id: Some(request_id.clone()),
-        })?;
-        Ok((url, request_id))
+        Ok((response.payload, request_id))
     }
 
     fn signed_headers(
         &self,
         endpoint: &Endpoint,
         region: &Region,
+        action: &'static str,
         body: &[u8],
     ) -> Result<HeaderMap, TencentError> {
         let timestamp = SystemTime::now()
@@ -318,7 +503,7 @@ impl CvmClient {
         h.insert(HOST, value(&endpoint.host)?);
         h.insert(
             HeaderName::from_static("x-tc-action"),
-            HeaderValue::from_static(ACTION),
+            HeaderValue::from_static(action),
         );
         h.insert(
             HeaderName::from_static("x-tc-version"),
@@ -359,10 +544,13 @@ impl CvmClient {
     }
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_bounded(
+    mut response: reqwest::Response,
+    max_body: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::with_capacity(512);
     while let Some(chunk) = response.chunk().await? {
-        if out.len() + chunk.len() > MAX_BODY {
+        if out.len() + chunk.len() > max_body {
             break;
         }
         out.extend_from_slice(&chunk);

@@ -1,16 +1,21 @@
-//! Tencent Cloud CVM: the signer, the endpoint per region, the typed errors and the client.
+//! Tencent Cloud CVM: the signer, the endpoint per region, the typed errors, the client and the
+//! catalog of instances.
 //!
 //! The core reaches Tencent only through [`Console`], so it can be tested in-process with a fake;
 //! [`CvmClient`] is the implementation that speaks HTTP.
 
 use std::future::Future;
 
+pub mod catalog;
 pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod sign;
 
-pub use client::{CvmClient, VncUrl};
+pub use catalog::{
+    choice_label, Catalog, Instance, InstanceSource, RegionStatus, Resolution, State, View,
+};
+pub use client::{CvmClient, InstancesPage, InstancesQuery, VncUrl};
 pub use error::{ApiErrorKind, TencentError};
 
 use crate::ids::{InstanceId, Region};

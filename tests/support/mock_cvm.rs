@@ -3,6 +3,14 @@
 //! wrong Host, a changed body and unknown SecretIds, enforces 10 calls in any one-second window,
 //! and answers in Tencent's JSON shape with a fresh RequestId.
 //!
+//! It also answers `DescribeInstances` like Tencent: `Offset`/`Limit` paging (Limit at most 100,
+//! default 20), `InstanceIds` (at most 100, not with `Filters`), `Filters` (`instance-name`,
+//! `instance-id`, `instance-state`, `private-ip-address`, `tag-key`, `tag:KEY`; at most 10 of 5
+//! values), the documented response shape (`PublicIpAddresses` null when there is none), and its
+//! own limit of 40 calls in any one-second window. Its failures are scripted separately
+//! ([`MockCvm::script_catalog`]) and its calls recorded separately ([`MockCvm::seen_catalog`]),
+//! so the console tests see exactly what they saw before.
+//!
 //! The verifier here is written from Tencent's documentation independently of `src/tencent/sign.rs`
 //! (it canonicalises whatever headers the request names in SignedHeaders).
 
@@ -41,6 +49,102 @@ pub enum Scripted {
     Redirect(SocketAddr),
 }
 
+/// One instance as the mock knows it (both actions read it).
+#[derive(Debug, Clone)]
+pub struct MockInstance {
+    pub id: String,
+    pub region: String,
+    pub name: String,
+    pub state: String,
+    pub private_ips: Vec<String>,
+    /// `None` is sent as JSON null, as Tencent does for an instance without a public address.
+    pub public_ips: Option<Vec<String>>,
+    pub zone: String,
+    pub os: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl MockInstance {
+    /// A RUNNING instance in ap-guangzhou-3 with a private IP derived from `n`.
+    pub fn new(id: &str, name: &str, n: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            region: "ap-guangzhou".to_owned(),
+            name: name.to_owned(),
+            state: "RUNNING".to_owned(),
+            private_ips: vec![format!(
+                "10.{}.{}.{}",
+                (n >> 16) & 255,
+                (n >> 8) & 255,
+                n & 255
+            )],
+            public_ips: None,
+            zone: "ap-guangzhou-3".to_owned(),
+            os: "TencentOS Server 3.1 (TK4)".to_owned(),
+            tags: Vec::new(),
+        }
+    }
+
+    pub fn in_region(mut self, region: &str) -> Self {
+        self.zone = format!("{region}-1");
+        self.region = region.to_owned();
+        self
+    }
+
+    pub fn state(mut self, state: &str) -> Self {
+        self.state = state.to_owned();
+        self
+    }
+
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.tags.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn public_ip(mut self, ip: &str) -> Self {
+        self.public_ips
+            .get_or_insert_with(Vec::new)
+            .push(ip.to_owned());
+        self
+    }
+
+    /// The `InstanceSet[]` entry, with the fields Tencent sends besides the ones vncbot reads.
+    fn to_json(&self) -> Value {
+        json!({
+            "Placement": {"Zone": self.zone, "ProjectId": 0, "HostIds": null, "HostIps": null, "HostId": null},
+            "InstanceId": self.id,
+            "Uuid": format!("{}-uuid", self.id),
+            "InstanceState": self.state,
+            "RestrictState": "NORMAL",
+            "InstanceName": self.name,
+            "InstanceChargeType": "POSTPAID_BY_HOUR",
+            "InstanceType": "S5.MEDIUM4",
+            "CPU": 2,
+            "Memory": 4,
+            "SystemDisk": {"DiskType": "CLOUD_PREMIUM", "DiskId": "disk-mock0001", "DiskSize": 50},
+            "DataDisks": null,
+            "PrivateIpAddresses": self.private_ips,
+            "PublicIpAddresses": self.public_ips,
+            "InternetAccessible": {"InternetChargeType": "TRAFFIC_POSTPAID_BY_HOUR", "InternetMaxBandwidthOut": 0},
+            "VirtualPrivateCloud": {"VpcId": "vpc-mock0001", "SubnetId": "subnet-mock0001", "AsVpcGateway": false},
+            "ImageId": "img-mock0001",
+            "OsName": self.os,
+            "SecurityGroupIds": ["sg-mock0001"],
+            "LoginSettings": {"KeyIds": null},
+            "Tags": self.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+            "CreatedTime": "2024-01-01T00:00:00Z",
+            "ExpiredTime": null,
+            "LatestOperation": null,
+            "LatestOperationState": null,
+            "LatestOperationRequestId": null,
+            "IPv6Addresses": null,
+            "CamRoleName": "",
+            "DisasterRecoverGroupId": "",
+            "StopChargingMode": "NOT_APPLICABLE",
+        })
+    }
+}
+
 /// What the mock made of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -52,16 +156,26 @@ pub struct Seen {
     pub request_id: String,
     pub region: String,
     pub language: String,
+    /// `X-TC-Action`.
+    pub action: String,
+    /// The request body (DescribeInstances only; console calls keep it empty).
+    pub body: String,
 }
+
+const DESCRIBE_INSTANCES: &str = "DescribeInstances";
+const VNC: &str = "DescribeInstanceVncUrl";
 
 struct State {
     keys: HashMap<String, (String, Option<String>)>,
-    instances: HashMap<String, (String, String)>,
+    instances: HashMap<String, MockInstance>,
     regions: Vec<String>,
     script: VecDeque<Scripted>,
+    catalog_script: VecDeque<Scripted>,
     seen: Vec<Seen>,
+    seen_catalog: Vec<Seen>,
     issued: Vec<String>,
     window: VecDeque<Instant>,
+    catalog_window: VecDeque<Instant>,
     clock_skew: i64,
     /// Length of the random token in issued URLs.
     token_len: usize,
@@ -85,28 +199,36 @@ impl MockCvm {
             (TEMP_SECRET_KEY.to_owned(), Some(SESSION_TOKEN.to_owned())),
         );
         let mut instances = HashMap::new();
-        for (id, region, state) in [
-            ("ins-running1", "ap-guangzhou", "RUNNING"),
-            ("ins-web00001", "ap-guangzhou", "RUNNING"),
-            ("ins-stopped1", "ap-guangzhou", "STOPPED"),
-            ("ins-fsi00001", "ap-shanghai-fsi", "RUNNING"),
-        ] {
-            instances.insert(id.to_owned(), (region.to_owned(), state.to_owned()));
+        for (n, (id, name, region, state)) in [
+            ("ins-running1", "running-1", "ap-guangzhou", "RUNNING"),
+            ("ins-web00001", "web-01", "ap-guangzhou", "RUNNING"),
+            ("ins-stopped1", "stopped-1", "ap-guangzhou", "STOPPED"),
+            ("ins-fsi00001", "fsi-01", "ap-shanghai-fsi", "RUNNING"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let i = MockInstance::new(id, name, n as u32 + 1)
+                .in_region(region)
+                .state(state);
+            instances.insert(id.to_owned(), i);
         }
         for i in 0..400 {
-            instances.insert(
-                format!("ins-load{i:04}"),
-                ("ap-guangzhou".to_owned(), "RUNNING".to_owned()),
-            );
+            let id = format!("ins-load{i:04}");
+            let m = MockInstance::new(&id, &format!("load-{i:04}"), 1000 + i);
+            instances.insert(id, m);
         }
         let state = Arc::new(Mutex::new(State {
             keys,
             instances,
             regions: vec!["ap-guangzhou".into(), "ap-shanghai-fsi".into()],
             script: VecDeque::new(),
+            catalog_script: VecDeque::new(),
             seen: Vec::new(),
+            seen_catalog: Vec::new(),
             issued: Vec::new(),
             window: VecDeque::new(),
+            catalog_window: VecDeque::new(),
             clock_skew: 0,
             token_len: 32,
         }));
@@ -133,8 +255,54 @@ impl MockCvm {
         format!("http://{}", self.addr)
     }
 
+    /// Failures for the next DescribeInstanceVncUrl calls, in order.
     pub fn script(&self, items: impl IntoIterator<Item = Scripted>) {
         self.state.lock().unwrap().script.extend(items);
+    }
+
+    /// Failures for the next DescribeInstances calls, in order (console calls are unaffected).
+    pub fn script_catalog(&self, items: impl IntoIterator<Item = Scripted>) {
+        self.state.lock().unwrap().catalog_script.extend(items);
+    }
+
+    /// Replaces every instance of `region` (both actions see the change).
+    pub fn set_instances(&self, region: &str, list: impl IntoIterator<Item = MockInstance>) {
+        let mut st = self.state.lock().unwrap();
+        st.instances.retain(|_, i| i.region != region);
+        for i in list {
+            assert_eq!(i.region, region, "{} is not in {region}", i.id);
+            st.instances.insert(i.id.clone(), i);
+        }
+    }
+
+    /// Adds or replaces one instance.
+    pub fn put_instance(&self, i: MockInstance) {
+        self.state.lock().unwrap().instances.insert(i.id.clone(), i);
+    }
+
+    /// Deletes an instance (it disappears from both actions).
+    pub fn remove_instance(&self, id: &str) {
+        self.state.lock().unwrap().instances.remove(id);
+    }
+
+    /// `n` RUNNING instances `ins-c0000000`… named `cat-00000`… in `region`.
+    pub fn many(region: &str, n: u32) -> Vec<MockInstance> {
+        (0..n)
+            .map(|k| {
+                MockInstance::new(&format!("ins-c{k:07}"), &format!("cat-{k:05}"), k)
+                    .in_region(region)
+            })
+            .collect()
+    }
+
+    /// DescribeInstances calls as the mock saw them.
+    pub fn seen_catalog(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen_catalog.clone()
+    }
+
+    /// The most DescribeInstances calls that arrived within any one-second window.
+    pub fn max_catalog_per_second(&self) -> usize {
+        max_in_a_second(self.seen_catalog().iter().map(|s| s.at).collect())
     }
 
     /// Makes issued URLs carry a token this long (real ones vary; some exceed Discord's 512).
@@ -157,17 +325,21 @@ impl MockCvm {
 
     /// The most requests that arrived within any one-second window.
     pub fn max_per_second(&self) -> usize {
-        let times: Vec<Instant> = self.seen().iter().map(|s| s.at).collect();
-        let mut max = 0;
-        for (i, t) in times.iter().enumerate() {
-            let n = times[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
-                .count();
-            max = max.max(n);
-        }
-        max
+        max_in_a_second(self.seen().iter().map(|s| s.at).collect())
     }
+}
+
+fn max_in_a_second(mut times: Vec<Instant>) -> usize {
+    times.sort();
+    let mut max = 0;
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        max = max.max(n);
+    }
+    max
 }
 
 fn request_id() -> String {
@@ -191,7 +363,15 @@ fn error(code: &str, message: &str, rid: &str) -> Reply {
 }
 
 async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> Reply {
-    let scripted = state.lock().unwrap().script.pop_front();
+    let catalog = req.header("x-tc-action") == Some(DESCRIBE_INSTANCES);
+    let scripted = {
+        let mut st = state.lock().unwrap();
+        if catalog {
+            st.catalog_script.pop_front()
+        } else {
+            st.script.pop_front()
+        }
+    };
     let mut forced_error = None;
     let mut missing_url = false;
     match scripted {
@@ -220,6 +400,24 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
         None => {}
     }
     let rid = request_id();
+    if catalog {
+        let verdict = check(state, own_host, &req).and_then(|()| describe_instances(state, &req));
+        return match (verdict, forced_error) {
+            (Err((code, msg)), _) => {
+                record(state, &req, code, &rid);
+                error(code, &msg, &rid)
+            }
+            (Ok(_), Some(code)) => {
+                record(state, &req, code, &rid);
+                error(code, "scripted failure", &rid)
+            }
+            (Ok(mut answer), None) => {
+                record(state, &req, "ok", &rid);
+                answer["RequestId"] = json!(rid);
+                Reply::json(200, &json!({ "Response": answer }))
+            }
+        };
+    }
     let verdict = check(state, own_host, &req);
     let reply = match verdict {
         Err((code, msg)) => {
@@ -256,14 +454,28 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
 }
 
 fn record(state: &Arc<Mutex<State>>, req: &HttpRequest, verdict: &str, rid: &str) {
-    state.lock().unwrap().seen.push(Seen {
+    let action = req.header("x-tc-action").unwrap_or_default().to_owned();
+    let catalog = action == DESCRIBE_INSTANCES;
+    let seen = Seen {
         at: req.received_at,
         answered_at: Instant::now(),
         verdict: verdict.to_owned(),
         request_id: rid.to_owned(),
         region: req.header("x-tc-region").unwrap_or_default().to_owned(),
         language: req.header("x-tc-language").unwrap_or_default().to_owned(),
-    });
+        body: if catalog {
+            String::from_utf8_lossy(&req.body).into_owned()
+        } else {
+            String::new()
+        },
+        action,
+    };
+    let mut st = state.lock().unwrap();
+    if catalog {
+        st.seen_catalog.push(seen);
+    } else {
+        st.seen.push(seen);
+    }
 }
 
 type Verdict = Result<(), (&'static str, String)>;
@@ -273,7 +485,8 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     if req.method != "POST" || req.path != "/" {
         return fail("InvalidParameter", "only POST / is served");
     }
-    if req.header("x-tc-action") != Some("DescribeInstanceVncUrl") {
+    let action = req.header("x-tc-action").unwrap_or_default();
+    if action != VNC && action != DESCRIBE_INSTANCES {
         return fail("InvalidAction", "unknown action");
     }
     if req.header("x-tc-version") != Some("2017-03-12") {
@@ -378,6 +591,19 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     if !st.regions.contains(&region) {
         return fail("InvalidParameterValue", "unknown region");
     }
+    if action == DESCRIBE_INSTANCES {
+        // Tencent's limit for DescribeInstances: 40 calls a second, counted apart from the
+        // console action's.
+        let cutoff = req.received_at - Duration::from_secs(1);
+        while st.catalog_window.front().is_some_and(|t| *t <= cutoff) {
+            st.catalog_window.pop_front();
+        }
+        if st.catalog_window.len() >= 40 {
+            return fail("RequestLimitExceeded", "more than 40 requests in a second");
+        }
+        st.catalog_window.push_back(req.received_at);
+        return Ok(());
+    }
     // Tencent's limit: 10 calls a second for this action, per account, in any window.
     let cutoff = req.received_at - Duration::from_secs(1);
     while st.window.front().is_some_and(|t| *t <= cutoff) {
@@ -411,14 +637,153 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
         return fail("InvalidInstanceId.Malformed", "malformed instance ID");
     }
     match st.instances.get(id) {
-        Some((r, _)) if *r != region => fail("InvalidInstanceId.NotFound", "not in this region"),
+        Some(i) if i.region != region => fail("InvalidInstanceId.NotFound", "not in this region"),
         None => fail("InvalidInstanceId.NotFound", "no such instance"),
-        Some((_, s)) if s == "STOPPED" => fail(
+        Some(i) if i.state == "STOPPED" => fail(
             "UnsupportedOperation.InstanceStateStopped",
             "instance is stopped",
         ),
         Some(_) => Ok(()),
     }
+}
+
+fn well_formed_id(id: &str) -> bool {
+    id.len() == 12
+        && id.starts_with("ins-")
+        && id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The DescribeInstances answer (without RequestId) for a request that passed the checks.
+fn describe_instances(
+    state: &Arc<Mutex<State>>,
+    req: &HttpRequest,
+) -> Result<Value, (&'static str, String)> {
+    let fail = |code: &'static str, msg: &str| Err((code, msg.to_owned()));
+    let region = req.header("x-tc-region").unwrap_or_default().to_owned();
+    let body = match serde_json::from_slice(&req.body) {
+        Ok(Value::Object(o)) => o,
+        _ => return fail("InvalidParameter", "body is not a JSON object"),
+    };
+    if let Some(k) = body
+        .keys()
+        .find(|k| !["Offset", "Limit", "InstanceIds", "Filters"].contains(&k.as_str()))
+    {
+        return Err(("UnknownParameter", format!("unknown parameter {k}")));
+    }
+    let int = |k: &str, default: u64| -> Result<u64, (&'static str, String)> {
+        match body.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or((
+                "InvalidParameterValue",
+                format!("{k} must be a non-negative integer"),
+            )),
+        }
+    };
+    let offset = int("Offset", 0)?;
+    let limit = int("Limit", 20)?;
+    if !(1..=100).contains(&limit) {
+        return fail("InvalidParameterValue.LimitExceeded", "Limit is 1 to 100");
+    }
+    let ids: Option<Vec<String>> = match body.get("InstanceIds") {
+        None => None,
+        Some(Value::Array(a)) => {
+            let ids: Option<Vec<String>> =
+                a.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+            let Some(ids) = ids else {
+                return fail("InvalidParameterValue", "InstanceIds must be strings");
+            };
+            if ids.len() > 100 {
+                return fail(
+                    "InvalidParameterValue.LimitExceeded",
+                    "at most 100 InstanceIds",
+                );
+            }
+            if let Some(bad) = ids.iter().find(|i| !well_formed_id(i)) {
+                return Err((
+                    "InvalidInstanceId.Malformed",
+                    format!("malformed instance ID {bad}"),
+                ));
+            }
+            Some(ids)
+        }
+        Some(_) => return fail("InvalidParameterValue", "InstanceIds must be an array"),
+    };
+    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(f) = body.get("Filters") {
+        if ids.is_some() {
+            return fail(
+                "InvalidParameterCombination",
+                "InstanceIds and Filters cannot be combined",
+            );
+        }
+        let Some(list) = f.as_array() else {
+            return fail("InvalidParameterValue", "Filters must be an array");
+        };
+        if list.len() > 10 {
+            return fail("InvalidFilterValue.LimitExceeded", "at most 10 Filters");
+        }
+        for item in list {
+            let name = item["Name"].as_str().unwrap_or_default().to_owned();
+            let values: Vec<String> = item["Values"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if values.is_empty() || values.len() > 5 {
+                return fail(
+                    "InvalidFilterValue.LimitExceeded",
+                    "1 to 5 Values per filter",
+                );
+            }
+            let known = [
+                "instance-name",
+                "instance-id",
+                "instance-state",
+                "private-ip-address",
+                "tag-key",
+            ];
+            if !known.contains(&name.as_str()) && !name.starts_with("tag:") {
+                return Err(("InvalidFilter", format!("unknown filter {name}")));
+            }
+            filters.push((name, values));
+        }
+    }
+    let st = state.lock().unwrap();
+    let mut matching: Vec<&MockInstance> = st
+        .instances
+        .values()
+        .filter(|i| i.region == region)
+        .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id)))
+        .filter(|i| {
+            filters.iter().all(|(name, values)| {
+                values.iter().any(|v| match name.as_str() {
+                    "instance-name" => i.name == *v,
+                    "instance-id" => i.id == *v,
+                    "instance-state" => i.state == *v,
+                    "private-ip-address" => i.private_ips.contains(v),
+                    "tag-key" => i.tags.iter().any(|(k, _)| k == v),
+                    tag => {
+                        let key = &tag["tag:".len()..];
+                        i.tags.iter().any(|(k, tv)| k == key && tv == v)
+                    }
+                })
+            })
+        })
+        .collect();
+    matching.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = matching.len();
+    let page: Vec<Value> = matching
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(MockInstance::to_json)
+        .collect();
+    Ok(json!({ "TotalCount": total, "InstanceSet": page }))
 }
 
 fn parse_authorization(a: &str) -> Option<(String, String, String, String)> {
