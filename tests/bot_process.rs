@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_discord::{FakeDiscord, Invocation};
+use support::fake_discord::{FakeDiscord, GrantDm, Invocation};
 use support::mock_cvm::Scripted;
 use support::{Fakes, GUILD, ONCALL_ROLE};
 use tokio::process::{Child, Command};
@@ -52,6 +52,14 @@ async fn reply(d: &FakeDiscord, token: &str) -> String {
     content.as_str().unwrap_or_default().to_owned()
 }
 
+/// `/vnc` by `user` (with the on-call role, as Discord also reports it), up to its grant's DM.
+async fn grant(d: &FakeDiscord, user: u64, instance: &str) -> GrantDm {
+    d.set_roles(user, vec![ONCALL_ROLE]);
+    let t = d.invoke(vnc(user, instance));
+    assert!(reply(d, &t).await.contains("in your DMs"));
+    d.grant_dm(user).expect("the grant's DM")
+}
+
 async fn verify(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vncbot"))
         .args(["audit", "verify"])
@@ -75,8 +83,9 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
 
+    let g = grant(discord, 1, "ins-running1").await;
     cvm.script([Scripted::Delay(Duration::from_millis(1500))]);
-    let slow = discord.invoke(vnc(1, "ins-running1"));
+    let slow = discord.press_open(&g);
     discord
         .wait_for(Duration::from_secs(5), "the deferral", |c| {
             c.path.contains(&slow)
@@ -86,9 +95,10 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let late = discord.invoke(vnc(2, "ins-web00001"));
     assert!(reply(discord, &late).await.contains("restarting"));
+    let shown = discord.press_result(&slow).await;
     assert!(
-        reply(discord, &slow).await.contains("in your DMs"),
-        "the request in flight was finished"
+        shown.path.ends_with("@original") && shown.body.to_string().contains("once"),
+        "the press in flight was finished: {shown:?}"
     );
 
     // It also waits for the DM's expiry edit (due 15 s after the link was made) before exiting.
@@ -123,8 +133,12 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     discord.wait_ready().await;
 
     let ids: Vec<String> = (0..40).map(|i| format!("ins-load{i:04}")).collect();
+    let mut grants = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        discord.invoke(vnc(100 + i as u64, id));
+        grants.push(grant(discord, 100 + i as u64, id).await);
+    }
+    for g in &grants {
+        discord.press_open(g);
     }
     // Kill it mid-burst, once a few links are out.
     loop {
@@ -135,8 +149,16 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     }
     signal(&bot, libc::SIGKILL);
     let _ = bot.wait().await;
-    let dms_before_kill =
-        discord.count(|c| c.method == "POST" && c.path.ends_with("/messages") && c.status == 200);
+    // A press's DM edit with a link (command replies edit `@original` too).
+    let link_dm = |c: &support::fake_discord::Call| {
+        c.method == "PATCH"
+            && c.path.ends_with("@original")
+            && c.status == 200
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|t| t.contains("Tencent RequestId"))
+    };
+    let dms_before_kill = discord.count(link_dm);
     // Links are minted 110 ms apart and each DM follows its link within milliseconds.
     assert!(dms_before_kill >= 1, "no DM went out before the kill");
     // A crash between write and line end leaves a torn line; SIGKILL rarely lands there, so make
@@ -156,8 +178,13 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     })
     .await
     .expect("the bot restarts and reconnects");
-    let after = discord.invoke(vnc(999, "ins-running1"));
-    assert!(reply(discord, &after).await.contains("in your DMs"));
+    // A grant from before the crash still works: its buttons survive the restart.
+    let before = grants.last().unwrap();
+    let shown = discord.press_result(&discord.press_open(before)).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
+    let after = grant(discord, 999, "ins-running1").await;
+    let shown = discord.press_result(&discord.press_open(&after)).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
     signal(&bot, libc::SIGTERM);
     assert_eq!(bot.wait().await.unwrap().code(), Some(0));
 
@@ -174,14 +201,14 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     let dms: Vec<String> = discord
         .calls()
         .iter()
-        .filter(|c| c.method == "POST" && c.path.ends_with("/messages") && c.status == 200)
+        .filter(|c| link_dm(c))
         .map(|c| {
             let content = c.body["content"].as_str().unwrap();
             content.rsplit('`').nth(1).unwrap().to_owned()
         })
         .collect();
     // Links minted just before the kill may not have reached a DM; those that did are audited.
-    assert_eq!(dms.len(), dms_before_kill + 1);
+    assert_eq!(dms.len(), dms_before_kill + 2);
     for rid in &dms {
         assert!(
             records
@@ -235,12 +262,17 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
         reply(discord, &t).await.contains("in your DMs"),
         "still serving with the last good config"
     );
+    discord.set_roles(101, vec![WEB_ROLE]);
     let t = discord.invoke(web(101, "ins-stopped1"));
+    assert!(reply(discord, &t).await.contains("in your DMs"));
+    let g = discord.grant_dm(101).unwrap();
+    let answer = discord.press_result(&discord.press_open(&g)).await;
     assert!(
-        reply(discord, &t)
-            .await
+        answer.body["content"]
+            .as_str()
+            .unwrap_or_default()
             .contains("does not allow a console"),
-        "the wider rule is still in force"
+        "the wider rule is still in force: {answer:?}"
     );
 
     signal(&bot, libc::SIGTERM);
@@ -260,8 +292,8 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
         .spawn()
         .unwrap();
     discord.wait_ready().await;
-    let t = discord.invoke(vnc(1, "ins-running1"));
-    assert!(reply(discord, &t).await.contains("in your DMs"));
+    let g = grant(discord, 1, "ins-running1").await;
+    discord.press_result(&discord.press_open(&g)).await;
     signal(&bot, libc::SIGTERM);
     let out = bot.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));

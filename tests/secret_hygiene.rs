@@ -61,22 +61,32 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
             ],
         })
     };
-    let done = |token: String| {
+    // `/vnc`, then Open console on the grant's DM when there is one.
+    let open = |user: u64| {
         let d = discord.clone();
+        let t = invoke(user);
         async move {
             d.wait_for(Duration::from_secs(15), "reply", |c| {
-                c.path.contains(&token) && c.method == "PATCH"
+                c.path.contains(&t) && c.method == "PATCH"
             })
-            .await
+            .await;
+            if let Some(g) = d.grant_dm(user) {
+                d.press_result(&d.press_open(&g)).await;
+            }
         }
     };
-    done(invoke(1)).await;
+    for user in 1..=5 {
+        discord.set_roles(user, vec![ONCALL_ROLE]);
+    }
+    open(1).await;
     discord.close_dms(2);
-    done(invoke(2)).await;
+    open(2).await;
     cvm.script([Scripted::Error("AuthFailure.SignatureFailure")]);
-    done(invoke(3)).await;
+    open(3).await;
     cvm.script([Scripted::Status(502)]);
-    done(invoke(4)).await;
+    open(4).await;
+    cvm.set_token_len(600);
+    open(5).await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let journal = std::fs::read_to_string(f.journal()).unwrap();
@@ -148,21 +158,32 @@ async fn rust_log_trace_leaks_no_link_and_no_interaction_token() {
             options: vec![("instance", "ins-running1")],
         })
     };
-    let done = |token: String| {
+    // `/vnc`, then Open console on the grant's DM when there is one: both tokens.
+    let open = |user: u64| {
         let d = discord.clone();
+        d.set_roles(user, vec![ONCALL_ROLE]);
+        let t = invoke(user);
         async move {
             d.wait_for(Duration::from_secs(15), "reply", |c| {
-                c.path.contains(&token) && c.method == "PATCH"
+                c.path.contains(&t) && c.method == "PATCH"
             })
             .await;
-            token
+            let mut tokens = vec![t];
+            if let Some(g) = d.grant_dm(user) {
+                let p = d.press_open(&g);
+                d.press_result(&p).await;
+                tokens.push(p);
+            }
+            tokens
         }
     };
-    let mut tokens = vec![done(invoke(1)).await];
+    let mut tokens = open(1).await;
     cvm.set_token_len(600); // too long for a button: the link goes in the message text
-    tokens.push(done(invoke(2)).await);
+    tokens.extend(open(2).await);
     discord.close_dms(3);
-    tokens.push(done(invoke(3)).await);
+    tokens.extend(open(3).await);
+    cvm.set_token_len(2500); // too long for the text: the link goes in an embed
+    tokens.extend(open(4).await);
     // SIGTERM: shutdown waits for the DM edits, then the log is complete.
     let pid = bot.id().unwrap() as libc::pid_t;
     // SAFETY: signalling our own child.

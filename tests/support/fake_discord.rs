@@ -58,6 +58,15 @@ pub struct FakeDiscord {
     ids: Arc<AtomicU64>,
 }
 
+/// A grant's DM as the fake saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantDm {
+    pub user: u64,
+    pub channel: u64,
+    pub message: u64,
+    pub grant: u64,
+}
+
 /// One slash command as a member sends it.
 pub struct Invocation<'a> {
     pub user: u64,
@@ -247,6 +256,47 @@ impl FakeDiscord {
     /// The roles `GET /guilds/{g}/members/{user}` answers with (members not set: 404).
     pub fn set_roles(&self, user: u64, roles: Vec<u64>) {
         self.state.lock().unwrap().member_roles.insert(user, roles);
+    }
+
+    /// The last grant DM sent to `user` (after `/vnc` answered), if any.
+    pub fn grant_dm(&self, user: u64) -> Option<GrantDm> {
+        let channels = self.dm_channels_of(user);
+        self.calls().into_iter().rev().find_map(|c| {
+            let channel: u64 = c
+                .path
+                .strip_prefix("/api/v10/channels/")?
+                .strip_suffix("/messages")?
+                .parse()
+                .ok()?;
+            let custom = c.body["components"][0]["components"][0]["custom_id"].as_str()?;
+            if c.method != "POST" || c.status != 200 || !channels.contains(&channel) {
+                return None;
+            }
+            Some(GrantDm {
+                user,
+                channel,
+                message: c.reply["id"].as_str()?.parse().ok()?,
+                grant: custom.strip_prefix("vnc:open:")?.parse().ok()?,
+            })
+        })
+    }
+
+    /// Presses Open console on a grant's DM (as its holder); returns the press's token.
+    pub fn press_open(&self, g: &GrantDm) -> String {
+        self.press(
+            g.user,
+            g.channel,
+            g.message,
+            &format!("vnc:open:{}", g.grant),
+        )
+    }
+
+    /// What a press did: the DM edited (a link, or the grant ended) or an ephemeral follow-up.
+    pub async fn press_result(&self, token: &str) -> Call {
+        self.wait_for(Duration::from_secs(20), "the press's answer", |c| {
+            c.path.contains(token) && !c.path.ends_with("/callback")
+        })
+        .await
     }
 
     /// Calls made for one interaction (its callback and its reply edits).
