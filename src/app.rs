@@ -78,6 +78,21 @@ impl App {
             .map_err(|e| format!("the audit journal cannot be written: {e}"))
     }
 
+    /// What is degraded but does not make the bot unready: the catalog regions whose list is
+    /// missing, failing or forbidden (requests by ID still work).
+    pub fn health_detail(&self) -> Option<String> {
+        let link = self.core.catalog_link()?;
+        let lines: Vec<String> = link
+            .catalog
+            .status()
+            .iter()
+            // A region still on its first listing is not degraded yet.
+            .filter(|r| r.failures > 0 || r.permission_missing)
+            .map(|r| format!("catalog: {r}"))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+
     /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.
     /// `vncbot audit verify --head N:HASH` then shows a journal truncated or replaced since.
     fn anchor_line(&self) -> String {
@@ -152,9 +167,19 @@ pub async fn run(
         http_ready: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
     });
+    // The catalog: filled now in the background and refreshed every `refresh_secs`; requests by
+    // ID never wait for it.
+    if let Some(link) = app.core.catalog_link() {
+        link.catalog
+            .spawn_refresher(Arc::clone(&link.source), config.catalog.refresh);
+    }
     if let Some(admin) = config.admin {
-        let a = Arc::clone(&app);
-        admin::start(admin.listen, Arc::new(move || a.health()))
+        let (ready, detail) = (Arc::clone(&app), Arc::clone(&app));
+        let checks = admin::Checks {
+            detail: Arc::new(move || detail.health_detail()),
+            ..admin::Checks::ready_only(Arc::new(move || ready.health()))
+        };
+        admin::start_with(admin.listen, checks, admin::Limits::default())
             .await
             .map_err(|source| RunError::Admin {
                 addr: admin.listen,

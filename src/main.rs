@@ -27,7 +27,7 @@ enum Command {
     Run,
     /// Fetch one fresh console link and print it alone on stdout
     Url {
-        /// The CVM instance ID, like ins-a1b2c3d4
+        /// The instance: an ID like ins-a1b2c3d4, or a name the catalog resolves to one instance
         instance_id: String,
         /// Region (default: the first in tencent.regions)
         #[arg(long)]

@@ -91,6 +91,7 @@ async fn a_failing_liveness_check_fails_livez_only() {
     let checks = Checks {
         ready: Arc::new(|| Ok(())),
         live: live_check,
+        detail: Arc::new(|| None),
     };
     let addr = admin::start_with(localhost(), checks, Limits::default())
         .await
@@ -210,4 +211,22 @@ async fn no_connection_outlives_the_connection_timeout() {
     let closed = closed_by_server(silent).await - t0;
     assert!(closed >= limits.connection_timeout, "{closed:?}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn a_degraded_part_shows_under_a_passing_healthz() {
+    let checks = Checks {
+        detail: Arc::new(|| Some("catalog: ap-guangzhou: refresh failing".into())),
+        ..Checks::ready_only(Arc::new(|| Ok(())))
+    };
+    let addr = admin::start_with(localhost(), checks, Limits::default())
+        .await
+        .unwrap();
+    let a = request(addr, "GET", "/healthz").await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.starts_with("ok\ncatalog: ap-guangzhou"),
+        "{}",
+        a.body
+    );
 }

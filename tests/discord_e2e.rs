@@ -938,3 +938,156 @@ async fn a_flood_of_refused_requests_is_answered_but_not_recorded_one_by_one() {
         "one line for the flooder's first refusal this minute"
     );
 }
+
+/// The grant's buttons against everything the issue lists: forwarded presses, forged and
+/// oversized ids, a failed member fetch, a Tencent failure, a removed role, the last link, Done,
+/// two presses at once, and a heads-up between members. Each gets a private answer and a journal
+/// record that refers to its grant, and no link anywhere but the holder's DM.
+#[tokio::test]
+async fn grant_buttons_refuse_what_they_must_and_keep_the_grant_usable() {
+    let bot =
+        start_bot(|t| t.replace("[limits]", "[grants]\nlinks_per_grant = 3\n\n[limits]")).await;
+    let d = &bot.discord;
+    let g = grant(
+        &bot,
+        2001,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    )
+    .await;
+    let followup = |user: u64, custom: String| {
+        let t = d.press(user, g.dm_channel, g.dm_message, &custom);
+        let bot = &bot;
+        async move { press_followup(bot, &t).await }
+    };
+    // Someone else presses (the DM was forwarded): refused.
+    let other = followup(2002, format!("vnc:open:{}", g.grant)).await;
+    assert!(other.contains("someone else"), "{other}");
+    // Forged, malformed and oversized ids.
+    for forged in [
+        "vnc:open:999999".to_owned(),
+        "vnc:open:abc".to_owned(),
+        "x".repeat(100),
+    ] {
+        let text = followup(2001, forged).await;
+        assert!(text.contains("not valid"), "{text}");
+    }
+    // Discord cannot say what the member's roles are now: no link, try again.
+    d.fail("GET", "/members/", 500, 1);
+    let text = followup(2001, format!("vnc:open:{}", g.grant)).await;
+    assert!(text.contains("current roles"), "{text}");
+    // Tencent fails: said so, and the grant is still usable.
+    bot.cvm.script([Scripted::Error(
+        "OperationDenied.InstanceOperationInProgress",
+    )]);
+    let text = followup(2001, format!("vnc:open:{}", g.grant)).await;
+    assert!(text.contains("busy"), "{text}");
+    assert!(bot.cvm.issued().is_empty());
+    let (_, shown) = press(&bot, &g).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
+
+    // A second member opens the same console: the heads-up names the first, pinging nobody.
+    let (_, shown) = open_console(
+        &bot,
+        2003,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    )
+    .await;
+    let content = shown.body["content"].as_str().unwrap();
+    assert!(
+        content.contains("Heads-up: <@2001> opened this console"),
+        "{content}"
+    );
+    assert_eq!(
+        shown.body["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
+
+    // Two presses at once on one grant: one link, one "already being made".
+    let g4 = grant(
+        &bot,
+        2004,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-web00001")],
+    )
+    .await;
+    bot.cvm
+        .script([Scripted::Delay(Duration::from_millis(800))]);
+    let first = press_button(&bot, &g4, "open");
+    d.wait_for(
+        Duration::from_secs(5),
+        "the first press's member fetch",
+        |c| c.method == "GET" && c.path.ends_with("/members/2004"),
+    )
+    .await;
+    let second = press_button(&bot, &g4, "open");
+    assert!(press_followup(&bot, &second)
+        .await
+        .contains("already being made"));
+    assert!(press_result(&bot, &first).await.path.ends_with("@original"));
+    // Up to the last link (3 per grant here), then refused.
+    for _ in 0..2 {
+        let (_, shown) = press(&bot, &g4).await;
+        assert!(shown.path.ends_with("@original"), "{shown:?}");
+    }
+    let t = press_button(&bot, &g4, "open");
+    assert!(press_followup(&bot, &t)
+        .await
+        .contains("all of its 3 links"));
+
+    // Done ends the grant: the DM says so, and a later press is refused.
+    let t = press_button(&bot, &g4, "done");
+    let ended = press_result(&bot, &t).await;
+    let content = ended.body["content"].as_str().unwrap();
+    assert!(
+        content.contains("ended") && content.contains("Done"),
+        "{content}"
+    );
+    assert_eq!(ended.body["components"], serde_json::json!([]));
+    let t = press_button(&bot, &g4, "open");
+    assert!(press_followup(&bot, &t)
+        .await
+        .contains("has ended; run /vnc again"));
+
+    // The role is removed: the next press ends the grant, and the DM says so.
+    d.set_roles(2001, vec![]);
+    let t = press_button(&bot, &g, "open");
+    let ended = press_result(&bot, &t).await;
+    assert!(ended.body["content"]
+        .as_str()
+        .unwrap()
+        .contains("no longer allow"));
+    assert!(press_followup(&bot, &t).await.contains("no longer allow"));
+    let t = press_button(&bot, &g, "open");
+    assert!(press_followup(&bot, &t).await.contains("has ended"));
+
+    // Every press on the first grant is in the journal and refers to it.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(bot.journal())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let about = |code: &str| {
+        records
+            .iter()
+            .filter(|r| r["code"] == code && r["refers_to"] == g.grant)
+            .count()
+    };
+    assert_eq!(about("not_holder"), 1);
+    assert_eq!(about("roles_unavailable"), 1);
+    assert_eq!(about("role_removed"), 2, "the refusal and the grant's end");
+    assert_eq!(about("grant_ended"), 1);
+    assert_eq!(
+        records.iter().filter(|r| r["code"] == "bad_button").count(),
+        3
+    );
+    // Links went only into DM edits of their holders' presses.
+    for value in bot.cvm.issued() {
+        for c in d.calls() {
+            if c.body.to_string().contains(&value) {
+                assert!(c.path.ends_with("@original"), "link in {}", c.path);
+            }
+        }
+    }
+}

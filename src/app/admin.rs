@@ -38,7 +38,13 @@ pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub struct Checks {
     pub ready: HealthCheck,
     pub live: HealthCheck,
+    /// Lines added under a passing `/healthz` (a degraded part that does not make the bot
+    /// unready, such as a catalog that cannot refresh).
+    pub detail: Detail,
 }
+
+/// What `/healthz` adds to `ok` when something is degraded but the bot still serves.
+pub type Detail = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Checks {
     /// Readiness from `ready`; liveness is "the process answers".
@@ -46,6 +52,7 @@ impl Checks {
         Checks {
             ready,
             live: Arc::new(|| Ok(())),
+            detail: Arc::new(|| None),
         }
     }
 }
@@ -139,7 +146,10 @@ async fn serve(listener: TcpListener, app: Router, limits: Limits) {
 }
 
 async fn readiness(State(checks): State<Arc<Checks>>) -> Response {
-    probe(&checks.ready)
+    match ((checks.ready)(), (checks.detail)()) {
+        (Ok(()), Some(detail)) => text(StatusCode::OK, format!("ok\n{detail}\n")),
+        _ => probe(&checks.ready),
+    }
 }
 
 async fn liveness(State(checks): State<Arc<Checks>>) -> Response {

@@ -42,6 +42,10 @@ pub fn main(
                 return Exit::Audit;
             }
         };
+        // A name (not an ID): the catalog resolves it, so list the instances first.
+        if !vncbot::core::decision::looks_like_id(&instance) {
+            core.refresh_catalog().await;
+        }
         let actor = Actor::local();
         let request = Request {
             actor: actor.clone(),

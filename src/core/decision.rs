@@ -2,8 +2,9 @@
 //! the request. No I/O: every branch is unit-tested below.
 
 use crate::access::{self, Rule};
-use crate::ids::{InstanceId, Region};
+use crate::ids::{InstanceId, Quoted, Region};
 use crate::limits::{Limited, LimitsGuard, Spend};
+use crate::tencent::catalog::{Instance, Resolution, View};
 
 use super::refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 use super::request::{Approved, Authority, Policy, Request};
@@ -45,15 +46,45 @@ pub enum Decision {
 /// Validates, authorizes and limits a request: guild, instance, region, reason, allowlist,
 /// limits, in that order (the first failure is the one the member hears about).
 pub fn decide(policy: &Policy, limits: &impl LimitView, req: &Request) -> Decision {
-    match evaluate(policy, limits, req) {
+    decide_with(policy, limits, None, req)
+}
+
+/// [`decide`] with the catalog as it stands (names, regions and tags come from it).
+pub fn decide_with(
+    policy: &Policy,
+    limits: &impl LimitView,
+    catalog: Option<&View>,
+    req: &Request,
+) -> Decision {
+    match evaluate(policy, limits, catalog, req) {
         Ok(a) => Decision::Approve(Box::new(a)),
         Err(r) => Decision::Refuse(Box::new(r)),
     }
 }
 
+/// Whether the text is meant as an instance ID (`ins-…`, `lhins-…`, in any case) rather than a
+/// name: a malformed ID is reported as such, not looked up as a name.
+pub fn looks_like_id(raw: &str) -> bool {
+    let lower = raw.trim().to_ascii_lowercase();
+    lower.starts_with("ins-") || lower.starts_with("lhins-")
+}
+
+/// Whether `authority` may open `i` under `rules`, as the catalog knows it (tags included).
+pub fn may_open(rules: &[Rule], authority: &Authority, i: &Instance) -> bool {
+    match authority {
+        Authority::LocalCredentials => true,
+        Authority::Roles(roles) => rules.iter().any(|r| {
+            r.roles.iter().any(|x| roles.contains(x)) && r.opens(&i.id, &i.region, Some(&i.tags))
+        }),
+    }
+}
+
+// The rejection is boxed by `decide_with`, the only caller.
+#[allow(clippy::result_large_err)]
 fn evaluate(
     policy: &Policy,
     limits: &impl LimitView,
+    catalog: Option<&View>,
     req: &Request,
 ) -> Result<Approved, Rejection> {
     let refuse = |refusal, instance: Option<&InstanceId>, region: Option<&Region>| Rejection {
@@ -70,7 +101,6 @@ fn evaluate(
             Some(_) => {}
         }
     }
-    let instance = InstanceId::parse(&req.instance).map_err(|e| refuse(e.into(), None, None))?;
     let served = || {
         policy
             .regions
@@ -79,33 +109,84 @@ fn evaluate(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let region = match req
+    let region_arg = match req
         .region
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty())
     {
-        None => policy.regions[0].clone(),
-        Some(raw) => match Region::parse(raw) {
-            Ok(r) if policy.regions.contains(&r) => r,
-            Ok(r) => {
-                return Err(refuse(
-                    Refusal::RegionNotServed(r, served()),
-                    Some(&instance),
-                    None,
-                ))
+        None => None,
+        Some(raw) => {
+            let id = InstanceId::parse(&req.instance).ok();
+            match Region::parse(raw) {
+                Ok(r) if policy.regions.contains(&r) => Some(r),
+                Ok(r) => {
+                    return Err(refuse(
+                        Refusal::RegionNotServed(r, served()),
+                        id.as_ref(),
+                        None,
+                    ))
+                }
+                Err(problem) => {
+                    return Err(refuse(
+                        Refusal::BadRegion {
+                            problem,
+                            configured: served(),
+                        },
+                        id.as_ref(),
+                        None,
+                    ))
+                }
             }
-            Err(problem) => {
-                return Err(refuse(
-                    Refusal::BadRegion {
-                        problem,
-                        configured: served(),
-                    },
-                    Some(&instance),
-                    None,
-                ))
+        }
+    };
+    let (instance, region) = match catalog {
+        Some(view) if !looks_like_id(&req.instance) => {
+            // A name: exactly one instance the actor may open must carry it (in the region
+            // asked for, if one was).
+            let allowed = |i: &Instance| {
+                region_arg.as_ref().is_none_or(|r| &i.region == r)
+                    && may_open(&policy.rules, &req.authority, i)
+            };
+            match view.resolve_name(req.instance.trim(), allowed) {
+                Resolution::Unique(i) => (i.id.clone(), i.region.clone()),
+                Resolution::Ambiguous(found) => {
+                    let choices = found
+                        .iter()
+                        .take(10)
+                        .map(|i| format!("{} ({}, {})", i.id, i.region, i.state.as_str()))
+                        .collect();
+                    return Err(refuse(
+                        Refusal::AmbiguousName {
+                            name: Quoted::new(&req.instance).to_string(),
+                            choices,
+                        },
+                        None,
+                        None,
+                    ));
+                }
+                Resolution::NotFound => {
+                    return Err(refuse(
+                        Refusal::UnknownName(Quoted::new(&req.instance).to_string()),
+                        None,
+                        None,
+                    ))
+                }
             }
-        },
+        }
+        _ => {
+            let id = InstanceId::parse(&req.instance).map_err(|e| refuse(e.into(), None, None))?;
+            // No region given: where the catalog saw it, else the first configured.
+            let region = region_arg
+                .or_else(|| {
+                    catalog
+                        .and_then(|v| v.lookup(&id))
+                        .map(|i| i.region.clone())
+                        .filter(|r| policy.regions.contains(r))
+                })
+                .unwrap_or_else(|| policy.regions[0].clone());
+            (id, region)
+        }
     };
     let fail = |r: Refusal| refuse(r, Some(&instance), Some(&region));
     let reason = clean_reason(req.reason.as_deref());
@@ -119,7 +200,10 @@ fn evaluate(
         None if policy.require_reason => return Err(fail(Refusal::ReasonRequired)),
         _ => {}
     }
-    let rule = authorize(&policy.rules, &req.authority, &instance, &region).map_err(fail)?;
+    let tags = catalog
+        .and_then(|v| v.lookup(&instance))
+        .map(|i| i.tags.as_slice());
+    let rule = authorize(&policy.rules, &req.authority, &instance, &region, tags).map_err(fail)?;
     limits
         .check(&req.actor.key(), &instance)
         .map_err(|l| fail(Refusal::Limited(l)))?;
@@ -137,23 +221,35 @@ fn evaluate(
 }
 
 /// The allowlist check alone, also used to re-check an approval against a reloaded policy right
-/// before Tencent is called.
+/// before Tencent is called. `tags`: the instance's tags as the catalog saw them (`None`: it
+/// cannot vouch, so no tag rule matches).
 pub fn authorize(
     rules: &[Rule],
     authority: &Authority,
     instance: &InstanceId,
     region: &Region,
+    tags: Option<&[(String, String)]>,
 ) -> Result<Option<usize>, Refusal> {
     match authority {
         Authority::LocalCredentials => Ok(None),
-        Authority::Roles(roles) => match access::authorize(rules, roles, instance, region) {
-            access::Decision::Allowed { rule } => Ok(Some(rule)),
-            access::Decision::Denied { would_allow, .. } => Err(Refusal::Denied {
-                instance: instance.clone(),
-                region: region.clone(),
-                would_allow,
-            }),
-        },
+        Authority::Roles(roles) => {
+            match access::authorize_with_tags(rules, roles, instance, region, tags) {
+                access::Decision::Allowed { rule } => Ok(Some(rule)),
+                access::Decision::Denied {
+                    would_allow,
+                    needs_catalog,
+                } => Err(Refusal::Denied {
+                    instance: instance.clone(),
+                    region: region.clone(),
+                    would_allow,
+                    needs_tags: needs_catalog
+                        .iter()
+                        .filter_map(|i| rules.get(*i))
+                        .map(Rule::tags_text)
+                        .collect(),
+                }),
+            }
+        }
     }
 }
 

@@ -323,7 +323,16 @@ impl<C: Console> Core<C> {
         };
         let authority = Authority::Roles(roles);
         let policy = self.policy();
-        let rule = match authorize(&policy.rules, &authority, &g.instance, &g.region) {
+        let tags = self
+            .catalog_view()
+            .and_then(|v| v.lookup(&g.instance).map(|i| i.tags.clone()));
+        let rule = match authorize(
+            &policy.rules,
+            &authority,
+            &g.instance,
+            &g.region,
+            tags.as_deref(),
+        ) {
             Ok(rule) => rule,
             Err(_) => {
                 let refusal = Refusal::RoleRemoved {

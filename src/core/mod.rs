@@ -21,6 +21,7 @@ use crate::ids::{InstanceId, Quoted, Region, Snowflake};
 use crate::limits::{ApiPacer, Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
+use crate::tencent::catalog::{self, Catalog, View};
 use crate::tencent::{Console, CvmClient};
 
 pub use decision::{decide, Decision, Rejection};
@@ -56,6 +57,7 @@ pub struct Core<C = CvmClient> {
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
+    catalog: Option<CatalogLink>,
 }
 
 /// Why the core could not be built at start-up.
@@ -83,14 +85,46 @@ impl Core {
             None => {}
         }
         let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+        let catalog = if config.catalog.enabled {
+            // Its own client: DescribeInstances has its own pace and never queues behind (or
+            // ahead of) console calls.
+            let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+            let source = CvmClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+            Some(CatalogLink {
+                catalog: Arc::new(Catalog::new(&config.tencent.regions)),
+                source: Arc::new(source),
+            })
+        } else {
+            None
+        };
         let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
-        Ok(Self::new(
+        let mut core = Self::new(
             Policy::from_config(config),
             RequestLimits::new(&config.limits),
             journal,
             cvm,
-        ))
+        );
+        core.catalog = catalog;
+        Ok(core)
     }
+
+    /// Lists every region now (for `vncbot url NAME`, which has no background refresher).
+    pub async fn refresh_catalog(&self) {
+        if let Some(link) = &self.catalog {
+            link.catalog.refresh_all(&*link.source).await;
+        }
+    }
+
+    /// The catalog and the client that refreshes it, when `[catalog] enabled`.
+    pub fn catalog_link(&self) -> Option<&CatalogLink> {
+        self.catalog.as_ref()
+    }
+}
+
+/// The instance catalog and its own Tencent client.
+pub struct CatalogLink {
+    pub catalog: Arc<Catalog>,
+    pub source: Arc<CvmClient>,
 }
 
 impl<C: Console> Core<C> {
@@ -104,7 +138,80 @@ impl<C: Console> Core<C> {
             console,
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
+            catalog: None,
         }
+    }
+
+    /// The catalog as it stands (a cheap snapshot), when there is one.
+    pub fn catalog_view(&self) -> Option<View> {
+        self.catalog.as_ref().map(|c| c.catalog.view())
+    }
+
+    /// The instance's name, where the catalog knows it.
+    pub fn instance_name(&self, id: &InstanceId) -> Option<String> {
+        let view = self.catalog_view()?;
+        view.lookup(id)
+            .map(|i| i.name.clone())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Autocomplete for `/vnc instance:`: up to 25 instances these roles may open under the live
+    /// policy whose ID, name, IPs or tag values match `typed`, as `(label, ID)`. From memory
+    /// only: never a Tencent call.
+    pub fn autocomplete(
+        &self,
+        guild: Option<Snowflake>,
+        roles: &[Snowflake],
+        typed: &str,
+    ) -> Vec<(String, String)> {
+        let policy = self.policy();
+        let (Some(view), Some(guild)) = (self.catalog_view(), guild) else {
+            return Vec::new();
+        };
+        if !policy.guilds.contains(&guild) || roles.is_empty() {
+            return Vec::new();
+        }
+        let authority = Authority::Roles(roles.to_vec());
+        view.search(typed, catalog::MAX_CHOICES, |i| {
+            policy.regions.contains(&i.region) && decision::may_open(&policy.rules, &authority, i)
+        })
+        .into_iter()
+        .map(|i| (catalog::choice_label(i), i.id.to_string()))
+        .collect()
+    }
+
+    /// The catalog's tags for an instance (`None`: it cannot vouch).
+    fn tags_of(&self, view: Option<&View>, id: &InstanceId) -> Option<Vec<(String, String)>> {
+        view?.lookup(id).map(|i| i.tags.clone())
+    }
+
+    /// The catalog says the instance cannot serve a console: re-read that one instance and, if it
+    /// is still so, the refusal to give before Tencent is asked. An instance the catalog does not
+    /// know never blocks a request.
+    async fn not_ready(&self, id: &InstanceId, region: &Region) -> Option<Refusal> {
+        let link = self.catalog.as_ref()?;
+        let seen = link.catalog.lookup(id)?;
+        if seen.state.can_serve_console() {
+            return None;
+        }
+        // Only a fresh read refuses: gone, or unreadable now, and Tencent decides.
+        let now = match link.catalog.refresh_one(&*link.source, region, id).await {
+            Ok(Some(now)) => now,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(instance = %id, state = seen.state.as_str(), error = %e,
+                    "could not re-read a stopped instance; asking Tencent anyway");
+                return None;
+            }
+        };
+        (!now.state.can_serve_console()).then(|| Refusal::NotReady {
+            label: if now.name.is_empty() {
+                now.id.to_string()
+            } else {
+                format!("{} ({})", now.name, now.id)
+            },
+            state: now.state.as_str().to_owned(),
+        })
     }
 
     fn live(&self) -> (Arc<Policy>, Arc<RequestLimits>) {
@@ -177,7 +284,9 @@ impl<C: Console> Core<C> {
                 self.suppress(&key, req);
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
-            let d = decide(&policy, &decision::Spending(&g, spend), req);
+            let view = self.catalog_view();
+            let d =
+                decision::decide_with(&policy, &decision::Spending(&g, spend), view.as_ref(), req);
             match &d {
                 Decision::Approve(a) => g.take_spend(&key, &a.instance, spend),
                 Decision::Refuse(_) => g.take_refusal(&key),
@@ -276,10 +385,33 @@ impl<C: Console> Core<C> {
             refers_to: Some(a.audit_seq),
             ..Entry::default()
         };
+        if let Some(refusal) = self.not_ready(&a.instance, &a.region).await {
+            let outcome = refusal.outcome();
+            self.journal
+                .append(
+                    outcome.event(),
+                    &a.actor,
+                    Entry {
+                        code: Some(outcome.code().to_owned()),
+                        ..entry()
+                    },
+                )
+                .await
+                .map_err(Refusal::AuditUnavailable)?;
+            return Err(refusal);
+        }
         // Checked now and again right before each attempt is sent (after the queue wait): a
         // reload that removed the rule stops requests already waiting.
+        let tags = self.tags_of(self.catalog_view().as_ref(), &a.instance);
         let denied_now = || {
-            decision::authorize(&self.policy().rules, &a.authority, &a.instance, &a.region).err()
+            decision::authorize(
+                &self.policy().rules,
+                &a.authority,
+                &a.instance,
+                &a.region,
+                tags.as_deref(),
+            )
+            .err()
         };
         let result = match denied_now() {
             Some(_) => Err(crate::tencent::TencentError::Withdrawn),
@@ -295,6 +427,7 @@ impl<C: Console> Core<C> {
                 instance: a.instance.clone(),
                 region: a.region.clone(),
                 would_allow: Vec::new(),
+                needs_tags: Vec::new(),
             });
             tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
                 "an approved request lost its rule to a config reload before Tencent was called");

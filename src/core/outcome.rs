@@ -101,6 +101,12 @@ pub enum Outcome {
     RolesUnavailable,
     /// The member's roles no longer allow the instance: the grant ends.
     RoleRemoved,
+    /// No instance the actor may open carries the name.
+    UnknownName,
+    /// Several instances the actor may open carry the name.
+    AmbiguousName,
+    /// The catalog (re-read) says the instance cannot serve a console: refused before Tencent.
+    NotReady,
     /// `/vnc` granted a window.
     Granted,
     /// The link reached the member (the DM, or the terminal for `vncbot url`).
@@ -142,6 +148,9 @@ impl Outcome {
             Self::PressInProgress => "press_in_progress",
             Self::RolesUnavailable => "roles_unavailable",
             Self::RoleRemoved => "role_removed",
+            Self::UnknownName => "unknown_name",
+            Self::AmbiguousName => "ambiguous_name",
+            Self::NotReady => "instance_not_ready",
             Self::Granted => "granted",
             Self::Delivered => "delivered",
             Self::DmsClosed => "dms_closed",
@@ -162,6 +171,9 @@ impl Outcome {
             Self::RolesUnavailable => "refused: Discord did not give the member's roles",
             Self::RoleRemoved => "denied: the member's role was removed; grant ended",
             Self::Granted => "granted",
+            Self::UnknownName => "refused: no such instance name",
+            Self::AmbiguousName => "refused: several instances carry that name",
+            Self::NotReady => "refused: the instance is not running",
             Self::DmsClosed => "not delivered: DMs closed, link discarded",
             Self::DmFailed => "not delivered: DM failed, link discarded",
             Self::NotPrinted => "not delivered: the terminal went away, link discarded",
@@ -190,7 +202,10 @@ impl Outcome {
             | Self::AuditUnavailable
             | Self::BadButton
             | Self::GrantEnded
-            | Self::RolesUnavailable => Event::Invalid,
+            | Self::RolesUnavailable
+            | Self::UnknownName
+            | Self::AmbiguousName
+            | Self::NotReady => Event::Invalid,
             Self::Denied | Self::NotHolder | Self::RoleRemoved => Event::Denied,
             Self::LimitedMember
             | Self::LimitedInstance
@@ -227,7 +242,12 @@ impl Outcome {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Delivered | Self::Granted => Exit::Ok,
-            Self::BadButton | Self::GrantEnded | Self::RolesUnavailable => Exit::BadInput,
+            Self::BadButton
+            | Self::GrantEnded
+            | Self::RolesUnavailable
+            | Self::UnknownName
+            | Self::AmbiguousName => Exit::BadInput,
+            Self::NotReady => Exit::Refused,
             Self::NotHolder | Self::RoleRemoved | Self::LinksUsed | Self::PressInProgress => {
                 Exit::Denied
             }
@@ -296,6 +316,9 @@ mod tests {
                 Exit::BadInput,
             ),
             (Outcome::RoleRemoved, "role_removed", Exit::Denied),
+            (Outcome::UnknownName, "unknown_name", Exit::BadInput),
+            (Outcome::AmbiguousName, "ambiguous_name", Exit::BadInput),
+            (Outcome::NotReady, "instance_not_ready", Exit::Refused),
             (
                 Outcome::tencent(&api("InvalidInstanceId.NotFound")),
                 "InvalidInstanceId.NotFound",

@@ -36,12 +36,21 @@ pub enum Refusal {
     ReasonTooShort,
     #[error("The reason is too long: keep it under {MAX_REASON_CHARS} characters.")]
     ReasonTooLong,
-    #[error("{}", denied_message(instance, region, would_allow))]
+    #[error("{}", denied_message(instance, region, would_allow, needs_tags))]
     Denied {
         instance: InstanceId,
         region: Region,
         would_allow: Vec<Snowflake>,
+        /// Tags (as written in the config) of rules for the member's roles that the catalog
+        /// could not vouch for.
+        needs_tags: Vec<String>,
     },
+    #[error("No instance you may open is named {0}. Type a few letters in the instance option and pick from the list, or give its ID (ins-…).")]
+    UnknownName(String),
+    #[error("Several instances you may open are named {name}: {}. Run /vnc again with one of these IDs.", choices.join("; "))]
+    AmbiguousName { name: String, choices: Vec<String> },
+    #[error("{label} is {state}: start it first (or wait until it is RUNNING), then try again.")]
+    NotReady { label: String, state: String },
     #[error("{}", limited_message(*.0))]
     Limited(Limited),
     #[error("Too many of your requests were refused in the last minute. Check the instance ID, region and your roles, and try again in {} seconds.", secs(*retry_after))]
@@ -81,7 +90,18 @@ fn secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn denied_message(instance: &InstanceId, region: &Region, would_allow: &[Snowflake]) -> String {
+fn denied_message(
+    instance: &InstanceId,
+    region: &Region,
+    would_allow: &[Snowflake],
+    needs_tags: &[String],
+) -> String {
+    if !needs_tags.is_empty() {
+        return format!(
+            "None of your roles may open {instance} in {region} for now: the rule for your roles needs the tags {}, and the catalog cannot vouch for them (it does not know this instance, or it is off or failing). Try again in a minute, or ask an admin.",
+            needs_tags.join(" or ")
+        );
+    }
     if would_allow.is_empty() {
         format!("None of your roles may open {instance} in {region}, and no rule allows that instance there. Ask an admin if you need it.")
     } else {
@@ -128,6 +148,9 @@ impl Refusal {
             Refusal::PressInProgress => Outcome::PressInProgress,
             Refusal::RolesUnavailable => Outcome::RolesUnavailable,
             Refusal::RoleRemoved { .. } => Outcome::RoleRemoved,
+            Refusal::UnknownName(_) => Outcome::UnknownName,
+            Refusal::AmbiguousName { .. } => Outcome::AmbiguousName,
+            Refusal::NotReady { .. } => Outcome::NotReady,
             Refusal::Tencent { error, .. } => Outcome::tencent(error),
         }
     }

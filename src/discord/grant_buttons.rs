@@ -63,29 +63,33 @@ pub fn grant_buttons(grant: u64) -> Vec<CreateActionRow> {
 /// The DM with a fresh link: a **Connect** link button when the link fits one (512
 /// characters), else a Markdown link in the text while it fits a message (2,000), else the link
 /// in an embed (4,096). `None` when it fits nowhere.
-fn link_view(m: &Minted) -> Option<EditInteractionResponse> {
+fn link_view(m: &Minted, name: Option<&str>) -> Option<EditInteractionResponse> {
     let link = m.issued.url.expose_link();
     let view = EditInteractionResponse::new().allowed_mentions(no_mentions());
     if link.len() <= BUTTON_URL_MAX {
         return Some(
-            view.content(messages::link_dm(&m.issued, &m.grant, m.heads_up, None))
-                .components(vec![CreateActionRow::Buttons(vec![
-                    CreateButton::new_link(link).label("Connect"),
-                    done_button(m.grant.id),
-                ])])
-                .embeds(vec![]),
+            view.content(messages::link_dm(
+                &m.issued, &m.grant, name, m.heads_up, None,
+            ))
+            .components(vec![CreateActionRow::Buttons(vec![
+                CreateButton::new_link(link).label("Connect"),
+                done_button(m.grant.id),
+            ])])
+            .embeds(vec![]),
         );
     }
     let done = vec![CreateActionRow::Buttons(vec![done_button(m.grant.id)])];
-    let inline = messages::link_dm(&m.issued, &m.grant, m.heads_up, Some(link));
+    let inline = messages::link_dm(&m.issued, &m.grant, name, m.heads_up, Some(link));
     if inline.chars().count() <= MESSAGE_MAX {
         return Some(view.content(inline).components(done).embeds(vec![]));
     }
     let description = messages::dm_embed_link(link);
     (description.chars().count() <= EMBED_DESCRIPTION_MAX).then(|| {
-        view.content(messages::link_dm(&m.issued, &m.grant, m.heads_up, None))
-            .components(done)
-            .embeds(vec![CreateEmbed::new().description(description)])
+        view.content(messages::link_dm(
+            &m.issued, &m.grant, name, m.heads_up, None,
+        ))
+        .components(done)
+        .embeds(vec![CreateEmbed::new().description(description)])
     })
 }
 
@@ -94,12 +98,14 @@ fn grant_view(app: &App, grant: &Grant) -> EditMessage {
     let edit = EditMessage::new()
         .embeds(vec![])
         .allowed_mentions(no_mentions());
+    let name = app.core.instance_name(&grant.instance);
     if app.core.grant_is_live(grant.id) {
-        edit.content(messages::grant_dm(grant))
+        edit.content(messages::grant_dm(grant, name.as_deref()))
             .components(grant_buttons(grant.id))
     } else {
         edit.content(messages::grant_ended_dm(
             grant,
+            name.as_deref(),
             EndWhy::Expired,
             SystemTime::now(),
         ))
@@ -119,9 +125,21 @@ async fn tell(ctx: &Context, comp: &ComponentInteraction, text: &str) {
 }
 
 /// Shows the grant as ended in the DM the button sits on.
-async fn show_ended(ctx: &Context, comp: &ComponentInteraction, grant: &Grant, why: EndWhy) {
+async fn show_ended(
+    ctx: &Context,
+    app: &App,
+    comp: &ComponentInteraction,
+    grant: &Grant,
+    why: EndWhy,
+) {
+    let name = app.core.instance_name(&grant.instance);
     let edit = EditInteractionResponse::new()
-        .content(messages::grant_ended_dm(grant, why, SystemTime::now()))
+        .content(messages::grant_ended_dm(
+            grant,
+            name.as_deref(),
+            why,
+            SystemTime::now(),
+        ))
         .components(vec![])
         .embeds(vec![])
         .allowed_mentions(no_mentions());
@@ -171,7 +189,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
         }
         Some(Press::Done(id)) => match app.core.end_grant(id, &actor, EndWhy::Done).await {
             Ok(Some(grant)) => {
-                show_ended(ctx, comp, &grant, EndWhy::Done).await;
+                show_ended(ctx, app, comp, &grant, EndWhy::Done).await;
                 app.audit_feed.post(messages::audit_line(
                     actor_id(&actor),
                     grant.instance.as_str(),
@@ -183,7 +201,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
             }
             Ok(None) => {
                 if let Some(grant) = app.core.grant_by_id(id) {
-                    show_ended(ctx, comp, &grant, EndWhy::Done).await;
+                    show_ended(ctx, app, comp, &grant, EndWhy::Done).await;
                 }
             }
             Err(refusal) => tell(ctx, comp, &refusal.to_string()).await,
@@ -204,7 +222,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
         Ok(p) => p,
         Err(refusal) => {
             if let (Refusal::GrantEnded, Some(grant)) = (&refusal, app.core.grant_by_id(id)) {
-                show_ended(ctx, comp, &grant, EndWhy::Expired).await;
+                show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
             }
             tell(ctx, comp, &refusal.to_string()).await;
             return;
@@ -235,7 +253,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             }
             post_line(app, actor_id(actor), &grant, &outcome, refusal.request_id());
             if let Refusal::RoleRemoved { .. } = refusal {
-                show_ended(ctx, comp, &grant, EndWhy::RoleRemoved).await;
+                show_ended(ctx, app, comp, &grant, EndWhy::RoleRemoved).await;
             }
             tell(ctx, comp, &refusal.to_string()).await;
         }
@@ -249,7 +267,8 @@ async fn show_link(
     actor: &Actor,
     minted: Minted,
 ) {
-    let shown = match link_view(&minted) {
+    let name = app.core.instance_name(&minted.grant.instance);
+    let shown = match link_view(&minted, name.as_deref()) {
         Some(view) => comp.edit_response(&ctx.http, view).await.map_err(Some),
         None => Err(None),
     };

@@ -21,21 +21,31 @@ pub fn clock(t: SystemTime) -> String {
     crate::link::utc_clock(t)
 }
 
+/// How an instance is named to a member: `**web-01** (ins-…, region)` where the catalog knows
+/// its name (untrusted text from the cloud account: escaped and bounded), else `**ins-…**
+/// (region)`.
+pub fn instance_label(g: &Grant, name: Option<&str>) -> String {
+    match name.filter(|n| !n.trim().is_empty()) {
+        Some(n) => format!("**{}** ({}, {})", escape(n, 60), g.instance, g.region),
+        None => format!("**{}** ({})", g.instance, g.region),
+    }
+}
+
 /// The grant's DM, waiting for a press.
-pub fn grant_dm(g: &Grant) -> String {
+pub fn grant_dm(g: &Grant, name: Option<&str>) -> String {
     let u = unix(g.until);
     format!(
-        "Console access to **{}** ({}) until <t:{u}:t> (<t:{u}:R>). Press **Open console** when you are at the keyboard: each press makes a fresh link that works once, for {VALID_FOR_SECS} seconds.",
-        g.instance, g.region
+        "Console access to {} until <t:{u}:t> (<t:{u}:R>). Press **Open console** when you are at the keyboard: each press makes a fresh link that works once, for {VALID_FOR_SECS} seconds.",
+        instance_label(g, name)
     )
 }
 
 /// The ephemeral answer to `/vnc` once the grant's DM is sent.
-pub fn grant_reply(g: &Grant) -> String {
+pub fn grant_reply(g: &Grant, name: Option<&str>) -> String {
     let u = unix(g.until);
     format!(
-        "Console access to **{}** ({}) is in your DMs until <t:{u}:t> (<t:{u}:R>): press **Open console** there when you are ready.",
-        g.instance, g.region
+        "Console access to {} is in your DMs until <t:{u}:t> (<t:{u}:R>): press **Open console** there when you are ready.",
+        instance_label(g, name)
     )
 }
 
@@ -44,15 +54,15 @@ pub fn grant_reply(g: &Grant) -> String {
 pub fn link_dm(
     issued: &Issued,
     g: &Grant,
+    name: Option<&str>,
     heads_up: Option<HeadsUp>,
     inline_link: Option<&str>,
 ) -> String {
     let t = unix(issued.expires_at);
     let u = unix(g.until);
     let mut s = format!(
-        "Console link for **{}** ({}): it works **once**, until <t:{t}:T> ({}, <t:{t}:R>). Access lasts until <t:{u}:R>.",
-        issued.instance,
-        issued.region,
+        "Console link for {}: it works **once**, until <t:{t}:T> ({}, <t:{t}:R>). Access lasts until <t:{u}:R>.",
+        instance_label(g, name),
         clock(issued.expires_at)
     );
     if let Some(h) = heads_up {
@@ -76,7 +86,7 @@ pub fn dm_embed_link(link: &str) -> String {
 }
 
 /// The DM once its grant has ended: no buttons.
-pub fn grant_ended_dm(g: &Grant, why: EndWhy, at: SystemTime) -> String {
+pub fn grant_ended_dm(g: &Grant, name: Option<&str>, why: EndWhy, at: SystemTime) -> String {
     let n = unix(at);
     let why = match why {
         EndWhy::Done => " (you pressed Done)",
@@ -85,8 +95,8 @@ pub fn grant_ended_dm(g: &Grant, why: EndWhy, at: SystemTime) -> String {
         EndWhy::DmFailed => "",
     };
     format!(
-        "Console access to **{}** ({}) ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",
-        g.instance, g.region
+        "Console access to {} ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",
+        instance_label(g, name)
     )
 }
 

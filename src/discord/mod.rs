@@ -6,6 +6,7 @@
 //! [`Handler::interaction_create`].
 
 pub mod audit_feed;
+pub mod autocomplete;
 pub mod grant_buttons;
 pub mod messages;
 pub mod vnc;
@@ -107,6 +108,11 @@ impl EventHandler for Handler {
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
         let cmd = match interaction {
             Interaction::Command(cmd) => cmd,
+            // From memory, no journal record, no limit: typing is not asking.
+            Interaction::Autocomplete(ac) => {
+                autocomplete::run(&ctx, &self.app, &ac).await;
+                return;
+            }
             Interaction::Component(comp) => {
                 // Counted like commands, so shutdown finishes a press in flight.
                 let work = self.app.tasks.token();

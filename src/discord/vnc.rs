@@ -40,9 +40,10 @@ pub fn register(regions: &[Region], require_reason: bool) -> CreateCommand {
             CreateCommandOption::new(
                 CommandOptionType::String,
                 "instance",
-                "Instance ID, like ins-a1b2c3d4",
+                "Instance ID (ins-a1b2c3d4) or name; type to search by name, ID, IP or tag",
             )
             .required(true)
+            .set_autocomplete(true)
             .max_length(INSTANCE_MAX_LEN),
         )
         .add_option(region)
@@ -148,8 +149,9 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
 /// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
 /// its ID is known and the buttons' DM can be edited later.
 async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) -> Outcome {
+    let name = app.core.instance_name(&grant.instance);
     let message = CreateMessage::new()
-        .content(messages::grant_dm(&grant))
+        .content(messages::grant_dm(&grant, name.as_deref()))
         .components(grant_buttons::grant_buttons(grant.id))
         .allowed_mentions(no_mentions())
         .nonce(serenity::all::Nonce::String(format!("grant-{}", grant.id)))
@@ -184,7 +186,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
     let recorded = app.core.record_grant_dm(&grant, dm.clone()).await;
     match (dm, recorded) {
         (Ok((c, m)), Ok(())) => {
-            reply(ctx, cmd, &messages::grant_reply(&grant)).await;
+            reply(ctx, cmd, &messages::grant_reply(&grant, name.as_deref())).await;
             grant_buttons::schedule_end(
                 app,
                 Grant {

@@ -253,6 +253,65 @@ impl FakeDiscord {
         token
     }
 
+    /// Sends an autocomplete interaction (type 4) for `/vnc`'s `instance` option as a member of
+    /// the served guild types `typed`; returns its token. The answer is a type 8 callback.
+    pub fn autocomplete(&self, user: u64, roles: Vec<u64>, typed: &str) -> String {
+        let id = self.ids.fetch_add(1, Ordering::SeqCst);
+        let token = format!("itoken{id}");
+        let user_json = json!({"id": user.to_string(), "username": format!("user{user}"),
+            "discriminator": "0", "global_name": null, "avatar": null});
+        let d = json!({
+            "id": id.to_string(),
+            "application_id": APP_ID.to_string(),
+            "type": 4,
+            "data": {"id": "910000000000000001", "name": "vnc", "type": 1, "options": [
+                {"name": "instance", "type": 3, "value": typed, "focused": true}]},
+            "guild_id": super::GUILD.to_string(),
+            "channel_id": "820000000000000001",
+            "member": {
+                "user": user_json,
+                "roles": roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "deaf": false, "mute": false, "flags": 0,
+                "joined_at": "2024-01-01T00:00:00.000000+00:00",
+                "permissions": "0",
+            },
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 8388608,
+            "app_permissions": "0",
+        });
+        self.events
+            .send(json!({"op": 0, "t": "INTERACTION_CREATE", "d": d}))
+            .expect("the bot is connected to the gateway");
+        token
+    }
+
+    /// The choices an autocomplete interaction was answered with (`(name, value)`).
+    pub async fn choices(&self, token: &str) -> Vec<(String, String)> {
+        let c = self
+            .wait_for(Duration::from_secs(5), "the autocomplete answer", |c| {
+                c.path.contains(token) && c.path.ends_with("/callback")
+            })
+            .await;
+        assert_eq!(c.body["type"], 8, "{}", c.body);
+        c.body["data"]["choices"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|ch| {
+                        (
+                            ch["name"].as_str().unwrap_or_default().to_owned(),
+                            ch["value"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The roles `GET /guilds/{g}/members/{user}` answers with (members not set: 404).
     pub fn set_roles(&self, user: u64, roles: Vec<u64>) {
         self.state.lock().unwrap().member_roles.insert(user, roles);
