@@ -15,7 +15,13 @@ use vncbot::link::CONSOLE_PAGE;
 type Bot = Fakes;
 
 async fn start_bot(tweak: impl Fn(String) -> String) -> Bot {
+    start_bot_after(tweak, |_| {}).await
+}
+
+/// As [`start_bot`], after `setup` has prepared the fakes (the catalog is listed at start).
+async fn start_bot_after(tweak: impl Fn(String) -> String, setup: impl FnOnce(&Bot)) -> Bot {
     let bot = Fakes::start("e2e").await;
+    setup(&bot);
     let config = Config::parse(&tweak(bot.config.clone())).unwrap();
     let creds = TencentCredentials {
         secret_id: mock_cvm::SECRET_ID.into(),
@@ -734,6 +740,14 @@ async fn healthz_and_metrics() {
     let journal = bot.journal();
     std::fs::remove_file(&journal).unwrap();
     std::fs::create_dir(&journal).unwrap();
+    // The writer notices at its next write (or its idle check, within 5 s); `/healthz` itself
+    // only reads memory. A request is the next write.
+    let t = bot.discord.invoke(vnc(
+        1103,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("audit trail"));
     let (status, body) = get(&admin, "/healthz").await;
     assert_eq!(status, 503);
     assert!(body.contains("audit journal"), "{body}");
@@ -1090,4 +1104,182 @@ async fn grant_buttons_refuse_what_they_must_and_keep_the_grant_usable() {
             }
         }
     }
+}
+
+/// Waits until the bot's catalog lists something for an on-call member (the first refresh runs
+/// in the background at start); returns what autocomplete offers for `typed` then.
+async fn when_listed(bot: &Bot, typed: &str) -> Vec<(String, String)> {
+    for _ in 0..100 {
+        let t = bot.discord.autocomplete(9999, vec![ONCALL_ROLE], typed);
+        let choices = bot.discord.choices(&t).await;
+        if !choices.is_empty() {
+            return choices;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the catalog never listed anything for {typed:?}");
+}
+
+fn catalog_fixture(bot: &Bot) {
+    use support::mock_cvm::MockInstance;
+    bot.cvm.set_instances(
+        "ap-guangzhou",
+        [
+            MockInstance::new("ins-web00001", "web-01", 5).public_ip("203.0.113.7"),
+            MockInstance::new("ins-web00002", "web-02", 6),
+            MockInstance::new("ins-stopped1", "db-01", 9).state("STOPPED"),
+            MockInstance::new("ins-dup00001", "twin", 10),
+            MockInstance::new("ins-dup00002", "twin", 11),
+            MockInstance::new("ins-tagged01", "stage-01", 12).tag("env", "staging"),
+            MockInstance::new("ins-hostile1", "@everyone **<@&1>** \u{202e}evil", 13),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn autocomplete_lists_only_what_the_member_may_open_from_memory() {
+    let bot = start_bot_after(|t| t, catalog_fixture).await;
+    let all = when_listed(&bot, "web").await;
+    // Exact, then prefix, then substring; label like `web-01 · ins-… · RUNNING · 10.0.0.5 · region`.
+    assert_eq!(all[0].1, "ins-web00001", "{all:?}");
+    assert!(
+        all[0].0.starts_with("web-01 · ins-web00001 · RUNNING · "),
+        "{all:?}"
+    );
+    assert!(all
+        .iter()
+        .all(|(label, value)| label.chars().count() <= 100 && value.len() <= 100));
+    // By IP and tag value too.
+    assert_eq!(when_listed(&bot, "203.0.113.7").await[0].1, "ins-web00001");
+    assert_eq!(when_listed(&bot, "staging").await[0].1, "ins-tagged01");
+    // The web role sees only its instances; no role, nothing.
+    let t = bot.discord.autocomplete(5001, vec![WEB_ROLE], "");
+    let web: Vec<String> = bot
+        .discord
+        .choices(&t)
+        .await
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(web, ["ins-web00001", "ins-web00002"]);
+    let t = bot.discord.autocomplete(5002, vec![], "web");
+    assert!(bot.discord.choices(&t).await.is_empty());
+    // A storm of keystrokes costs no Tencent call beyond the background refresh.
+    let console_calls = bot.cvm.seen().len();
+    let tokens: Vec<String> = (0..50)
+        .map(|i| {
+            bot.discord
+                .autocomplete(5003, vec![ONCALL_ROLE], &"web-0"[..1 + i % 5])
+        })
+        .collect();
+    for t in &tokens {
+        bot.discord.choices(t).await;
+    }
+    assert_eq!(bot.cvm.seen().len(), console_calls);
+    // Hostile names are listed without control or direction characters.
+    let hostile = when_listed(&bot, "evil").await;
+    assert!(!hostile[0].0.contains('\u{202e}'), "{hostile:?}");
+    assert!(journal_events(&bot).is_empty(), "typing is not asking");
+}
+
+#[tokio::test]
+async fn names_resolve_to_one_instance_or_say_why_not() {
+    let bot = start_bot_after(|t| t, catalog_fixture).await;
+    when_listed(&bot, "web-01").await;
+    // A unique name: the grant is for its ID, and the DM names it.
+    let g = grant(&bot, 5101, vec![ONCALL_ROLE], vec![("instance", "web-01")]).await;
+    let dm = first_dm(&bot, g.dm_channel);
+    let content = dm.body["content"].as_str().unwrap();
+    assert!(
+        content.contains("**web-01** (ins-web00001, ap-guangzhou)"),
+        "{content}"
+    );
+    // Two carry the name: both listed, nothing granted.
+    let t = bot
+        .discord
+        .invoke(vnc(5102, vec![ONCALL_ROLE], vec![("instance", "twin")]));
+    let text = reply_text(&bot, &t).await;
+    assert!(
+        text.contains("ins-dup00001") && text.contains("ins-dup00002") && text.contains("RUNNING"),
+        "{text}"
+    );
+    // None the member may open carries it: said so, with a hint (and the web role may not
+    // learn that db-01 exists).
+    let t = bot
+        .discord
+        .invoke(vnc(5103, vec![WEB_ROLE], vec![("instance", "db-01")]));
+    let text = reply_text(&bot, &t).await;
+    assert!(text.contains("No instance you may open is named"), "{text}");
+    assert!(!text.contains("ins-stopped1"), "{text}");
+    // A hostile name is echoed inert.
+    let t = bot.discord.invoke(vnc(
+        5104,
+        vec![ONCALL_ROLE],
+        vec![("instance", "@everyone <#1> **x**")],
+    ));
+    let text = reply_text(&bot, &t).await;
+    // Quoted (in code, so nothing in it renders or pings) and bounded.
+    assert!(text.contains("`@everyone <#1> **x**`"), "{text}");
+    assert!(
+        bot.cvm.seen().is_empty(),
+        "nothing reached the console action"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_instance_is_refused_before_tencent_is_asked() {
+    let bot = start_bot_after(|t| t, catalog_fixture).await;
+    when_listed(&bot, "db-01").await;
+    let g = grant(&bot, 5201, vec![ONCALL_ROLE], vec![("instance", "db-01")]).await;
+    let catalog_reads = bot.cvm.seen_catalog().len();
+    let t = press_button(&bot, &g, "open");
+    let text = press_followup(&bot, &t).await;
+    assert!(
+        text.contains("db-01 (ins-stopped1) is STOPPED: start it first"),
+        "{text}"
+    );
+    assert!(bot.cvm.seen().is_empty(), "no DescribeInstanceVncUrl call");
+    let reread = &bot.cvm.seen_catalog()[catalog_reads..];
+    assert!(
+        reread.iter().any(|s| s.body.contains("ins-stopped1")),
+        "the one instance was read again first"
+    );
+    // Started meanwhile: the re-read sees it running, and Tencent is asked.
+    use support::mock_cvm::MockInstance;
+    bot.cvm
+        .put_instance(MockInstance::new("ins-stopped1", "db-01", 9));
+    let (_, shown) = press(&bot, &g).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
+    assert_eq!(bot.cvm.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn tag_rules_match_only_what_the_catalog_vouches_for() {
+    const TAG_ROLE: u64 = 555000000000000009;
+    let bot = start_bot_after(
+        |t| {
+            format!("{t}\n[[allow]]\nroles = [{TAG_ROLE}]\ninstances = [\"*\"]\nregions = [\"*\"]\ntags = [\"env=staging\"]\n")
+        },
+        catalog_fixture,
+    )
+    .await;
+    when_listed(&bot, "stage-01").await;
+    grant(&bot, 5301, vec![TAG_ROLE], vec![("instance", "stage-01")]).await;
+    // Untagged, and unknown to the catalog: refused, and the refusal says why.
+    let t = bot.discord.invoke(vnc(
+        5302,
+        vec![TAG_ROLE],
+        vec![("instance", "ins-web00001")],
+    ));
+    assert!(reply_text(&bot, &t).await.contains("None of your roles"));
+    let t = bot.discord.invoke(vnc(
+        5303,
+        vec![TAG_ROLE],
+        vec![("instance", "ins-unknown1")],
+    ));
+    let text = reply_text(&bot, &t).await;
+    assert!(
+        text.contains("env=staging") && text.contains("catalog cannot vouch"),
+        "{text}"
+    );
 }
