@@ -435,3 +435,41 @@ async fn url_with_a_closed_stdout_records_the_link_as_not_printed() {
         (Some("dm_failed"), Some("not_printed"))
     );
 }
+
+/// `vncbot url NAME`: the catalog resolves an exact name to its one instance (and region).
+#[tokio::test]
+async fn url_resolves_a_name_through_the_catalog() {
+    use support::mock_cvm::MockInstance;
+    let mock = MockCvm::start().await;
+    mock.set_instances(
+        "ap-guangzhou",
+        [
+            MockInstance::new("ins-running1", "web-01", 5),
+            MockInstance::new("ins-dup00001", "twin", 6),
+            MockInstance::new("ins-dup00002", "twin", 7),
+        ],
+    );
+    let dir = TempDir::new("cli-name");
+    let cfg = write_config(&dir, &config_text(&dir, &mock.endpoint(), ""));
+    let out = url(&cfg, &["web-01"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{CONSOLE_PAGE}{}\n", mock.issued()[0])
+    );
+    let out = url(&cfg, &["twin"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ins-dup00001") && stderr.contains("ins-dup00002"),
+        "{stderr}"
+    );
+    let out = url(&cfg, &["nothing-here"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("No instance you may open is named"));
+    assert_eq!(
+        mock.seen().len(),
+        1,
+        "only the resolved name reached the console action"
+    );
+}

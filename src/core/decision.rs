@@ -166,11 +166,17 @@ fn evaluate(
                     ));
                 }
                 Resolution::NotFound => {
+                    let not_an_id = InstanceId::parse(&req.instance)
+                        .err()
+                        .map_or_else(String::new, |e| e.to_string());
                     return Err(refuse(
-                        Refusal::UnknownName(Quoted::new(&req.instance).to_string()),
+                        Refusal::UnknownName {
+                            name: Quoted::new(&req.instance).to_string(),
+                            not_an_id: not_an_id.trim_end_matches('.').to_owned(),
+                        },
                         None,
                         None,
-                    ))
+                    ));
                 }
             }
         }

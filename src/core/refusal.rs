@@ -45,8 +45,8 @@ pub enum Refusal {
         /// could not vouch for.
         needs_tags: Vec<String>,
     },
-    #[error("No instance you may open is named {0}. Type a few letters in the instance option and pick from the list, or give its ID (ins-…).")]
-    UnknownName(String),
+    #[error("No instance you may open is named {name}, and it is not an instance ID either ({not_an_id}). Type a few letters in the instance option and pick from the list, or give its ID (ins-…).")]
+    UnknownName { name: String, not_an_id: String },
     #[error("Several instances you may open are named {name}: {}. Run /vnc again with one of these IDs.", choices.join("; "))]
     AmbiguousName { name: String, choices: Vec<String> },
     #[error("{label} is {state}: start it first (or wait until it is RUNNING), then try again.")]
@@ -148,7 +148,7 @@ impl Refusal {
             Refusal::PressInProgress => Outcome::PressInProgress,
             Refusal::RolesUnavailable => Outcome::RolesUnavailable,
             Refusal::RoleRemoved { .. } => Outcome::RoleRemoved,
-            Refusal::UnknownName(_) => Outcome::UnknownName,
+            Refusal::UnknownName { .. } => Outcome::UnknownName,
             Refusal::AmbiguousName { .. } => Outcome::AmbiguousName,
             Refusal::NotReady { .. } => Outcome::NotReady,
             Refusal::Tencent { error, .. } => Outcome::tencent(error),
