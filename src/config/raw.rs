@@ -903,6 +903,9 @@ listen = "localhost"
             "[catalog]",
             "refresh_secs =",
             "# tags = [",
+            "# products = [\"cvm\", \"lighthouse\"]",
+            "# lighthouse_regions = [",
+            "\"lhins-*\"",
         ] {
             assert!(text.contains(key), "the example lacks {key}");
         }
