@@ -250,6 +250,8 @@ async fn bench_refresh_from_mock() {
     let gz = Region::parse(GZ).unwrap();
     let cfg = TencentConfig {
         regions: vec![gz.clone()],
+        products: vec![vncbot::ids::Product::Cvm],
+        lighthouse_regions: vec![],
         endpoint: Some(mock.endpoint().parse().unwrap()),
         language: Language::EnUs,
         timeout: Duration::from_secs(10),

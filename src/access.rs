@@ -4,7 +4,7 @@
 //! rule with `tags`, the instance carries every listed tag as the catalog last saw it. Roles are
 //! Discord role IDs, never names: anyone who can create a role can copy a name.
 
-use crate::ids::{InstanceId, Region, Snowflake};
+use crate::ids::{InstanceId, Product, Region, Snowflake};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -182,23 +182,27 @@ pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
 /// Why an `instances` entry in the config cannot be used; the text names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidPattern {
-    #[error("{0:?} is not an instance ID or pattern: use \"*\", an ID like \"ins-a1b2c3d4\", or a pattern like \"ins-web*\"")]
+    #[error("{0:?} is not an instance ID or pattern: use \"*\", an ID like \"ins-a1b2c3d4\" or \"lhins-a1b2c3d4\", or a pattern like \"ins-web*\" or \"lhins-*\"")]
     NotAnInstance(String),
     #[error(
-        "{0:?} has characters an instance ID cannot have: after \"ins-\" use only a-z, 0-9 and *"
+        "{0:?} has characters an instance ID cannot have: after \"ins-\" or \"lhins-\" use only a-z, 0-9 and *"
     )]
     BadCharacters(String),
-    #[error("{0:?} can never match: an instance ID has exactly 8 characters after \"ins-\"")]
+    #[error("{0:?} can never match: an instance ID has exactly 8 characters after \"ins-\" or \"lhins-\"")]
     NeverMatches(String),
 }
 
-/// Checks an `instances` entry: `*`, or `ins-` followed by lower-case letters, digits and `*`,
-/// so that a typo cannot quietly match nothing (or everything).
-pub fn check_instance_pattern(pattern: &str) -> Result<(), InvalidPattern> {
+/// Checks an `instances` entry: `*`, or `ins-` (CVM) or `lhins-` (Lighthouse) followed by
+/// lower-case letters, digits and `*`, so that a typo cannot quietly match nothing (or
+/// everything). The product the pattern is limited to, if any (`None` for `*`).
+pub fn check_instance_pattern(pattern: &str) -> Result<Option<Product>, InvalidPattern> {
     if pattern == "*" {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(rest) = pattern.strip_prefix("ins-") else {
+    let Some((product, rest)) = Product::ALL
+        .into_iter()
+        .find_map(|p| pattern.strip_prefix(p.prefix()).map(|rest| (p, rest)))
+    else {
         return Err(InvalidPattern::NotAnInstance(pattern.to_owned()));
     };
     if !rest
@@ -211,7 +215,7 @@ pub fn check_instance_pattern(pattern: &str) -> Result<(), InvalidPattern> {
     if fixed > 8 || (!rest.contains('*') && fixed != 8) {
         return Err(InvalidPattern::NeverMatches(pattern.to_owned()));
     }
-    Ok(())
+    Ok(Some(product))
 }
 
 /// Glob match with `*` only, linear time, no allocation.
@@ -292,6 +296,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("use \"*\""));
+    }
+
+    #[test]
+    fn lighthouse_patterns() {
+        assert_eq!(check_instance_pattern("*"), Ok(None));
+        assert_eq!(check_instance_pattern("ins-web*"), Ok(Some(Product::Cvm)));
+        assert_eq!(
+            check_instance_pattern("lhins-*"),
+            Ok(Some(Product::Lighthouse))
+        );
+        assert_eq!(
+            check_instance_pattern("lhins-a1b2c3d4"),
+            Ok(Some(Product::Lighthouse))
+        );
+        assert_eq!(
+            check_instance_pattern("lhins-a1b2"),
+            Err(InvalidPattern::NeverMatches("lhins-a1b2".into()))
+        );
+        assert_eq!(
+            check_instance_pattern("LHINS-*"),
+            Err(InvalidPattern::NotAnInstance("LHINS-*".into()))
+        );
+        assert_eq!(
+            check_instance_pattern("lhins-Web*"),
+            Err(InvalidPattern::BadCharacters("lhins-Web*".into()))
+        );
+        // `ins-*` is CVM only: it does not match a Lighthouse ID, and `lhins-*` no CVM one.
+        let lh = id("lhins-web00001");
+        let cvm = id("ins-web00001");
+        assert!(!glob_match("ins-*", lh.as_str()));
+        assert!(!glob_match("lhins-*", cvm.as_str()));
+        let rules = vec![Rule {
+            roles: vec![sf(1)],
+            instances: vec!["lhins-web*".into()],
+            regions: None,
+            tags: vec![],
+        }];
+        let gz = region("ap-guangzhou");
+        assert_eq!(
+            authorize(&rules, &[sf(1)], &lh, &gz),
+            Decision::Allowed { rule: 0 }
+        );
+        assert!(matches!(
+            authorize(&rules, &[sf(1)], &cvm, &gz),
+            Decision::Denied { .. }
+        ));
     }
 
     #[test]

@@ -9,39 +9,119 @@ use serde::Deserialize;
 /// Longest user-supplied string we echo back in an error message; longer input is summarised.
 const ECHO_LIMIT: usize = 40;
 
-/// A CVM instance ID: `ins-` followed by eight lower-case letters or digits.
+/// The Tencent Cloud product an instance belongs to; its ID's prefix says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Product {
+    /// Cloud Virtual Machine: `ins-` IDs.
+    Cvm,
+    /// Lighthouse (lightweight application servers): `lhins-` IDs.
+    Lighthouse,
+}
+
+impl Product {
+    pub const ALL: [Product; 2] = [Product::Cvm, Product::Lighthouse];
+
+    /// The name used in config files, metrics labels and the journal: `cvm`, `lighthouse`.
+    /// It is also the TC3 service name (part of the credential scope).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cvm => "cvm",
+            Self::Lighthouse => "lighthouse",
+        }
+    }
+
+    /// How people write it: `CVM`, `Lighthouse`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Cvm => "CVM",
+            Self::Lighthouse => "Lighthouse",
+        }
+    }
+
+    /// The ID prefix, dash included.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Cvm => "ins-",
+            Self::Lighthouse => "lhins-",
+        }
+    }
+
+    /// An example ID, for messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            Self::Cvm => "ins-a1b2c3d4",
+            Self::Lighthouse => "lhins-a1b2c3d4",
+        }
+    }
+
+    /// `cvm` or `lighthouse`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The product whose prefix `id` starts with (case-sensitively).
+    fn of_prefix(id: &str) -> Option<Self> {
+        // `lhins-` first: it does not start with `ins-`, but be explicit about the order.
+        [Self::Lighthouse, Self::Cvm]
+            .into_iter()
+            .find(|p| id.starts_with(p.prefix()))
+    }
+}
+
+impl fmt::Display for Product {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An instance ID: `ins-` (CVM) or `lhins-` (Lighthouse) followed by eight lower-case letters or
+/// digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId(String);
 
 /// Why a string is not an instance ID; the `Display` text is what the user sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInstanceId {
-    #[error("no instance ID was given: pass one like ins-a1b2c3d4")]
+    #[error(
+        "no instance ID was given: pass one like ins-a1b2c3d4 (CVM) or lhins-a1b2c3d4 (Lighthouse)"
+    )]
     Empty,
-    #[error("the instance ID is {0} characters long; a CVM instance ID is 12, like ins-a1b2c3d4")]
+    #[error("the instance ID is {0} characters long; a CVM instance ID is 12, like ins-a1b2c3d4 (a Lighthouse one is 14, like lhins-a1b2c3d4)")]
     WrongLength(usize),
-    #[error("{0} contains characters that cannot be in an instance ID (only a-z and 0-9 after `ins-`, like ins-a1b2c3d4)")]
+    #[error("the Lighthouse instance ID is {0} characters long; it must be 14: `lhins-` and 8 lower-case letters or digits, like lhins-a1b2c3d4")]
+    LighthouseWrongLength(usize),
+    #[error("{0} contains characters that cannot be in an instance ID (only a-z and 0-9 after `ins-` or `lhins-`, like ins-a1b2c3d4)")]
     BadCharacters(Quoted),
     #[error("{0} has upper-case letters: instance IDs are lower case, try {1}")]
     UpperCase(Quoted, String),
-    #[error("{0} does not start with `ins-`; a CVM instance ID looks like ins-a1b2c3d4")]
+    #[error("{0} does not start with `ins-` or `lhins-`; a CVM instance ID looks like ins-a1b2c3d4, a Lighthouse one like lhins-a1b2c3d4")]
     BadPrefix(Quoted),
 }
 
 impl InstanceId {
-    /// Validates `^ins-[a-z0-9]{8}$`, saying precisely what is wrong otherwise.
+    /// Validates `^ins-[a-z0-9]{8}$` (CVM) or `^lhins-[a-z0-9]{8}$` (Lighthouse), saying
+    /// precisely what is wrong otherwise.
     pub fn parse(input: &str) -> Result<Self, InvalidInstanceId> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(InvalidInstanceId::Empty);
         }
         let chars = trimmed.chars().count();
-        if chars != 12 {
-            return Err(InvalidInstanceId::WrongLength(chars));
-        }
         let lower = trimmed.to_ascii_lowercase();
+        match Product::of_prefix(&lower) {
+            Some(Product::Lighthouse) if chars != 14 => {
+                return Err(InvalidInstanceId::LighthouseWrongLength(chars))
+            }
+            Some(Product::Cvm) if chars != 12 => return Err(InvalidInstanceId::WrongLength(chars)),
+            None if chars != 12 && chars != 14 => {
+                return Err(InvalidInstanceId::WrongLength(chars))
+            }
+            None => return Err(InvalidInstanceId::BadPrefix(Quoted::new(trimmed))),
+            Some(_) => {}
+        }
         let valid = |s: &str| {
-            s.strip_prefix("ins-").is_some_and(|rest| {
+            Product::of_prefix(s).is_some_and(|p| {
+                let rest = &s[p.prefix().len()..];
                 rest.len() == 8
                     && rest
                         .bytes()
@@ -54,14 +134,16 @@ impl InstanceId {
         if valid(&lower) {
             return Err(InvalidInstanceId::UpperCase(Quoted::new(trimmed), lower));
         }
-        if !lower.starts_with("ins-") {
-            return Err(InvalidInstanceId::BadPrefix(Quoted::new(trimmed)));
-        }
         Err(InvalidInstanceId::BadCharacters(Quoted::new(trimmed)))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Which product the instance belongs to, from its prefix.
+    pub fn product(&self) -> Product {
+        Product::of_prefix(&self.0).expect("a parsed ID has a known prefix")
     }
 }
 
@@ -286,8 +368,14 @@ mod tests {
             InstanceId::parse("ins-a1b2 3d4"),
             Err(InvalidInstanceId::BadCharacters(_))
         ));
-        assert!(matches!(
+        // Was `BadPrefix` before Lighthouse IDs were valid: now a Lighthouse ID of the wrong
+        // length, and a prefix nobody uses is still a bad prefix.
+        assert_eq!(
             InstanceId::parse("lhins-a1b2c3"),
+            Err(InvalidInstanceId::LighthouseWrongLength(12))
+        );
+        assert!(matches!(
+            InstanceId::parse("xyz-a1b2c3d4"),
             Err(InvalidInstanceId::BadPrefix(_))
         ));
         assert!(matches!(
@@ -297,6 +385,54 @@ mod tests {
         let huge = "x".repeat(10_000);
         let err = InstanceId::parse(&huge).unwrap_err().to_string();
         assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn lighthouse_instance_ids() {
+        let id = InstanceId::parse(" lhins-a1b2c3d4 ").unwrap();
+        assert_eq!(id.as_str(), "lhins-a1b2c3d4");
+        assert_eq!(id.product(), Product::Lighthouse);
+        assert_eq!(
+            InstanceId::parse("ins-a1b2c3d4").unwrap().product(),
+            Product::Cvm
+        );
+        for (input, len) in [
+            ("lhins-a1b2c3d", 13),
+            ("lhins-a1b2c3d4e", 15),
+            ("lhins-", 6),
+        ] {
+            let err = InstanceId::parse(input).unwrap_err();
+            assert_eq!(
+                err,
+                InvalidInstanceId::LighthouseWrongLength(len),
+                "{input}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("{len} characters")) && text.contains("must be 14"),
+                "{text}"
+            );
+        }
+        for upper in ["LHINS-A1B2C3D4", "lhins-A1b2c3d4", "LhIns-a1b2c3d4"] {
+            let err = InstanceId::parse(upper).unwrap_err();
+            assert_eq!(
+                err,
+                InvalidInstanceId::UpperCase(Quoted::new(upper), "lhins-a1b2c3d4".into())
+            );
+            assert!(err.to_string().contains("try lhins-a1b2c3d4"), "{err}");
+        }
+        assert!(matches!(
+            InstanceId::parse("lhins-a1b2_3d4"),
+            Err(InvalidInstanceId::BadCharacters(_))
+        ));
+        // 14 characters that are neither product's ID.
+        assert!(matches!(
+            InstanceId::parse("lhinz-a1b2c3d4"),
+            Err(InvalidInstanceId::BadPrefix(_))
+        ));
+        assert_eq!(Product::parse("lighthouse"), Some(Product::Lighthouse));
+        assert_eq!(Product::parse("CVM"), None);
+        assert_eq!(Product::Lighthouse.to_string(), "lighthouse");
     }
 
     #[test]

@@ -224,6 +224,16 @@ impl ApiPacer {
         self.spacing
     }
 
+    /// A fresh pacer with the same spacing and queue limit: a second budget of the same size
+    /// (Tencent counts each product's console action on its own).
+    pub fn twin(&self) -> Self {
+        Self {
+            spacing: self.spacing,
+            max_wait: self.max_wait,
+            next_free: Mutex::new(Instant::now()),
+        }
+    }
+
     /// Waits for this caller's slot; returns how long it waited.
     pub async fn acquire(&self) -> Result<Duration, QueueFull> {
         let now = Instant::now();

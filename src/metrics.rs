@@ -4,7 +4,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::ids::Product;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,9 +18,31 @@ pub struct Outcome {
     pub outcome: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A catalog list: a region, and the product when it is not CVM. CVM's series keep the one
+/// `region` label they had before Lighthouse (dashboards and alerts keep working); Lighthouse's
+/// add `product="lighthouse"`. Never an instance ID: that would be a series per instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RegionLabel {
     pub region: String,
+    pub product: Product,
+}
+
+impl EncodeLabelSet for RegionLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("region", self.region.as_str()).encode(encoder.encode_label())?;
+        if self.product != Product::Cvm {
+            ("product", self.product.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// One Tencent call: the product, the action and how it ended (`ok` or the error code).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    pub product: String,
+    pub action: String,
+    pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +58,8 @@ pub struct Metrics {
     pub tencent_latency: Histogram,
     /// Tencent failures by code (`InvalidInstanceId.NotFound`, `timeout`, `http_502`, ...).
     pub tencent_errors: Family<Code, Counter>,
+    /// Tencent calls (each attempt) by product, action and result (`ok` or the code).
+    pub tencent_calls: Family<CallLabel, Counter>,
     /// Seconds a call waited for its slot under `api_per_second`.
     pub limiter_wait: Histogram,
     /// Requests refused by the per-member or per-instance limit.
@@ -63,6 +89,7 @@ impl Metrics {
             commands: Family::default(),
             tencent_latency: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             tencent_errors: Family::default(),
+            tencent_calls: Family::default(),
             limiter_wait: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             limited: Family::default(),
             dm_failures: Counter::default(),
@@ -84,6 +111,11 @@ impl Metrics {
             "tencent_errors",
             "Tencent call failures by code",
             m.tencent_errors.clone(),
+        );
+        registry.register(
+            "tencent_calls",
+            "Tencent call attempts by product (cvm, lighthouse), action and result (ok or the error code)",
+            m.tencent_calls.clone(),
         );
         registry.register(
             "tencent_queue_wait_seconds",
@@ -158,26 +190,40 @@ impl Metrics {
             .inc();
     }
 
-    pub fn catalog_age(&self, region: &str, secs: i64) {
+    pub fn catalog_age(&self, product: Product, region: &str, secs: i64) {
         self.catalog_age
             .get_or_create(&RegionLabel {
                 region: region.to_owned(),
+                product,
             })
             .set(secs);
     }
 
-    pub fn catalog_instances(&self, region: &str, n: i64) {
+    pub fn catalog_instances(&self, product: Product, region: &str, n: i64) {
         self.catalog_instances
             .get_or_create(&RegionLabel {
                 region: region.to_owned(),
+                product,
             })
             .set(n);
     }
 
-    pub fn catalog_refresh_failure(&self, region: &str) {
+    pub fn catalog_refresh_failure(&self, product: Product, region: &str) {
         self.catalog_refresh_failures
             .get_or_create(&RegionLabel {
                 region: region.to_owned(),
+                product,
+            })
+            .inc();
+    }
+
+    /// One Tencent call attempt: `Ok(())` or the error's code.
+    pub fn tencent_call(&self, product: Product, action: &str, result: Result<(), String>) {
+        self.tencent_calls
+            .get_or_create(&CallLabel {
+                product: product.as_str().to_owned(),
+                action: action.to_owned(),
+                result: result.err().unwrap_or_else(|| "ok".to_owned()),
             })
             .inc();
     }
@@ -188,5 +234,36 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_series_carry_the_product_only_when_not_cvm() {
+        let m = Metrics::new();
+        m.catalog_instances(Product::Cvm, "ap-guangzhou", 3);
+        m.catalog_instances(Product::Lighthouse, "ap-guangzhou", 2);
+        m.tencent_call(Product::Lighthouse, "DescribeInstanceVncUrl", Ok(()));
+        m.tencent_call(
+            Product::Cvm,
+            "DescribeInstanceVncUrl",
+            Err("InvalidInstanceId.NotFound".into()),
+        );
+        let out = m.render();
+        assert!(
+            out.contains("vncbot_catalog_instances{region=\"ap-guangzhou\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "vncbot_catalog_instances{region=\"ap-guangzhou\",product=\"lighthouse\"} 2"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("vncbot_tencent_calls_total{product=\"lighthouse\",action=\"DescribeInstanceVncUrl\",result=\"ok\"} 1"), "{out}");
+        assert!(out.contains("vncbot_tencent_calls_total{product=\"cvm\",action=\"DescribeInstanceVncUrl\",result=\"InvalidInstanceId.NotFound\"} 1"), "{out}");
     }
 }

@@ -31,6 +31,8 @@ fn id(s: &str) -> InstanceId {
 fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> CvmClient {
     let cfg = TencentConfig {
         regions: vec![region(GZ), region(FSI)],
+        products: vec![vncbot::ids::Product::Cvm],
+        lighthouse_regions: vec![],
         endpoint: Some(mock.endpoint().parse().unwrap()),
         language: Language::EnUs,
         timeout,

@@ -26,6 +26,8 @@ fn creds(id: &str, key: &str, token: Option<&str>) -> TencentCredentials {
 fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> CvmClient {
     let cfg = TencentConfig {
         regions: vec![Region::parse("ap-guangzhou").unwrap()],
+        products: vec![vncbot::ids::Product::Cvm],
+        lighthouse_regions: vec![],
         endpoint: Some(mock.endpoint().parse().unwrap()),
         language: Language::EnUs,
         timeout,
@@ -412,6 +414,8 @@ async fn a_refused_connection_is_a_connect_error() {
     drop(listener);
     let cfg = TencentConfig {
         regions: vec![gz()],
+        products: vec![vncbot::ids::Product::Cvm],
+        lighthouse_regions: vec![],
         endpoint: Some(format!("http://{addr}").parse().unwrap()),
         language: Language::EnUs,
         timeout: Duration::from_secs(2),

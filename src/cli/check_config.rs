@@ -6,7 +6,9 @@ use std::path::Path;
 
 use vncbot::audit::{verify_file, Problem};
 use vncbot::config::{self, mask, Config, TencentCredentials};
+use vncbot::ids::Product;
 use vncbot::limits::ApiPacer;
+use vncbot::tencent::client::api_version;
 use vncbot::tencent::endpoint;
 
 use super::Exit;
@@ -72,19 +74,38 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
     );
     let _ = writeln!(
         out,
-        "tencent: language {}, timeout {}s",
+        "tencent: language {}, timeout {}s, products {}",
         c.tencent.language.as_str(),
-        c.tencent.timeout.as_secs()
+        c.tencent.timeout.as_secs(),
+        c.tencent
+            .products
+            .iter()
+            .map(|p| format!(
+                "{} ({}..., version {})",
+                p.as_str(),
+                p.prefix(),
+                api_version(*p)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (i, r) in c.tencent.regions.iter().enumerate() {
-        let e = endpoint::resolve(r, c.tencent.endpoint.as_ref());
         let _ = writeln!(
             out,
-            "  region {r}{} -> {} (Host {})",
-            if i == 0 { " (default)" } else { "" },
-            e.url,
-            e.host
+            "  region {r}{}",
+            if i == 0 { " (default)" } else { "" }
         );
+        for product in Product::ALL {
+            let line = if c.tencent.serves_in(product, r) {
+                let e = endpoint::resolve_for(product, r, c.tencent.endpoint.as_ref());
+                format!("{} (Host {}, signed for service {product})", e.url, e.host)
+            } else if c.tencent.products.contains(&product) {
+                "not served here (not in tencent.lighthouse_regions)".into()
+            } else {
+                continue;
+            };
+            let _ = writeln!(out, "    {:<10} -> {line}", product.as_str());
+        }
     }
     let _ = writeln!(out, "allow:");
     for (i, rule) in c.allow.iter().enumerate() {
@@ -117,9 +138,15 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
         "catalog: {}",
         if c.catalog.enabled {
             format!(
-                "on, every region listed every {} s (DescribeInstances at most {}/s, apart from console calls; the CAM policy needs cvm:DescribeInstances)",
+                "on, every region listed every {} s (DescribeInstances at most {}/s per product, apart from console calls; the CAM policy needs {})",
                 c.catalog.refresh.as_secs(),
-                vncbot::tencent::client::CATALOG_PER_SECOND
+                vncbot::tencent::client::CATALOG_PER_SECOND,
+                c.tencent
+                    .products
+                    .iter()
+                    .map(|p| format!("{p}:DescribeInstances"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )
         } else {
             "off: instance IDs only (no names, autocomplete, state checks or tag rules)".into()
@@ -133,12 +160,17 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
     let pacer = ApiPacer::new(c.limits.api_per_second, std::time::Duration::ZERO);
     let _ = writeln!(
         out,
-        "limits: {} per member per minute ({} refused), {} per instance per minute, Tencent calls at most {}/s (spaced {} ms)",
+        "limits: {} per member per minute ({} refused), {} per instance per minute, Tencent calls at most {}/s (spaced {} ms){}",
         c.limits.per_user_per_minute,
         c.limits.refusals_per_user_per_minute,
         c.limits.per_instance_per_minute,
         c.limits.api_per_second,
-        pacer.spacing().as_millis()
+        pacer.spacing().as_millis(),
+        if c.tencent.products.len() > 1 {
+            " for each product on its own"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -296,6 +328,45 @@ anchor_minutes = 30
         let (out, _) = report(Path::new("vncbot.toml"), &config(""));
         assert!(
             out.contains("anchor: off: audit.anchor_minutes = 30 has no effect until discord.audit_channel_id is set"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shows_each_products_endpoint_per_region() {
+        let c = Config::parse(
+            r#"
+[discord]
+guild_ids = [800000000000000001]
+[tencent]
+regions = ["ap-guangzhou", "ap-shanghai-fsi", "ap-singapore"]
+products = ["cvm", "lighthouse"]
+lighthouse_regions = ["ap-guangzhou"]
+[[allow]]
+roles = [555000000000000001]
+instances = ["lhins-*"]
+regions = ["*"]
+[audit]
+path = "/nonexistent-vncbot-check-config/audit.jsonl"
+"#,
+        )
+        .unwrap();
+        let (out, _) = report(Path::new("vncbot.toml"), &c);
+        for want in [
+            "products cvm (ins-..., version 2017-03-12), lighthouse (lhins-..., version 2020-03-24)",
+            "  region ap-guangzhou (default)\n    cvm        -> https://cvm.tencentcloudapi.com/ (Host cvm.tencentcloudapi.com, signed for service cvm)\n    lighthouse -> https://lighthouse.tencentcloudapi.com/ (Host lighthouse.tencentcloudapi.com, signed for service lighthouse)",
+            "    cvm        -> https://cvm.ap-shanghai-fsi.tencentcloudapi.com/",
+            "  region ap-singapore\n    cvm        -> https://cvm.tencentcloudapi.com/ (Host cvm.tencentcloudapi.com, signed for service cvm)\n    lighthouse -> not served here (not in tencent.lighthouse_regions)",
+            "the CAM policy needs cvm:DescribeInstances and lighthouse:DescribeInstances",
+            "for each product on its own",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        // A CVM-only config says nothing about Lighthouse.
+        let (out, _) = report(Path::new("vncbot.toml"), &config(""));
+        assert!(!out.contains("lighthouse"), "{out}");
+        assert!(
+            out.contains("    cvm        -> https://cvm.tencentcloudapi.com/"),
             "{out}"
         );
     }

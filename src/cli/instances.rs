@@ -80,7 +80,7 @@ pub fn main(config_path: &Path, region: Option<String>) -> Exit {
                     .map(|id| format!(" (Tencent RequestId {id})"))
                     .unwrap_or_default();
                 let hint = if e.code().starts_with("UnauthorizedOperation") {
-                    ": the CAM policy needs cvm:DescribeInstances"
+                    ": the CAM policy needs cvm:DescribeInstances (and lighthouse:DescribeInstances for Lighthouse)"
                 } else {
                     ""
                 };
@@ -157,12 +157,21 @@ fn rules_opening(i: &Instance, rules: &[Rule]) -> String {
 }
 
 fn table(instances: &[&Instance], rules: &[Rule]) -> String {
-    let header = ["ID", "NAME", "STATE", "PRIVATE IP", "REGION", "OPENED BY"];
-    let rows: Vec<[String; 6]> = instances
+    let header = [
+        "ID",
+        "PRODUCT",
+        "NAME",
+        "STATE",
+        "PRIVATE IP",
+        "REGION",
+        "OPENED BY",
+    ];
+    let rows: Vec<[String; 7]> = instances
         .iter()
         .map(|i| {
             [
                 i.id.to_string(),
+                i.product().title().to_owned(),
                 cell(&i.name, NAME_COLUMN),
                 cell(i.state.as_str(), 32),
                 i.private_ips
@@ -244,12 +253,46 @@ mod tests {
         let db = inst("ins-db000001", "db", vec![]);
         let out = table(&[&web, &staging, &db], &rules);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("ID            NAME"), "{out}");
+        assert!(lines[0].starts_with("ID            PRODUCT  NAME"), "{out}");
         assert!(lines[1].ends_with("[0] roles 11, 12"), "{out}");
         assert!(lines[2].ends_with("[1] roles 13"), "{out}");
         assert!(lines[2].contains(&format!("{}…", "s".repeat(39))), "{out}");
         assert!(lines[3].ends_with("none"), "{out}");
         assert!(lines[1].contains("10.0.0.5") && lines[1].contains("RUNNING"));
         assert_eq!(cell("a\u{202E}b", 40), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn the_table_shows_each_instances_product() {
+        let gz = Region::parse("ap-guangzhou").unwrap();
+        let inst = |id: &str| {
+            Instance::new(
+                InstanceId::parse(id).unwrap(),
+                "x",
+                State::Running,
+                vec!["10.0.0.5".parse().unwrap()],
+                vec![],
+                "ap-guangzhou-3",
+                "Ubuntu",
+                vec![],
+                gz.clone(),
+            )
+        };
+        let rules = vec![Rule {
+            roles: vec![Snowflake::new(21).unwrap()],
+            instances: vec!["lhins-*".into()],
+            regions: None,
+            tags: vec![],
+        }];
+        let (cvm, lh) = (inst("ins-web00001"), inst("lhins-web00001"));
+        let out = table(&[&cvm, &lh], &rules);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].starts_with("ins-web00001    CVM  "), "{out}");
+        assert!(lines[1].ends_with("none"), "{out}");
+        assert!(
+            lines[2].starts_with("lhins-web00001  Lighthouse  "),
+            "{out}"
+        );
+        assert!(lines[2].ends_with("[0] roles 21"), "{out}");
     }
 }

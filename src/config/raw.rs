@@ -21,7 +21,7 @@ use super::{
 };
 use super::{DEFAULT_CATALOG_REFRESH_SECS, MAX_CATALOG_REFRESH_SECS, MIN_CATALOG_REFRESH_SECS};
 use crate::access::{check_instance_pattern, parse_tag, Rule, MAX_RULE_TAGS};
-use crate::ids::{Region, Snowflake};
+use crate::ids::{Product, Region, Snowflake};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +56,8 @@ struct RawDiscord {
 #[serde(deny_unknown_fields)]
 struct RawTencent {
     regions: Vec<String>,
+    products: Option<Vec<String>>,
+    lighthouse_regions: Option<Vec<String>>,
     endpoint: Option<String>,
     language: Option<Language>,
     timeout_secs: Option<u64>,
@@ -240,6 +242,71 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             "https://cvm.tencentcloudapi.com",
         )
     });
+    let mut products = Vec::new();
+    match &raw.tencent.products {
+        None => products.push(Product::Cvm),
+        Some(list) if list.is_empty() => p.push(
+            "tencent.products",
+            "is empty: list the products whose instances the bot opens, e.g. [\"cvm\", \"lighthouse\"] (default [\"cvm\"])",
+        ),
+        Some(list) => {
+            for (i, name) in list.iter().enumerate() {
+                match Product::parse(name) {
+                    Some(product) if products.contains(&product) => p.push(
+                        format!("tencent.products[{i}]"),
+                        format!("{name:?} is listed twice: remove the duplicate"),
+                    ),
+                    Some(product) => products.push(product),
+                    None => p.push(
+                        format!("tencent.products[{i}]"),
+                        format!("{name:?} is not a product vncbot serves: use \"cvm\" or \"lighthouse\""),
+                    ),
+                }
+            }
+        }
+    }
+    let lighthouse = products.contains(&Product::Lighthouse);
+    let mut lighthouse_regions = Vec::new();
+    match &raw.tencent.lighthouse_regions {
+        Some(_) if !lighthouse => p.push(
+            "tencent.lighthouse_regions",
+            "is set, but tencent.products does not include \"lighthouse\": add it there or remove this key",
+        ),
+        Some(list) if list.is_empty() => p.push(
+            "tencent.lighthouse_regions",
+            "is empty: list the regions where Lighthouse instances run, or remove the key to use every region in tencent.regions",
+        ),
+        Some(list) => {
+            for (i, r) in list.iter().enumerate() {
+                let key = format!("tencent.lighthouse_regions[{i}]");
+                match Region::parse(r) {
+                    Ok(region) if lighthouse_regions.contains(&region) => {
+                        p.push(key, format!("{region} is listed twice: remove the duplicate"))
+                    }
+                    Ok(region) if !regions.contains(&region) => p.push(
+                        key,
+                        format!("{region} is not in tencent.regions: add it there too, or remove it here"),
+                    ),
+                    Ok(region) if region.is_finance() => p.push(
+                        key,
+                        format!("{region} is a finance-cloud region: vncbot knows no Lighthouse endpoint for it (only lighthouse.tencentcloudapi.com); remove it"),
+                    ),
+                    Ok(region) => lighthouse_regions.push(region),
+                    Err(e) => p.push(key, e.to_string()),
+                }
+            }
+        }
+        None if lighthouse => {
+            lighthouse_regions = regions.iter().filter(|r| !r.is_finance()).cloned().collect();
+            if lighthouse_regions.is_empty() && !regions.is_empty() {
+                p.push(
+                    "tencent.products",
+                    "includes \"lighthouse\", but every region in tencent.regions is a finance-cloud one, where vncbot knows no Lighthouse endpoint: add an ordinary region",
+                );
+            }
+        }
+        None => {}
+    }
     let timeout_secs = raw.tencent.timeout_secs.unwrap_or(10);
     if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
         p.push(
@@ -274,8 +341,17 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             );
         }
         for (j, pattern) in rule.instances.iter().enumerate() {
-            if let Err(e) = check_instance_pattern(pattern) {
-                p.push(format!("allow[{i}].instances[{j}]"), e.to_string());
+            match check_instance_pattern(pattern) {
+                Ok(Some(product)) if !products.contains(&product) => p.push(
+                    format!("allow[{i}].instances[{j}]"),
+                    format!(
+                        "{pattern:?} names {} instances, but tencent.products does not include {:?}: add it there, or remove this entry",
+                        product.title(),
+                        product.as_str()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => p.push(format!("allow[{i}].instances[{j}]"), e.to_string()),
             }
         }
         check_duplicates(&mut p, &key("instances"), &rule.instances);
@@ -459,6 +535,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         },
         tencent: TencentConfig {
             regions,
+            products,
+            lighthouse_regions,
             endpoint,
             language: raw.tencent.language.unwrap_or(Language::EnUs),
             timeout: Duration::from_secs(timeout_secs),
@@ -825,9 +903,113 @@ listen = "localhost"
             "[catalog]",
             "refresh_secs =",
             "# tags = [",
+            "# products = [\"cvm\", \"lighthouse\"]",
+            "# lighthouse_regions = [",
+            "\"lhins-*\"",
         ] {
             assert!(text.contains(key), "the example lacks {key}");
         }
+    }
+
+    #[test]
+    fn products_default_to_cvm_and_lighthouse_is_opt_in() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.tencent.products, vec![Product::Cvm]);
+        assert!(c.tencent.lighthouse_regions.is_empty());
+        let gz = Region::parse("ap-guangzhou").unwrap();
+        let fsi = Region::parse("ap-shanghai-fsi").unwrap();
+        let lh = crate::ids::InstanceId::parse("lhins-a1b2c3d4").unwrap();
+        let cvm = crate::ids::InstanceId::parse("ins-a1b2c3d4").unwrap();
+        assert!(c.tencent.check_serves(&cvm, &gz).is_ok());
+        let err = c.tencent.check_serves(&lh, &gz).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not serve Lighthouse instances (tencent.products)"),
+            "{err}"
+        );
+
+        let both = with("tencent", "products = [\"cvm\", \"lighthouse\"]");
+        let c = Config::parse(&both).unwrap();
+        assert_eq!(c.tencent.products, vec![Product::Cvm, Product::Lighthouse]);
+        // Default: every configured region but the finance-cloud ones.
+        assert_eq!(c.tencent.lighthouse_regions, vec![gz.clone()]);
+        assert!(c.tencent.check_serves(&lh, &gz).is_ok());
+        assert!(c.tencent.check_serves(&cvm, &fsi).is_ok());
+        let err = c.tencent.check_serves(&lh, &fsi).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not serve Lighthouse instances in ap-shanghai-fsi; it serves them in: ap-guangzhou"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("tencent.lighthouse_regions"),
+            "{err}"
+        );
+
+        let lh_only = with(
+            "tencent",
+            "products = [\"lighthouse\"]\nlighthouse_regions = [\"ap-guangzhou\"]",
+        );
+        let c = Config::parse(&lh_only).unwrap();
+        assert!(c.tencent.check_serves(&cvm, &gz).is_err());
+        assert_eq!(c.tencent.regions_for(Product::Cvm), vec![]);
+        assert_eq!(c.tencent.regions_for(Product::Lighthouse), vec![gz]);
+    }
+
+    #[test]
+    fn product_mistakes_are_reported_with_their_key() {
+        for (lines, key, fix) in [
+            ("products = []", "tencent.products", "is empty"),
+            (
+                "products = [\"cvm\", \"lightouse\"]",
+                "tencent.products[1]",
+                "use \"cvm\" or \"lighthouse\"",
+            ),
+            (
+                "products = [\"cvm\", \"cvm\"]",
+                "tencent.products[1]",
+                "listed twice",
+            ),
+            (
+                "lighthouse_regions = [\"ap-guangzhou\"]",
+                "tencent.lighthouse_regions",
+                "does not include \"lighthouse\"",
+            ),
+            (
+                "products = [\"lighthouse\"]\nlighthouse_regions = [\"ap-tokyo\"]",
+                "tencent.lighthouse_regions[0]",
+                "not in tencent.regions",
+            ),
+            (
+                "products = [\"lighthouse\"]\nlighthouse_regions = [\"ap-shanghai-fsi\"]",
+                "tencent.lighthouse_regions[0]",
+                "finance-cloud",
+            ),
+            (
+                "products = [\"lighthouse\"]\nlighthouse_regions = [\"ap-guangzho\"]",
+                "tencent.lighthouse_regions[0]",
+                "not a Tencent Cloud region",
+            ),
+        ] {
+            let msgs = problems_for(&with("tencent", lines), key);
+            assert_eq!(msgs.len(), 1, "{lines}: {msgs:?}");
+            assert!(msgs[0].contains(fix), "{lines}: {msgs:?}");
+        }
+        // A Lighthouse pattern in a CVM-only config can never be used: say so at start.
+        let text = GOOD.replace("instances = [\"*\"]", "instances = [\"*\", \"lhins-web*\"]");
+        let msgs = problems_for(&text, "allow[0].instances[1]");
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains(
+                "names Lighthouse instances, but tencent.products does not include \"lighthouse\""
+            ),
+            "{msgs:?}"
+        );
+        let ok = text.replace(
+            "[tencent]",
+            "[tencent]\nproducts = [\"cvm\", \"lighthouse\"]",
+        );
+        assert!(Config::parse(&ok).is_ok());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The catalog: every configured region's instances as `DescribeInstances` last listed them.
+//! The catalog: every configured region's instances as `DescribeInstances` last listed them, for
+//! each product the config serves there (CVM and Lighthouse, each listed by its own API and kept
+//! as its own list, so one product's failure or missing permission leaves the other's intact).
 //!
 //! It answers from memory (search for autocomplete, exact names, lookups by ID, tags for the
 //! allowlist) and is refreshed in the background on its own pace. A failed refresh keeps the last
@@ -13,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +23,7 @@ use serde::Deserialize;
 
 use super::client::{CvmClient, InstancesPage, InstancesQuery, MAX_PAGE};
 use super::error::TencentError;
-use crate::ids::{InstanceId, Region};
+use crate::ids::{InstanceId, Product, Region};
 use crate::metrics::METRICS;
 
 /// Longest instance name kept (Tencent allows 128 characters; a longer one is cut).
@@ -183,6 +186,11 @@ impl Instance {
         }
     }
 
+    /// CVM or Lighthouse (from the ID's prefix).
+    pub fn product(&self) -> Product {
+        self.id.product()
+    }
+
     /// The tag's value, if the instance carries it.
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags
@@ -260,8 +268,9 @@ fn clean_tag(k: &str, v: &str) -> Option<(String, String)> {
         .then(|| (k.to_owned(), v.to_owned()))
 }
 
-/// An `InstanceSet[]` entry as Tencent sends it; every field optional, so one odd entry cannot
-/// fail a whole page.
+/// An `InstanceSet[]` entry as Tencent sends it, CVM's shape or Lighthouse's (which names the
+/// addresses `PrivateAddresses`/`PublicAddresses` and has `Zone` at the top level); every field
+/// optional, so one odd entry cannot fail a whole page.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct RawInstance {
@@ -277,6 +286,12 @@ pub(crate) struct RawInstance {
     public_ips: Option<Vec<String>>,
     #[serde(rename = "Placement")]
     placement: Option<RawPlacement>,
+    #[serde(rename = "PrivateAddresses")]
+    private_addresses: Option<Vec<String>>,
+    #[serde(rename = "PublicAddresses")]
+    public_addresses: Option<Vec<String>>,
+    #[serde(rename = "Zone")]
+    zone: Option<String>,
     #[serde(rename = "OsName")]
     os: Option<String>,
     #[serde(rename = "Tags")]
@@ -300,9 +315,13 @@ struct RawTag {
 }
 
 impl RawInstance {
-    /// `None` when the entry has no valid CVM instance ID.
-    pub(crate) fn into_instance(self, region: &Region) -> Option<Instance> {
+    /// `None` when the entry has no valid instance ID of `product` (the product whose
+    /// `DescribeInstances` answered).
+    pub(crate) fn into_instance(self, region: &Region, product: Product) -> Option<Instance> {
         let id = InstanceId::parse(self.id.as_deref()?).ok()?;
+        if id.product() != product {
+            return None;
+        }
         let ips = |v: Option<Vec<String>>| -> Vec<IpAddr> {
             v.unwrap_or_default()
                 .iter()
@@ -320,10 +339,11 @@ impl RawInstance {
             id,
             self.name.as_deref().unwrap_or_default(),
             State::parse(self.state.as_deref().unwrap_or_default()),
-            ips(self.private_ips),
-            ips(self.public_ips),
+            ips(self.private_ips.or(self.private_addresses)),
+            ips(self.public_ips.or(self.public_addresses)),
             self.placement
                 .and_then(|p| p.zone)
+                .or(self.zone)
                 .as_deref()
                 .unwrap_or_default(),
             self.os.as_deref().unwrap_or_default(),
@@ -333,14 +353,18 @@ impl RawInstance {
     }
 }
 
-/// `web-01 · ins-abc12345 · RUNNING · 10.0.0.5 · ap-guangzhou`: at most [`MAX_LABEL_CHARS`]
-/// characters; a long name is cut on a character boundary with `…` so the ID stays visible.
+/// `web-01 · ins-abc12345 · RUNNING · 10.0.0.5 · ap-guangzhou` (a Lighthouse instance ends
+/// `· Lighthouse`): at most [`MAX_LABEL_CHARS`] characters; a long name is cut on a character
+/// boundary with `…` so the ID stays visible.
 pub fn choice_label(i: &Instance) -> String {
     let mut tail = format!(" · {} · {}", i.id, i.state);
     if let Some(ip) = i.private_ips.first().or(i.public_ips.first()) {
         tail.push_str(&format!(" · {ip}"));
     }
     tail.push_str(&format!(" · {}", i.region));
+    if i.product() != Product::Cvm {
+        tail.push_str(&format!(" · {}", i.product().title()));
+    }
     let name: String = i.name.chars().filter(|c| !is_invisible(*c)).collect();
     let name = if name.trim().is_empty() {
         "(no name)"
@@ -378,9 +402,10 @@ pub enum Resolution<'a> {
     NotFound,
 }
 
-/// One region's last good list.
+/// One region's last good list of one product's instances.
 pub struct RegionList {
     pub region: Region,
+    pub product: Product,
     pub instances: Arc<[Instance]>,
     index: HashMap<InstanceId, u32>,
     /// When this list was fetched; `None` until the first success.
@@ -389,9 +414,10 @@ pub struct RegionList {
 }
 
 impl RegionList {
-    fn empty(region: Region) -> Self {
+    fn empty(region: Region, product: Product) -> Self {
         Self {
             region,
+            product,
             instances: Arc::from(Vec::new()),
             index: HashMap::new(),
             fetched_at: None,
@@ -399,7 +425,7 @@ impl RegionList {
         }
     }
 
-    fn new(region: Region, instances: Vec<Instance>) -> Self {
+    fn new(region: Region, product: Product, instances: Vec<Instance>) -> Self {
         let index = instances
             .iter()
             .enumerate()
@@ -407,6 +433,7 @@ impl RegionList {
             .collect();
         Self {
             region,
+            product,
             instances: instances.into(),
             index,
             fetched_at: Some(SystemTime::now()),
@@ -516,13 +543,39 @@ impl View {
     }
 }
 
-/// Lists instances: [`CvmClient`] in production, anything in tests.
+/// Lists instances: [`CvmClient`] in production, anything in tests. A source that knows only
+/// CVM implements `describe_instances`; one that serves Lighthouse too overrides `serves` and
+/// `describe_product_instances`.
 pub trait InstanceSource: Send + Sync {
+    /// CVM's `DescribeInstances`.
     fn describe_instances(
         &self,
         region: &Region,
         query: &InstancesQuery,
     ) -> impl Future<Output = Result<InstancesPage, TencentError>> + Send;
+
+    /// Whether `product`'s instances in `region` are listed at all.
+    fn serves(&self, product: Product, _region: &Region) -> bool {
+        product == Product::Cvm
+    }
+
+    /// `product`'s `DescribeInstances`.
+    fn describe_product_instances(
+        &self,
+        product: Product,
+        region: &Region,
+        query: &InstancesQuery,
+    ) -> impl Future<Output = Result<InstancesPage, TencentError>> + Send {
+        async move {
+            match product {
+                Product::Cvm => self.describe_instances(region, query).await,
+                other => Err(TencentError::Signing(format!(
+                    "this instance source cannot list {} instances",
+                    other.title()
+                ))),
+            }
+        }
+    }
 }
 
 impl InstanceSource for CvmClient {
@@ -532,6 +585,19 @@ impl InstanceSource for CvmClient {
         query: &InstancesQuery,
     ) -> impl Future<Output = Result<InstancesPage, TencentError>> + Send {
         CvmClient::describe_instances(self, region, query)
+    }
+
+    fn serves(&self, product: Product, region: &Region) -> bool {
+        CvmClient::serves(self, product, region)
+    }
+
+    fn describe_product_instances(
+        &self,
+        product: Product,
+        region: &Region,
+        query: &InstancesQuery,
+    ) -> impl Future<Output = Result<InstancesPage, TencentError>> + Send {
+        CvmClient::describe_instances_of(self, product, region, query)
     }
 }
 
@@ -548,23 +614,29 @@ struct Health {
 }
 
 struct Slot {
+    product: Product,
+    /// Whether the source lists this product in this region (CVM until a refresh says
+    /// otherwise; Lighthouse once one says so). Unserved slots are left out of views and status.
+    served: AtomicBool,
     list: RwLock<Arc<RegionList>>,
     health: Mutex<Health>,
     /// One refresh of a region at a time.
     refreshing: tokio::sync::Mutex<()>,
 }
 
-/// Every configured region's last good list, with how fresh it is.
+/// Every configured region's last good list of each product, with how fresh it is.
 pub struct Catalog {
+    /// Region-major: each region's CVM slot, then its Lighthouse slot.
     slots: Vec<(Region, Slot)>,
     /// Counts finished [`Catalog::refresh_all`] rounds, for whoever waits on one.
     rounds: tokio::sync::watch::Sender<u64>,
 }
 
-/// One region's state for `/healthz` detail and `vncbot instances`.
+/// One region's (and product's) state for `/healthz` detail and `vncbot instances`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionStatus {
     pub region: Region,
+    pub product: Product,
     pub instances: usize,
     /// Age of the last good list; `None` when no refresh has succeeded yet.
     pub age: Option<Duration>,
@@ -572,13 +644,24 @@ pub struct RegionStatus {
     pub failures: u32,
     /// The last failure's code (and RequestId), while failing.
     pub last_error: Option<String>,
-    /// Tencent said `UnauthorizedOperation`: the CAM policy lacks `cvm:DescribeInstances`.
+    /// Tencent said `UnauthorizedOperation`: the CAM policy lacks `cvm:DescribeInstances` (or
+    /// `lighthouse:DescribeInstances`).
     pub permission_missing: bool,
 }
 
 impl fmt::Display for RegionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} instances", self.region, self.instances)?;
+        // CVM's line reads as it did before Lighthouse; Lighthouse's names the product.
+        match self.product {
+            Product::Cvm => write!(f, "{}: {} instances", self.region, self.instances)?,
+            p => write!(
+                f,
+                "{} {}: {} instances",
+                self.region,
+                p.title(),
+                self.instances
+            )?,
+        }
         match self.age {
             Some(a) => write!(f, ", listed {}s ago", a.as_secs())?,
             None => write!(f, ", never listed")?,
@@ -586,7 +669,8 @@ impl fmt::Display for RegionStatus {
         if self.permission_missing {
             write!(
                 f,
-                ", permission missing: the CAM policy needs cvm:DescribeInstances (IDs still work)"
+                ", permission missing: the CAM policy needs {}:DescribeInstances (IDs still work)",
+                self.product
             )?;
         } else if let Some(e) = &self.last_error {
             write!(f, ", {} failed refresh(es), last: {e}", self.failures)?;
@@ -608,19 +692,22 @@ fn is_permission_error(e: &TencentError) -> bool {
 }
 
 impl Catalog {
+    /// A catalog of `regions`; which products it lists in each is the source's to say
+    /// ([`InstanceSource::serves`]), at each refresh.
     pub fn new(regions: &[Region]) -> Self {
         Self {
             slots: regions
                 .iter()
-                .map(|r| {
-                    (
-                        r.clone(),
-                        Slot {
-                            list: RwLock::new(Arc::new(RegionList::empty(r.clone()))),
-                            health: Mutex::new(Health::default()),
-                            refreshing: tokio::sync::Mutex::new(()),
-                        },
-                    )
+                .flat_map(|r| Product::ALL.map(|p| (r.clone(), p)))
+                .map(|(r, product)| {
+                    let slot = Slot {
+                        product,
+                        served: AtomicBool::new(product == Product::Cvm),
+                        list: RwLock::new(Arc::new(RegionList::empty(r.clone(), product))),
+                        health: Mutex::new(Health::default()),
+                        refreshing: tokio::sync::Mutex::new(()),
+                    };
+                    (r, slot)
                 })
                 .collect(),
             rounds: tokio::sync::watch::Sender::new(0),
@@ -634,19 +721,27 @@ impl Catalog {
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &Region> {
-        self.slots.iter().map(|(r, _)| r)
+        // Every region has a CVM slot, so this names each region once.
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.product == Product::Cvm)
+            .map(|(r, _)| r)
     }
 
-    fn slot(&self, region: &Region) -> Option<&Slot> {
-        self.slots.iter().find(|(r, _)| r == region).map(|(_, s)| s)
+    fn slot(&self, region: &Region, product: Product) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|(r, s)| r == region && s.product == product)
+            .map(|(_, s)| s)
     }
 
-    /// A snapshot of every region's last good list.
+    /// A snapshot of every served region's and product's last good list.
     pub fn view(&self) -> View {
         View {
             lists: self
                 .slots
                 .iter()
+                .filter(|(_, s)| s.served.load(Ordering::Relaxed))
                 .map(|(_, s)| Arc::clone(&s.list.read().unwrap_or_else(|e| e.into_inner())))
                 .collect(),
         }
@@ -659,44 +754,73 @@ impl Catalog {
 
     /// Refreshes every region, one after the other; the first error, if any, is in `status()`.
     pub async fn refresh_all<S: InstanceSource>(&self, source: &S) {
-        for (region, _) in &self.slots {
+        for region in self.regions() {
             let _ = self.refresh_region(source, region).await;
         }
         self.rounds.send_modify(|n| *n += 1);
     }
 
-    /// Lists `region` in pages of 100 until `TotalCount` is reached, then swaps the new list
-    /// in. On failure the last good list stays, and the failure is logged once per streak.
+    /// Lists `region` for every product the source serves there, each in pages of 100 until
+    /// `TotalCount` is reached, then swaps each new list in. On failure that product's last
+    /// good list stays, and the failure is logged once per streak. The instances listed, or
+    /// the first product's error.
     pub async fn refresh_region<S: InstanceSource>(
         &self,
         source: &S,
         region: &Region,
     ) -> Result<usize, TencentError> {
-        let Some(slot) = self.slot(region) else {
+        let mut total = 0;
+        let mut first_error = None;
+        for product in Product::ALL {
+            match self.refresh_product(source, region, product).await {
+                Ok(n) => total += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(total),
+            Some(e) => Err(e),
+        }
+    }
+
+    async fn refresh_product<S: InstanceSource>(
+        &self,
+        source: &S,
+        region: &Region,
+        product: Product,
+    ) -> Result<usize, TencentError> {
+        let Some(slot) = self.slot(region, product) else {
             return Ok(0);
         };
+        if !source.serves(product, region) {
+            slot.served.store(false, Ordering::Relaxed);
+            return Ok(0);
+        }
+        slot.served.store(true, Ordering::Relaxed);
         let _one_at_a_time = slot.refreshing.lock().await;
-        let result = list_region(source, region).await;
+        let result = list_region(source, region, product).await;
         let mut health = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((instances, pages)) => {
                 let n = instances.len();
                 *slot.list.write().unwrap_or_else(|e| e.into_inner()) =
-                    Arc::new(RegionList::new(region.clone(), instances));
+                    Arc::new(RegionList::new(region.clone(), product, instances));
                 if health.failures > 0 {
                     tracing::info!(
-                        %region, instances = n, pages, failures = health.failures,
+                        %region, %product, instances = n, pages, failures = health.failures,
                         "catalog refreshed again after failures"
                     );
                 } else {
-                    tracing::debug!(%region, instances = n, pages, "catalog refreshed");
+                    tracing::debug!(%region, %product, instances = n, pages, "catalog refreshed");
                 }
                 *health = Health {
                     permission_logged: health.permission_logged,
                     ..Health::default()
                 };
-                METRICS.catalog_instances(region.as_str(), n as i64);
-                METRICS.catalog_age(region.as_str(), 0);
+                METRICS.catalog_instances(product, region.as_str(), n as i64);
+                METRICS.catalog_age(product, region.as_str(), 0);
                 Ok(n)
             }
             Err(e) => {
@@ -706,7 +830,7 @@ impl Catalog {
                     .map(|r| format!(" (RequestId {r})"))
                     .unwrap_or_default();
                 health.last_error = Some(format!("{}{reference}", e.code()));
-                METRICS.catalog_refresh_failure(region.as_str());
+                METRICS.catalog_refresh_failure(product, region.as_str());
                 let age = slot
                     .list
                     .read()
@@ -718,20 +842,20 @@ impl Catalog {
                     if !health.permission_logged {
                         health.permission_logged = true;
                         tracing::error!(
-                            %region, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
-                            "the catalog cannot list instances: the CAM policy lacks cvm:DescribeInstances; \
-                             names, autocomplete and tag rules are unavailable, instance IDs still work"
+                            %region, %product, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
+                            "the catalog cannot list instances: the CAM policy lacks {product}:DescribeInstances; \
+                             names, autocomplete and tag rules are unavailable for them, instance IDs still work"
                         );
                     }
                 } else if health.failures == 1 {
                     tracing::warn!(
-                        %region, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
+                        %region, %product, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
                         age_secs = ?age, error = %e,
                         "catalog refresh failed; keeping the last good list"
                     );
                 }
                 if let Some(a) = age {
-                    METRICS.catalog_age(region.as_str(), a as i64);
+                    METRICS.catalog_age(product, region.as_str(), a as i64);
                 }
                 Err(e)
             }
@@ -746,11 +870,12 @@ impl Catalog {
         region: &Region,
         id: &InstanceId,
     ) -> Result<Option<Instance>, TencentError> {
+        let product = id.product();
         let page = source
-            .describe_instances(region, &InstancesQuery::Ids(vec![id.clone()]))
+            .describe_product_instances(product, region, &InstancesQuery::Ids(vec![id.clone()]))
             .await?;
         let fresh = page.instances.into_iter().find(|i| i.id == *id);
-        if let Some(slot) = self.slot(region) {
+        if let Some(slot) = self.slot(region, product) {
             let mut guard = slot.list.write().unwrap_or_else(|e| e.into_inner());
             let old = &**guard;
             let known = old.get(id).is_some();
@@ -764,7 +889,7 @@ impl Catalog {
                 if let Some(f) = &fresh {
                     list.push(f.clone());
                 }
-                let mut next = RegionList::new(region.clone(), list);
+                let mut next = RegionList::new(region.clone(), product, list);
                 // A one-instance read does not make the rest of the list any younger.
                 next.fetched_at = old.fetched_at;
                 next.fetched = old.fetched;
@@ -778,6 +903,7 @@ impl Catalog {
     pub fn status(&self) -> Vec<RegionStatus> {
         self.slots
             .iter()
+            .filter(|(_, slot)| slot.served.load(Ordering::Relaxed))
             .map(|(region, slot)| {
                 let list = Arc::clone(&slot.list.read().unwrap_or_else(|e| e.into_inner()));
                 let h = slot
@@ -787,10 +913,11 @@ impl Catalog {
                     .clone();
                 let age = list.age();
                 if let Some(a) = age {
-                    METRICS.catalog_age(region.as_str(), a.as_secs() as i64);
+                    METRICS.catalog_age(slot.product, region.as_str(), a.as_secs() as i64);
                 }
                 RegionStatus {
                     region: region.clone(),
+                    product: slot.product,
                     instances: list.instances.len(),
                     age,
                     failures: h.failures,
@@ -821,10 +948,12 @@ impl Catalog {
     }
 }
 
-/// Pages through `region`; the instances (deduplicated by ID) and the number of pages.
+/// Pages through `product`'s instances in `region`; the instances (deduplicated by ID) and the
+/// number of pages.
 async fn list_region<S: InstanceSource>(
     source: &S,
     region: &Region,
+    product: Product,
 ) -> Result<(Vec<Instance>, u32), TencentError> {
     let mut out: Vec<Instance> = Vec::new();
     let mut seen: HashMap<InstanceId, ()> = HashMap::new();
@@ -832,7 +961,8 @@ async fn list_region<S: InstanceSource>(
     let mut pages = 0;
     loop {
         let page = source
-            .describe_instances(
+            .describe_product_instances(
+                product,
                 region,
                 &InstancesQuery::Page {
                     offset,
@@ -882,6 +1012,7 @@ mod tests {
         View {
             lists: vec![Arc::new(RegionList::new(
                 Region::parse("ap-guangzhou").unwrap(),
+                Product::Cvm,
                 instances,
             ))],
         }
@@ -1029,7 +1160,7 @@ mod tests {
         }))
         .unwrap();
         let i = raw
-            .into_instance(&Region::parse("ap-guangzhou").unwrap())
+            .into_instance(&Region::parse("ap-guangzhou").unwrap(), Product::Cvm)
             .unwrap();
         assert_eq!(i.name.chars().count(), MAX_NAME_CHARS);
         assert_eq!(i.private_ips.len(), 1);
@@ -1040,7 +1171,38 @@ mod tests {
         let bad: RawInstance =
             serde_json::from_value(serde_json::json!({"InstanceId": "lhins-1"})).unwrap();
         assert!(bad
-            .into_instance(&Region::parse("ap-guangzhou").unwrap())
+            .into_instance(&Region::parse("ap-guangzhou").unwrap(), Product::Lighthouse)
             .is_none());
+    }
+
+    #[test]
+    fn lighthouse_entries_have_their_own_shape() {
+        let gz = Region::parse("ap-guangzhou").unwrap();
+        let entry = || {
+            serde_json::json!({
+                "InstanceId": "lhins-abc12345",
+                "InstanceName": "blog",
+                "InstanceState": "RUNNING",
+                "PrivateAddresses": ["10.1.0.7"],
+                "PublicAddresses": ["203.0.113.7"],
+                "Zone": "ap-guangzhou-3",
+                "OsName": "Ubuntu Server 22.04 LTS 64bit",
+                "Tags": [{"Key": "env", "Value": "prod"}],
+            })
+        };
+        let raw: RawInstance = serde_json::from_value(entry()).unwrap();
+        let i = raw.into_instance(&gz, Product::Lighthouse).unwrap();
+        assert_eq!(i.product(), Product::Lighthouse);
+        assert_eq!(i.private_ips, vec!["10.1.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(i.public_ips, vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(i.zone, "ap-guangzhou-3");
+        assert_eq!(i.tag("env"), Some("prod"));
+        assert_eq!(
+            choice_label(&i),
+            "blog · lhins-abc12345 · RUNNING · 10.1.0.7 · ap-guangzhou · Lighthouse"
+        );
+        // An answer of one product never files an instance of the other.
+        let raw: RawInstance = serde_json::from_value(entry()).unwrap();
+        assert!(raw.into_instance(&gz, Product::Cvm).is_none());
     }
 }

@@ -1,6 +1,10 @@
-//! The CVM API client: `DescribeInstanceVncUrl` (console URLs) and `DescribeInstances` (the
-//! catalog), each on its own pace: Tencent's limits are per action, and a catalog refresh must
-//! never delay a console call.
+//! The Tencent Cloud API client for CVM and Lighthouse: `DescribeInstanceVncUrl` (console URLs)
+//! and `DescribeInstances` (the catalog). Each product's action keeps its own pace: Tencent's
+//! limits are per action and per product, so a catalog refresh never delays a console call, and
+//! a burst of CVM consoles never delays a Lighthouse one (or the other way round).
+//!
+//! The product comes from the instance ID (`ins-` or `lhins-`): it picks the host, the version
+//! and the TC3 service in the credential scope.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,15 +19,21 @@ use super::endpoint::{self, Endpoint};
 use super::error::{ApiErrorKind, TencentError};
 use super::sign::{sign, SignInput};
 use crate::config::{Language, TencentConfig, TencentCredentials};
-use crate::ids::{InstanceId, Region};
+use crate::ids::{InstanceId, Product, Region};
 use crate::limits::ApiPacer;
 use crate::link::ConsoleUrl;
 use crate::metrics::METRICS;
 
-const SERVICE: &str = "cvm";
 const ACTION: &str = "DescribeInstanceVncUrl";
 const DESCRIBE_INSTANCES: &str = "DescribeInstances";
-const VERSION: &str = "2017-03-12";
+
+/// The API version of each product's actions.
+pub fn api_version(product: Product) -> &'static str {
+    match product {
+        Product::Cvm => "2017-03-12",
+        Product::Lighthouse => "2020-03-24",
+    }
+}
 /// Bigger answers are not Tencent's: refuse rather than buffer them.
 const MAX_BODY: usize = 256 * 1024;
 /// A page of 100 instances with every field Tencent returns is a few hundred KB.
@@ -64,7 +74,7 @@ pub struct InstancesPage {
     pub total: u64,
     /// Entries that parsed; bounded and cleaned (see [`Instance`]).
     pub instances: Vec<Instance>,
-    /// Entries dropped because their `InstanceId` is not a CVM ID.
+    /// Entries dropped because their `InstanceId` is not an ID of the product asked.
     pub skipped: usize,
     pub request_id: String,
 }
@@ -101,15 +111,22 @@ pub struct VncUrl {
     pub attempts: u32,
 }
 
+/// The client for both products (the name is historical).
 pub struct CvmClient {
     http: reqwest::Client,
     creds: TencentCredentials,
     endpoint_override: Option<Url>,
     language: Language,
     timeout: Duration,
+    /// What the config serves: products, and the regions of each.
+    tencent: TencentConfig,
+    /// CVM's console action.
     pacer: ApiPacer,
-    /// DescribeInstances' own pace, separate from `pacer` (the console action's).
+    /// Lighthouse's console action: a budget of its own, the same size as `pacer`.
+    lighthouse_pacer: ApiPacer,
+    /// DescribeInstances' own pace, separate from the console action's, one per product.
     catalog_pacer: ApiPacer,
+    lighthouse_catalog_pacer: ApiPacer,
     retry: RetryPolicy,
 }
 
@@ -171,23 +188,53 @@ impl CvmClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("vncbot/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let catalog_pacer = || {
+            ApiPacer::new(
+                std::num::NonZeroU32::new(CATALOG_PER_SECOND).expect("not zero"),
+                CATALOG_MAX_WAIT,
+            )
+        };
         Ok(Self {
             http,
             creds,
             endpoint_override: cfg.endpoint.clone(),
             language: cfg.language,
             timeout: cfg.timeout,
+            tencent: cfg.clone(),
+            lighthouse_pacer: pacer.twin(),
             pacer,
-            catalog_pacer: ApiPacer::new(
-                std::num::NonZeroU32::new(CATALOG_PER_SECOND).expect("not zero"),
-                CATALOG_MAX_WAIT,
-            ),
+            catalog_pacer: catalog_pacer(),
+            lighthouse_catalog_pacer: catalog_pacer(),
             retry,
         })
     }
 
+    /// CVM's endpoint for `region`.
     pub fn endpoint(&self, region: &Region) -> Endpoint {
-        endpoint::resolve(region, self.endpoint_override.as_ref())
+        self.endpoint_for(Product::Cvm, region)
+    }
+
+    pub fn endpoint_for(&self, product: Product, region: &Region) -> Endpoint {
+        endpoint::resolve_for(product, region, self.endpoint_override.as_ref())
+    }
+
+    /// Whether the config serves `product` in `region` (see [`TencentConfig::serves_in`]).
+    pub fn serves(&self, product: Product, region: &Region) -> bool {
+        self.tencent.serves_in(product, region)
+    }
+
+    fn console_pacer(&self, product: Product) -> &ApiPacer {
+        match product {
+            Product::Cvm => &self.pacer,
+            Product::Lighthouse => &self.lighthouse_pacer,
+        }
+    }
+
+    fn instances_pacer(&self, product: Product) -> &ApiPacer {
+        match product {
+            Product::Cvm => &self.catalog_pacer,
+            Product::Lighthouse => &self.lighthouse_catalog_pacer,
+        }
     }
 
     /// Mints a console URL, retrying transient failures with jittered backoff. The first success
@@ -204,20 +251,28 @@ impl CvmClient {
 
     /// As [`Self::describe_instance_vnc_url`], asking `still_allowed` right before each attempt
     /// is sent: a request that waited in the queue is checked against the policy of the moment.
+    /// The instance's product (from its ID) picks the host, version, signature and pace; a
+    /// product or region the config does not serve is refused before anything is sent.
     pub async fn describe_instance_vnc_url_while(
         &self,
         region: &Region,
         instance: &InstanceId,
         still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> Result<VncUrl, TencentError> {
-        let endpoint = self.endpoint(region);
+        self.tencent
+            .check_serves(instance, region)
+            .map_err(TencentError::NotServed)?;
+        let product = instance.product();
+        let endpoint = self.endpoint_for(product, region);
         // Serialised once; every attempt signs and sends these exact bytes.
         let body = serde_json::to_vec(&serde_json::json!({ "InstanceId": instance.as_str() }))
             .expect("a JSON object of one string serialises");
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.attempt(&endpoint, region, &body, still_allowed).await;
+            let result = self
+                .attempt(product, &endpoint, region, &body, still_allowed)
+                .await;
             match result {
                 Ok((url, request_id)) => {
                     return Ok(VncUrl {
@@ -230,7 +285,7 @@ impl CvmClient {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
                     let delay = self.backoff(attempt, &e);
                     tracing::warn!(
-                        %instance, %region, attempt, code = %e.code(),
+                        %instance, %region, %product, attempt, code = %e.code(),
                         request_id = e.request_id().unwrap_or("-"),
                         delay_ms = delay.as_millis() as u64,
                         error = %e, "Tencent call failed, retrying"
@@ -256,41 +311,48 @@ impl CvmClient {
 
     async fn attempt(
         &self,
+        product: Product,
         endpoint: &Endpoint,
         region: &Region,
         body: &[u8],
         still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> Result<(ConsoleUrl, String), TencentError> {
-        let waited = self
-            .pacer
-            .acquire()
-            .await
-            .map_err(|q| TencentError::QueueFull {
-                retry_after: q.retry_after,
-            })?;
+        let waited =
+            self.console_pacer(product)
+                .acquire()
+                .await
+                .map_err(|q| TencentError::QueueFull {
+                    retry_after: q.retry_after,
+                })?;
         METRICS.limiter_wait.observe(waited.as_secs_f64());
         if !still_allowed() {
             return Err(TencentError::Withdrawn);
         }
         let started = std::time::Instant::now();
-        let result = self.send(endpoint, region, body).await;
+        let result = self.send(product, endpoint, region, body).await;
         METRICS
             .tencent_latency
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             METRICS.tencent_error(&e.code());
         }
+        METRICS.tencent_call(
+            product,
+            ACTION,
+            result.as_ref().map(|_| ()).map_err(TencentError::code),
+        );
         result
     }
 
     async fn send(
         &self,
+        product: Product,
         endpoint: &Endpoint,
         region: &Region,
         body: &[u8],
     ) -> Result<(ConsoleUrl, String), TencentError> {
         let (payload, request_id) = self
-            .call::<VncPayload>(endpoint, region, ACTION, body, MAX_BODY)
+            .call::<VncPayload>(product, endpoint, region, ACTION, body, MAX_BODY)
             .await?;
         let Some(raw) = payload.instance_vnc_url else {
             return Err(TencentError::InvalidResponse {
@@ -305,13 +367,34 @@ impl CvmClient {
         Ok((url, request_id))
     }
 
-    /// Lists instances in `region` (a page, or chosen IDs), on the catalog's own pace, retrying
-    /// transient failures as the console call does.
+    /// Lists CVM instances in `region` (a page, or chosen IDs), on the catalog's own pace,
+    /// retrying transient failures as the console call does.
     pub async fn describe_instances(
         &self,
         region: &Region,
         query: &InstancesQuery,
     ) -> Result<InstancesPage, TencentError> {
+        self.describe_instances_of(Product::Cvm, region, query)
+            .await
+    }
+
+    /// Lists `product`'s instances in `region` (each product's `DescribeInstances`, on its own
+    /// pace). Entries whose ID is not `product`'s are skipped. IDs of another product in an
+    /// `Ids` query are an error, as is a product or region the config does not serve: nothing
+    /// is sent then.
+    pub async fn describe_instances_of(
+        &self,
+        product: Product,
+        region: &Region,
+        query: &InstancesQuery,
+    ) -> Result<InstancesPage, TencentError> {
+        if !self.serves(product, region) {
+            return Err(TencentError::NotServed(crate::config::NotServed::Region {
+                product,
+                region: region.clone(),
+                served: self.tencent.regions_for(product),
+            }));
+        }
         let value = match query {
             InstancesQuery::Page { offset, limit } => {
                 serde_json::json!({ "Offset": offset, "Limit": (*limit).clamp(1, MAX_PAGE) })
@@ -321,6 +404,12 @@ impl CvmClient {
                     return Err(TencentError::Signing(format!(
                         "DescribeInstances takes 1 to {MAX_PAGE} InstanceIds, not {}",
                         ids.len()
+                    )));
+                }
+                if let Some(other) = ids.iter().find(|i| i.product() != product) {
+                    return Err(TencentError::Signing(format!(
+                        "{other} is not a {} instance: list it with its own product",
+                        product.title()
                     )));
                 }
                 let ids: Vec<&str> = ids.iter().map(InstanceId::as_str).collect();
@@ -352,13 +441,14 @@ impl CvmClient {
             }
         };
         let body = serde_json::to_vec(&value).expect("a JSON object serialises");
-        let endpoint = self.endpoint(region);
+        let endpoint = self.endpoint_for(product, region);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match self.catalog_pacer.acquire().await {
+            let result = match self.instances_pacer(product).acquire().await {
                 Ok(_) => {
                     self.call::<InstancesPayload>(
+                        product,
                         &endpoint,
                         region,
                         DESCRIBE_INSTANCES,
@@ -371,13 +461,18 @@ impl CvmClient {
                     retry_after: q.retry_after,
                 }),
             };
+            METRICS.tencent_call(
+                product,
+                DESCRIBE_INSTANCES,
+                result.as_ref().map(|_| ()).map_err(TencentError::code),
+            );
             match result {
                 Ok((payload, request_id)) => {
                     let raw = payload.instance_set.unwrap_or_default();
                     let count = raw.len();
                     let instances: Vec<Instance> = raw
                         .into_iter()
-                        .filter_map(|r| r.into_instance(region))
+                        .filter_map(|r| r.into_instance(region, product))
                         .collect();
                     let Some(total) = payload.total_count else {
                         return Err(TencentError::InvalidResponse {
@@ -395,7 +490,7 @@ impl CvmClient {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
                     let delay = self.backoff(attempt, &e);
                     tracing::debug!(
-                        %region, attempt, code = %e.code(),
+                        %region, %product, attempt, code = %e.code(),
                         request_id = e.request_id().unwrap_or("-"),
                         delay_ms = delay.as_millis() as u64,
                         "DescribeInstances failed, retrying"
@@ -410,6 +505,7 @@ impl CvmClient {
     /// One signed call of `action`; the payload of a success and its RequestId.
     async fn call<T: DeserializeOwned>(
         &self,
+        product: Product,
         endpoint: &Endpoint,
         region: &Region,
         action: &'static str,
@@ -418,7 +514,7 @@ impl CvmClient {
     ) -> Result<(T, String), TencentError> {
         // Signed after the pacer's wait, just before sending: Tencent rejects timestamps more
         // than five minutes off, and a queued request must not carry a stale one.
-        let headers = self.signed_headers(endpoint, region, action, body)?;
+        let headers = self.signed_headers(product, endpoint, region, action, body)?;
         let response = self
             .http
             .post(endpoint.url.clone())
@@ -474,6 +570,7 @@ impl CvmClient {
 
     fn signed_headers(
         &self,
+        product: Product,
         endpoint: &Endpoint,
         region: &Region,
         action: &'static str,
@@ -487,7 +584,8 @@ impl CvmClient {
         let signed = sign(&SignInput {
             secret_id: &self.creds.secret_id,
             secret_key: self.creds.secret_key.expose_secret(),
-            service: SERVICE,
+            // The service is part of the signing key: `cvm` or `lighthouse`.
+            service: product.as_str(),
             timestamp,
             headers: &[("content-type", content_type), ("host", &endpoint.host)],
             payload: body,
@@ -507,7 +605,7 @@ impl CvmClient {
         );
         h.insert(
             HeaderName::from_static("x-tc-version"),
-            HeaderValue::from_static(VERSION),
+            HeaderValue::from_static(api_version(product)),
         );
         h.insert(
             HeaderName::from_static("x-tc-region"),

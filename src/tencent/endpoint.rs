@@ -1,8 +1,8 @@
-//! Which host serves a region.
+//! Which host serves a product in a region.
 
 use reqwest::Url;
 
-use crate::ids::Region;
+use crate::ids::{Product, Region};
 
 /// Where a request goes and the `Host` value it is signed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +16,20 @@ pub struct Endpoint {
 /// regions (`*-fsi`) are reachable only at `cvm.<region>.tencentcloudapi.com`, which Tencent's own
 /// SDK does not pick for you. An `override_url` (private links, tests) wins over both.
 pub fn resolve(region: &Region, override_url: Option<&Url>) -> Endpoint {
-    let url = match override_url {
-        Some(u) => u.clone(),
-        None if region.is_finance() => {
-            Url::parse(&format!("https://cvm.{region}.tencentcloudapi.com/"))
-                .expect("a known region makes a valid host name")
+    resolve_for(Product::Cvm, region, override_url)
+}
+
+/// The endpoint for `product` in `region`. CVM: see [`resolve`]. Lighthouse has one documented
+/// host, `lighthouse.tencentcloudapi.com`, for every region (the region goes in `X-TC-Region`);
+/// the config refuses Lighthouse in finance-cloud regions. An `override_url` serves every product:
+/// the service is told apart by the credential scope and `X-TC-Version`, not the host.
+pub fn resolve_for(product: Product, region: &Region, override_url: Option<&Url>) -> Endpoint {
+    let url = match (product, override_url) {
+        (_, Some(u)) => u.clone(),
+        (Product::Lighthouse, None) => {
+            Url::parse("https://lighthouse.tencentcloudapi.com/").expect("constant URL")
         }
-        None => Url::parse("https://cvm.tencentcloudapi.com/").expect("constant URL"),
+        (Product::Cvm, None) => cvm_url(region),
     };
     let host = match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -30,6 +37,15 @@ pub fn resolve(region: &Region, override_url: Option<&Url>) -> Endpoint {
         (None, _) => unreachable!("config validation only accepts URLs with a host"),
     };
     Endpoint { url, host }
+}
+
+fn cvm_url(region: &Region) -> Url {
+    if region.is_finance() {
+        Url::parse(&format!("https://cvm.{region}.tencentcloudapi.com/"))
+            .expect("a known region makes a valid host name")
+    } else {
+        Url::parse("https://cvm.tencentcloudapi.com/").expect("constant URL")
+    }
 }
 
 #[cfg(test)]
@@ -50,6 +66,24 @@ mod tests {
         assert_eq!(
             e.url.as_str(),
             "https://cvm.ap-shanghai-fsi.tencentcloudapi.com/"
+        );
+    }
+
+    #[test]
+    fn lighthouse_has_one_host() {
+        for region in ["ap-guangzhou", "ap-singapore"] {
+            let e = resolve_for(Product::Lighthouse, &r(region), None);
+            assert_eq!(e.host, "lighthouse.tencentcloudapi.com");
+            assert_eq!(e.url.as_str(), "https://lighthouse.tencentcloudapi.com/");
+        }
+        assert_eq!(
+            resolve_for(Product::Cvm, &r("ap-shanghai-fsi"), None),
+            resolve(&r("ap-shanghai-fsi"), None)
+        );
+        let o = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            resolve_for(Product::Lighthouse, &r("ap-guangzhou"), Some(&o)).host,
+            "127.0.0.1:8080"
         );
     }
 

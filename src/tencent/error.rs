@@ -1,27 +1,37 @@
 //! What can go wrong calling Tencent, typed by error-code family, with the sentence a user sees.
-//! Source of the codes: <https://www.tencentcloud.com/document/api/213/15739> (the action's error
-//! codes) and <https://www.tencentcloud.com/document/api/213/33281> (common error codes).
+//! Source of the codes: <https://www.tencentcloud.com/document/api/213/15739> (CVM's
+//! DescribeInstanceVncUrl), <https://www.tencentcloud.com/document/api/1103/42499> and
+//! <https://cloud.tencent.com/document/api/1207/55553> (Lighthouse's; its code list is in the
+//! official SDK's `lighthouse/v20200324/errorcodes.py`) and
+//! <https://www.tencentcloud.com/document/api/213/33281> (common error codes). Both products'
+//! codes map to the same families, so a member hears the same sentence for either.
 
 use std::time::Duration;
 
+use crate::config::NotServed;
 use crate::ids::{InstanceId, Region};
 
 /// Families of Tencent error codes. We branch on `Code`, never on `Message`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiErrorKind {
-    /// `InvalidInstanceId.Malformed`, `InvalidParameterValue.InstanceIdMalformed`.
+    /// `InvalidInstanceId.Malformed`, `InvalidParameterValue.InstanceIdMalformed` (both).
     MalformedId,
-    /// `InvalidInstanceId.NotFound`.
+    /// `InvalidInstanceId.NotFound` (CVM); `ResourceNotFound.InstanceIdNotFound`,
+    /// `ResourceNotFound.InstanceNotFound` (Lighthouse).
     NotFound,
-    /// `InvalidInstanceState`, `UnsupportedOperation.InstanceState*`.
+    /// `InvalidInstanceState`, `UnsupportedOperation.InstanceState*` (CVM);
+    /// `UnsupportedOperation.InvalidInstanceState`, `UnsupportedOperation.InstanceExpired`,
+    /// `OperationDenied.InstanceCreating` (Lighthouse).
     InstanceState,
-    /// `OperationDenied.InstanceOperationInProgress`.
+    /// `OperationDenied.InstanceOperationInProgress` (both);
+    /// `UnsupportedOperation.LatestOperationUnfinished` (Lighthouse).
     Busy,
     /// `AuthFailure.*`, `UnauthorizedOperation*`: our credentials, clock or CAM policy.
     Credentials,
     /// `RequestLimitExceeded*`.
     RateLimited,
-    /// `InternalError*`, `ServiceUnavailable*`.
+    /// `InternalError*`, `ServiceUnavailable*`; Lighthouse's
+    /// `FailedOperation.DescribeInstanceStatus` and `UnsupportedOperation.SystemBusy`.
     ServerSide,
     /// Anything else (`InvalidParameter`, `UnknownParameter`, ...): a bug on our side.
     Other,
@@ -35,19 +45,40 @@ impl ApiErrorKind {
             "InvalidInstanceId.Malformed" | "InvalidParameterValue.InstanceIdMalformed"
         ) {
             Self::MalformedId
-        } else if code == "InvalidInstanceId.NotFound" {
+        } else if matches!(
+            code,
+            "InvalidInstanceId.NotFound"
+                | "ResourceNotFound.InstanceIdNotFound"
+                | "ResourceNotFound.InstanceNotFound"
+        ) {
             Self::NotFound
         } else if code == "InvalidInstanceState"
             || code.starts_with("UnsupportedOperation.InstanceState")
+            || matches!(
+                code,
+                "UnsupportedOperation.InvalidInstanceState"
+                    | "UnsupportedOperation.InstanceExpired"
+                    | "OperationDenied.InstanceCreating"
+            )
         {
             Self::InstanceState
-        } else if code == "OperationDenied.InstanceOperationInProgress" {
+        } else if matches!(
+            code,
+            "OperationDenied.InstanceOperationInProgress"
+                | "UnsupportedOperation.LatestOperationUnfinished"
+        ) {
             Self::Busy
         } else if family("AuthFailure") || code.starts_with("UnauthorizedOperation") {
             Self::Credentials
         } else if code.starts_with("RequestLimitExceeded") {
             Self::RateLimited
-        } else if family("InternalError") || family("ServiceUnavailable") {
+        } else if family("InternalError")
+            || family("ServiceUnavailable")
+            || matches!(
+                code,
+                "FailedOperation.DescribeInstanceStatus" | "UnsupportedOperation.SystemBusy"
+            )
+        {
             Self::ServerSide
         } else {
             Self::Other
@@ -66,7 +97,7 @@ pub enum TencentError {
         request_id: String,
     },
     /// A non-200 status: a gateway or network failure in front of the API.
-    #[error("HTTP status {status} from the CVM endpoint")]
+    #[error("HTTP status {status} from the Tencent Cloud endpoint")]
     Status {
         status: u16,
         request_id: Option<String>,
@@ -74,7 +105,7 @@ pub enum TencentError {
     /// A 3xx: something between us and Tencent (a gateway, a proxy, a wrong `tencent.endpoint`)
     /// wants the request elsewhere. Never followed, never retried.
     #[error(
-        "the CVM endpoint answered HTTP {status} redirecting to {}; vncbot never follows redirects (they would carry the signed request and session token elsewhere): check tencent.endpoint and any proxy",
+        "the Tencent Cloud endpoint answered HTTP {status} redirecting to {}; vncbot never follows redirects (they would carry the signed request and session token elsewhere): check tencent.endpoint and any proxy",
         location_host.as_deref().unwrap_or("an unreadable Location")
     )]
     Redirected {
@@ -82,14 +113,14 @@ pub enum TencentError {
         /// Only the host of the `Location`: the rest is not ours to log.
         location_host: Option<String>,
     },
-    #[error("no answer from the CVM endpoint within {0:?}")]
+    #[error("no answer from the Tencent Cloud endpoint within {0:?}")]
     Timeout(Duration),
-    #[error("cannot connect to the CVM endpoint: {0}")]
+    #[error("cannot connect to the Tencent Cloud endpoint: {0}")]
     Connect(String),
-    #[error("the connection to the CVM endpoint failed: {0}")]
+    #[error("the connection to the Tencent Cloud endpoint failed: {0}")]
     Transport(String),
     /// HTTP 200 with a body we cannot use (including a success without `InstanceVncUrl`).
-    #[error("unusable answer from the CVM endpoint: {detail}")]
+    #[error("unusable answer from the Tencent Cloud endpoint: {detail}")]
     InvalidResponse {
         detail: String,
         request_id: Option<String>,
@@ -104,6 +135,10 @@ pub enum TencentError {
     /// reload removed the rule while the request queued). Nothing was sent.
     #[error("withdrawn before sending: the request is no longer allowed")]
     Withdrawn,
+    /// The config does not serve the instance's product, or not in that region. Nothing was
+    /// sent.
+    #[error("not served: {0}")]
+    NotServed(NotServed),
 }
 
 impl TencentError {
@@ -119,7 +154,8 @@ impl TencentError {
             | Self::InvalidResponse { .. }
             | Self::QueueFull { .. }
             | Self::Signing(_)
-            | Self::Withdrawn => false,
+            | Self::Withdrawn
+            | Self::NotServed(_) => false,
         }
     }
 
@@ -159,6 +195,8 @@ impl TencentError {
             Self::QueueFull { .. } => "queue_full".into(),
             Self::Signing(_) => "signing".into(),
             Self::Withdrawn => "withdrawn".into(),
+            Self::NotServed(NotServed::Product { .. }) => "product_not_served".into(),
+            Self::NotServed(NotServed::Region { .. }) => "region_not_served".into(),
         }
     }
 
@@ -172,7 +210,8 @@ impl TencentError {
         match self {
             Self::Api { kind, .. } => match kind {
                 ApiErrorKind::MalformedId => format!(
-                    "Tencent Cloud says {instance} is not a valid instance ID. Copy the ID from the CVM console and try again."
+                    "Tencent Cloud says {instance} is not a valid instance ID. Copy the ID from the {} console and try again.",
+                    instance.product().title()
                 ),
                 ApiErrorKind::NotFound => format!(
                     "There is no instance {instance} in {region}. If it runs in another region, try again with the region option."
@@ -183,8 +222,13 @@ impl TencentError {
                 ApiErrorKind::Busy => format!(
                     "{instance} is busy with another operation. Try again in a minute."
                 ),
-                ApiErrorKind::Credentials | ApiErrorKind::Other => format!(
+                ApiErrorKind::Credentials => format!(
                     "The bot is misconfigured: Tencent Cloud refused its request{reference}. The admins have been told; this is not something you can fix."
+                ),
+                // A code we do not know: name it, so the admins can look it up.
+                ApiErrorKind::Other => format!(
+                    "Tencent Cloud refused the request with {}{reference}, which the bot does not know how to handle. The admins have been told.",
+                    self.code()
                 ),
                 ApiErrorKind::RateLimited | ApiErrorKind::ServerSide => format!(
                     "Tencent Cloud is busy or failing right now{reference}. Try again in a minute."
@@ -202,6 +246,7 @@ impl TencentError {
                 retry_after.as_secs().max(1)
             ),
             Self::Withdrawn => "Your access changed while the request waited, so no console was opened. Ask an admin if you need it.".into(),
+            Self::NotServed(n) => n.to_string(),
         }
     }
 }
@@ -232,8 +277,38 @@ mod tests {
             ("ServiceUnavailable", ServerSide),
             ("UnknownParameter", Other),
             ("AuthFailureX", Other),
+            // Lighthouse's codes for the same situations.
+            ("ResourceNotFound.InstanceIdNotFound", NotFound),
+            ("ResourceNotFound.InstanceNotFound", NotFound),
+            ("UnsupportedOperation.InvalidInstanceState", InstanceState),
+            ("UnsupportedOperation.InstanceExpired", InstanceState),
+            ("OperationDenied.InstanceCreating", InstanceState),
+            ("UnsupportedOperation.LatestOperationUnfinished", Busy),
+            ("FailedOperation.DescribeInstanceStatus", ServerSide),
+            ("UnsupportedOperation.SystemBusy", ServerSide),
+            ("UnauthorizedOperation.NoPermission", Credentials),
+            ("AuthFailure.InvalidRegion", Credentials),
+            ("ResourceNotFound.DiskNotFound", Other),
         ] {
             assert_eq!(ApiErrorKind::classify(code), kind, "{code}");
         }
+    }
+
+    #[test]
+    fn unknown_codes_are_named_with_the_request_id() {
+        let e = TencentError::Api {
+            kind: ApiErrorKind::classify("FailedOperation.SomethingNew"),
+            code: "FailedOperation.SomethingNew".into(),
+            message: "detail that may be in Chinese".into(),
+            request_id: "req-123".into(),
+        };
+        let i = InstanceId::parse("lhins-a1b2c3d4").unwrap();
+        let r = Region::parse("ap-guangzhou").unwrap();
+        let m = e.user_message(&i, &r);
+        assert!(
+            m.contains("FailedOperation.SomethingNew") && m.contains("RequestId req-123"),
+            "{m}"
+        );
+        assert!(!m.contains("Chinese"), "{m}");
     }
 }

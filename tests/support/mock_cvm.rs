@@ -11,6 +11,16 @@
 //! ([`MockCvm::script_catalog`]) and its calls recorded separately ([`MockCvm::seen_catalog`]),
 //! so the console tests see exactly what they saw before.
 //!
+//! It serves Lighthouse at the same endpoint, as one gateway would: `X-TC-Version` `2020-03-24`
+//! asks for Lighthouse, `2017-03-12` for CVM. The signature is recomputed with the service the
+//! request's credential scope names, and a valid signature for the wrong service (`cvm` sent to
+//! a Lighthouse action, or the other way round) is refused with `AuthFailure.SignatureFailure`,
+//! as Tencent refuses it. Lighthouse has its own instances (`lhins-…`), its own error codes
+//! (`ResourceNotFound.InstanceIdNotFound`, `UnsupportedOperation.InvalidInstanceState`,
+//! `InvalidParameterValue.InstanceIdMalformed`), its own `DescribeInstances` shape
+//! (`PrivateAddresses`, `PublicAddresses`, `Zone`), its own regions and its own 10-a-second
+//! window for the console action.
+//!
 //! The verifier here is written from Tencent's documentation independently of `src/tencent/sign.rs`
 //! (it canonicalises whatever headers the request names in SignedHeaders).
 
@@ -64,6 +74,41 @@ pub struct MockInstance {
     pub tags: Vec<(String, String)>,
 }
 
+/// The product a request or an instance belongs to, as the mock tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Cvm,
+    Lighthouse,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Cvm => "cvm",
+            Service::Lighthouse => "lighthouse",
+        }
+    }
+
+    fn of_version(v: &str) -> Option<Self> {
+        match v {
+            "2017-03-12" => Some(Service::Cvm),
+            "2020-03-24" => Some(Service::Lighthouse),
+            _ => None,
+        }
+    }
+
+    fn of_id(id: &str) -> Self {
+        if id.starts_with("lhins-") {
+            Service::Lighthouse
+        } else {
+            Service::Cvm
+        }
+    }
+}
+
+/// Regions where the mock serves Lighthouse.
+pub const LIGHTHOUSE_REGIONS: &[&str] = &["ap-guangzhou", "ap-singapore"];
+
 impl MockInstance {
     /// A RUNNING instance in ap-guangzhou-3 with a private IP derived from `n`.
     pub fn new(id: &str, name: &str, n: u32) -> Self {
@@ -110,6 +155,9 @@ impl MockInstance {
 
     /// The `InstanceSet[]` entry, with the fields Tencent sends besides the ones vncbot reads.
     fn to_json(&self) -> Value {
+        if Service::of_id(&self.id) == Service::Lighthouse {
+            return self.to_lighthouse_json();
+        }
         json!({
             "Placement": {"Zone": self.zone, "ProjectId": 0, "HostIds": null, "HostIps": null, "HostId": null},
             "InstanceId": self.id,
@@ -143,6 +191,39 @@ impl MockInstance {
             "StopChargingMode": "NOT_APPLICABLE",
         })
     }
+
+    /// Lighthouse's `Instance` shape (2020-03-24): addresses and zone under their own names.
+    fn to_lighthouse_json(&self) -> Value {
+        json!({
+            "InstanceId": self.id,
+            "BundleId": "bundle_starter_mc_med2_02",
+            "BlueprintId": "lhbp-mock0001",
+            "CPU": 2,
+            "Memory": 2,
+            "InstanceName": self.name,
+            "InstanceChargeType": "PREPAID",
+            "SystemDisk": {"DiskType": "CLOUD_SSD", "DiskSize": 40, "DiskId": "lhdisk-mock0001"},
+            "PrivateAddresses": self.private_ips,
+            "PublicAddresses": self.public_ips.clone().unwrap_or_default(),
+            "InternetAccessible": {"InternetChargeType": "TRAFFIC_POSTPAID_BY_HOUR", "InternetMaxBandwidthOut": 5, "PublicIpAssigned": true},
+            "RenewFlag": "NOTIFY_AND_AUTO_RENEW",
+            "LoginSettings": {"KeyIds": []},
+            "InstanceState": self.state,
+            "Uuid": format!("{}-uuid", self.id),
+            "LatestOperation": "StartInstances",
+            "LatestOperationState": "SUCCESS",
+            "LatestOperationRequestId": "mock-op-0001",
+            "IsolatedTime": null,
+            "CreatedTime": "2024-01-01T00:00:00Z",
+            "ExpiredTime": "2025-01-01T00:00:00Z",
+            "PlatformType": "LINUX_UNIX",
+            "Platform": "UBUNTU",
+            "OsName": self.os,
+            "Zone": self.zone,
+            "Tags": self.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+            "InstanceRestrictState": "NORMAL",
+        })
+    }
 }
 
 /// What the mock made of one request.
@@ -158,6 +239,10 @@ pub struct Seen {
     pub language: String,
     /// `X-TC-Action`.
     pub action: String,
+    /// The product the request asked for (by `X-TC-Version`): `cvm`, `lighthouse` or `?`.
+    pub product: String,
+    /// The service named in the request's credential scope (`-` when unreadable).
+    pub signed_service: String,
     /// The request body (DescribeInstances only; console calls keep it empty).
     pub body: String,
 }
@@ -176,6 +261,9 @@ struct State {
     issued: Vec<String>,
     window: VecDeque<Instant>,
     catalog_window: VecDeque<Instant>,
+    /// Lighthouse's own windows: its limits are counted apart from CVM's.
+    lighthouse_window: VecDeque<Instant>,
+    lighthouse_catalog_window: VecDeque<Instant>,
     clock_skew: i64,
     /// Length of the random token in issued URLs.
     token_len: usize,
@@ -188,9 +276,11 @@ pub struct MockCvm {
 }
 
 impl MockCvm {
-    /// Serves ap-guangzhou and ap-shanghai-fsi with a few instances:
+    /// Serves CVM in ap-guangzhou and ap-shanghai-fsi with a few instances:
     /// `ins-running1` and `ins-web00001` (RUNNING, ap-guangzhou), `ins-stopped1` (STOPPED),
-    /// `ins-fsi00001` (RUNNING, ap-shanghai-fsi).
+    /// `ins-fsi00001` (RUNNING, ap-shanghai-fsi); and Lighthouse in [`LIGHTHOUSE_REGIONS`]:
+    /// `lhins-run00001` (RUNNING, ap-guangzhou, public 203.0.113.10), `lhins-stop0001`
+    /// (STOPPED, ap-guangzhou), `lhins-sg000001` (RUNNING, ap-singapore).
     pub async fn start() -> Self {
         let mut keys = HashMap::new();
         keys.insert(SECRET_ID.to_owned(), (SECRET_KEY.to_owned(), None));
@@ -218,6 +308,24 @@ impl MockCvm {
             let m = MockInstance::new(&id, &format!("load-{i:04}"), 1000 + i);
             instances.insert(id, m);
         }
+        for (n, (id, name, region, state)) in [
+            ("lhins-run00001", "blog", "ap-guangzhou", "RUNNING"),
+            ("lhins-stop0001", "old-blog", "ap-guangzhou", "STOPPED"),
+            ("lhins-sg000001", "sg-shop", "ap-singapore", "RUNNING"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut i = MockInstance::new(id, name, 5000 + n as u32)
+                .in_region(region)
+                .state(state)
+                .tag("env", "prod");
+            i.os = "Ubuntu Server 22.04 LTS 64bit".into();
+            if n == 0 {
+                i = i.public_ip("203.0.113.10");
+            }
+            instances.insert(id.to_owned(), i);
+        }
         let state = Arc::new(Mutex::new(State {
             keys,
             instances,
@@ -229,6 +337,8 @@ impl MockCvm {
             issued: Vec::new(),
             window: VecDeque::new(),
             catalog_window: VecDeque::new(),
+            lighthouse_window: VecDeque::new(),
+            lighthouse_catalog_window: VecDeque::new(),
             clock_skew: 0,
             token_len: 32,
         }));
@@ -326,6 +436,17 @@ impl MockCvm {
     /// The most requests that arrived within any one-second window.
     pub fn max_per_second(&self) -> usize {
         max_in_a_second(self.seen().iter().map(|s| s.at).collect())
+    }
+
+    /// The most console requests of one product that arrived within any one-second window.
+    pub fn max_per_second_of(&self, product: Service) -> usize {
+        max_in_a_second(
+            self.seen()
+                .iter()
+                .filter(|s| s.product == product.name())
+                .map(|s| s.at)
+                .collect(),
+        )
     }
 }
 
@@ -456,7 +577,18 @@ async fn handle(state: &Arc<Mutex<State>>, own_host: &str, req: HttpRequest) -> 
 fn record(state: &Arc<Mutex<State>>, req: &HttpRequest, verdict: &str, rid: &str) {
     let action = req.header("x-tc-action").unwrap_or_default().to_owned();
     let catalog = action == DESCRIBE_INSTANCES;
+    let product = req
+        .header("x-tc-version")
+        .and_then(Service::of_version)
+        .map_or("?", Service::name)
+        .to_owned();
+    let signed_service = req
+        .header("authorization")
+        .and_then(parse_authorization)
+        .map_or_else(|| "-".to_owned(), |a| a.service);
     let seen = Seen {
+        product,
+        signed_service,
         at: req.received_at,
         answered_at: Instant::now(),
         verdict: verdict.to_owned(),
@@ -489,13 +621,20 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     if action != VNC && action != DESCRIBE_INSTANCES {
         return fail("InvalidAction", "unknown action");
     }
-    if req.header("x-tc-version") != Some("2017-03-12") {
+    let Some(service) = req.header("x-tc-version").and_then(Service::of_version) else {
         return fail("NoSuchVersion", "unknown version");
-    }
+    };
     let Some(auth) = req.header("authorization") else {
         return fail("AuthFailure.SignatureFailure", "no Authorization header");
     };
-    let Some((secret_id, date, signed_headers, signature)) = parse_authorization(auth) else {
+    let Some(Authorization {
+        secret_id,
+        date,
+        service: signed_service,
+        signed_headers,
+        signature,
+    }) = parse_authorization(auth)
+    else {
         return fail(
             "AuthFailure.InvalidAuthorization",
             "malformed Authorization",
@@ -563,8 +702,10 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
             "credential date is not the timestamp's UTC date",
         );
     }
+    // Recompute with the service the request says it signed for, then check that service
+    // is the one the action belongs to: a signature valid for `cvm` does not open Lighthouse.
     let sts = format!(
-        "TC3-HMAC-SHA256\n{ts}\n{date}/cvm/tc3_request\n{}",
+        "TC3-HMAC-SHA256\n{ts}\n{date}/{signed_service}/tc3_request\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
     let mac = |k: &[u8], d: &[u8]| {
@@ -573,10 +714,21 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
         m.finalize().into_bytes().to_vec()
     };
     let k = mac(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
-    let k = mac(&k, b"cvm");
+    let k = mac(&k, signed_service.as_bytes());
     let k = mac(&k, b"tc3_request");
     if hex::encode(mac(&k, sts.as_bytes())) != signature {
         return fail("AuthFailure.SignatureFailure", "signature mismatch");
+    }
+    if signed_service != service.name() {
+        return Err((
+            "AuthFailure.SignatureFailure",
+            format!(
+                "the request is signed for service {signed_service}, but {} version {} belongs to {}",
+                action,
+                req.header("x-tc-version").unwrap_or_default(),
+                service.name()
+            ),
+        ));
     }
     if let Some(t) = needs_token {
         if req.header("x-tc-token") != Some(t.as_str()) {
@@ -588,31 +740,47 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     }
     let region = req.header("x-tc-region").unwrap_or_default().to_owned();
     let mut st = state.lock().unwrap();
-    if !st.regions.contains(&region) {
-        return fail("InvalidParameterValue", "unknown region");
+    let served = match service {
+        Service::Cvm => st.regions.contains(&region),
+        Service::Lighthouse => LIGHTHOUSE_REGIONS.contains(&region.as_str()),
+    };
+    if !served {
+        return match service {
+            Service::Cvm => fail("InvalidParameterValue", "unknown region"),
+            Service::Lighthouse => fail("AuthFailure.InvalidRegion", "region not open"),
+        };
     }
     if action == DESCRIBE_INSTANCES {
         // Tencent's limit for DescribeInstances: 40 calls a second, counted apart from the
-        // console action's.
+        // console action's (and, here, per product).
         let cutoff = req.received_at - Duration::from_secs(1);
-        while st.catalog_window.front().is_some_and(|t| *t <= cutoff) {
-            st.catalog_window.pop_front();
+        let window = match service {
+            Service::Cvm => &mut st.catalog_window,
+            Service::Lighthouse => &mut st.lighthouse_catalog_window,
+        };
+        while window.front().is_some_and(|t| *t <= cutoff) {
+            window.pop_front();
         }
-        if st.catalog_window.len() >= 40 {
+        if window.len() >= 40 {
             return fail("RequestLimitExceeded", "more than 40 requests in a second");
         }
-        st.catalog_window.push_back(req.received_at);
+        window.push_back(req.received_at);
         return Ok(());
     }
-    // Tencent's limit: 10 calls a second for this action, per account, in any window.
+    // Tencent's limit: 10 calls a second for this action, per account and product, in any
+    // window.
     let cutoff = req.received_at - Duration::from_secs(1);
-    while st.window.front().is_some_and(|t| *t <= cutoff) {
-        st.window.pop_front();
+    let window = match service {
+        Service::Cvm => &mut st.window,
+        Service::Lighthouse => &mut st.lighthouse_window,
+    };
+    while window.front().is_some_and(|t| *t <= cutoff) {
+        window.pop_front();
     }
-    if st.window.len() >= 10 {
+    if window.len() >= 10 {
         return fail("RequestLimitExceeded", "more than 10 requests in a second");
     }
-    st.window.push_back(req.received_at);
+    window.push_back(req.received_at);
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(Value::Object(o)) => Value::Object(o),
         _ => return fail("InvalidParameter", "body is not a JSON object"),
@@ -628,6 +796,25 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     let Some(id) = body["InstanceId"].as_str() else {
         return fail("MissingParameter", "InstanceId");
     };
+    if service == Service::Lighthouse {
+        if !well_formed_id_of(id, Service::Lighthouse) {
+            return fail(
+                "InvalidParameterValue.InstanceIdMalformed",
+                "malformed instance ID",
+            );
+        }
+        return match st.instances.get(id) {
+            Some(i) if i.region != region => {
+                fail("ResourceNotFound.InstanceIdNotFound", "not in this region")
+            }
+            None => fail("ResourceNotFound.InstanceIdNotFound", "no such instance"),
+            Some(i) if i.state == "STOPPED" => fail(
+                "UnsupportedOperation.InvalidInstanceState",
+                "instance is stopped",
+            ),
+            Some(_) => Ok(()),
+        };
+    }
     let well_formed = id.len() == 12
         && id.starts_with("ins-")
         && id[4..]
@@ -648,11 +835,20 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
 }
 
 fn well_formed_id(id: &str) -> bool {
-    id.len() == 12
-        && id.starts_with("ins-")
-        && id[4..]
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    well_formed_id_of(id, Service::Cvm)
+}
+
+fn well_formed_id_of(id: &str, service: Service) -> bool {
+    let prefix = match service {
+        Service::Cvm => "ins-",
+        Service::Lighthouse => "lhins-",
+    };
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == 8
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
 }
 
 /// The DescribeInstances answer (without RequestId) for a request that passed the checks.
@@ -662,6 +858,10 @@ fn describe_instances(
 ) -> Result<Value, (&'static str, String)> {
     let fail = |code: &'static str, msg: &str| Err((code, msg.to_owned()));
     let region = req.header("x-tc-region").unwrap_or_default().to_owned();
+    let service = req
+        .header("x-tc-version")
+        .and_then(Service::of_version)
+        .unwrap_or(Service::Cvm);
     let body = match serde_json::from_slice(&req.body) {
         Ok(Value::Object(o)) => o,
         _ => return fail("InvalidParameter", "body is not a JSON object"),
@@ -700,9 +900,12 @@ fn describe_instances(
                     "at most 100 InstanceIds",
                 );
             }
-            if let Some(bad) = ids.iter().find(|i| !well_formed_id(i)) {
+            if let Some(bad) = ids.iter().find(|i| !well_formed_id_of(i, service)) {
                 return Err((
-                    "InvalidInstanceId.Malformed",
+                    match service {
+                        Service::Cvm => "InvalidInstanceId.Malformed",
+                        Service::Lighthouse => "InvalidParameterValue.InstanceIdMalformed",
+                    },
                     format!("malformed instance ID {bad}"),
                 ));
             }
@@ -745,6 +948,7 @@ fn describe_instances(
                 "instance-id",
                 "instance-state",
                 "private-ip-address",
+                "public-ip-address",
                 "tag-key",
             ];
             if !known.contains(&name.as_str()) && !name.starts_with("tag:") {
@@ -757,7 +961,7 @@ fn describe_instances(
     let mut matching: Vec<&MockInstance> = st
         .instances
         .values()
-        .filter(|i| i.region == region)
+        .filter(|i| i.region == region && Service::of_id(&i.id) == service)
         .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id)))
         .filter(|i| {
             filters.iter().all(|(name, values)| {
@@ -766,6 +970,7 @@ fn describe_instances(
                     "instance-id" => i.id == *v,
                     "instance-state" => i.state == *v,
                     "private-ip-address" => i.private_ips.contains(v),
+                    "public-ip-address" => i.public_ips.as_ref().is_some_and(|p| p.contains(v)),
                     "tag-key" => i.tags.iter().any(|(k, _)| k == v),
                     tag => {
                         let key = &tag["tag:".len()..];
@@ -786,7 +991,16 @@ fn describe_instances(
     Ok(json!({ "TotalCount": total, "InstanceSet": page }))
 }
 
-fn parse_authorization(a: &str) -> Option<(String, String, String, String)> {
+struct Authorization {
+    secret_id: String,
+    date: String,
+    /// The service in the credential scope: `cvm`, `lighthouse`.
+    service: String,
+    signed_headers: String,
+    signature: String,
+}
+
+fn parse_authorization(a: &str) -> Option<Authorization> {
     let rest = a.strip_prefix("TC3-HMAC-SHA256 ")?;
     let mut cred = None;
     let mut signed = None;
@@ -801,10 +1015,20 @@ fn parse_authorization(a: &str) -> Option<(String, String, String, String)> {
         }
     }
     let mut c = cred?.split('/');
-    let id = c.next()?.to_owned();
+    let secret_id = c.next()?.to_owned();
     let date = c.next()?.to_owned();
-    if c.next()? != "cvm" || c.next()? != "tc3_request" {
+    let service = c.next()?.to_owned();
+    if !["cvm", "lighthouse"].contains(&service.as_str())
+        || c.next()? != "tc3_request"
+        || c.next().is_some()
+    {
         return None;
     }
-    Some((id, date, signed?.to_owned(), sig?.to_owned()))
+    Some(Authorization {
+        secret_id,
+        date,
+        service,
+        signed_headers: signed?.to_owned(),
+        signature: sig?.to_owned(),
+    })
 }
