@@ -196,7 +196,7 @@ pub async fn run(
                 "grants rebuilt from the journal"
             );
             for g in live.into_iter().chain(lapsed) {
-                discord::grant_buttons::schedule_end(&app, g);
+                discord::grant_buttons::resume(&app, g);
             }
         }
         Err(e) => {

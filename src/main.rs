@@ -44,6 +44,13 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Play the whole flow on loopback with built-in stand-ins for Discord and Tencent Cloud:
+    /// no accounts, no config, no network
+    Demo {
+        /// Leave the stand-ins and the bot running after the tour, until Ctrl-C
+        #[arg(long)]
+        keep: bool,
+    },
     /// Audit journal tools
     Audit {
         #[command(subcommand)]
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         } => cli::url::main(&args.config, instance_id, region, reason),
         Command::CheckConfig => cli::check_config::main(&args.config),
         Command::Instances { region } => cli::instances::main(&args.config, region),
+        Command::Demo { keep } => cli::demo::main(keep),
         Command::Audit {
             command: AuditCommand::Verify { head, file },
         } => cli::audit_verify::main(&args.config, file, head),

@@ -1235,7 +1235,7 @@ async fn a_stopped_instance_is_refused_before_tencent_is_asked() {
     let t = press_button(&bot, &g, "open");
     let text = press_followup(&bot, &t).await;
     assert!(
-        text.contains("db-01 (ins-stopped1) is STOPPED: start it first"),
+        text.contains("`db-01` (ins-stopped1) is STOPPED: start it first"),
         "{text}"
     );
     assert!(bot.cvm.seen().is_empty(), "no DescribeInstanceVncUrl call");

@@ -2,6 +2,7 @@
 
 pub mod audit_verify;
 pub mod check_config;
+pub mod demo;
 pub mod instances;
 pub mod run;
 pub mod url;

@@ -23,6 +23,8 @@ use crate::tencent::Console;
 
 /// How long after another member's link a press is told about it.
 pub const HEADS_UP_WINDOW: Duration = Duration::from_secs(120);
+/// The longest window any config allows (`[grants] minutes` is at most 60).
+const MAX_GRANT: Duration = Duration::from_secs(60 * 60);
 /// How long ended grants are remembered (so a late press hears "ended", not "not valid").
 const REMEMBER_ENDED: Duration = Duration::from_secs(24 * 3600);
 
@@ -240,6 +242,19 @@ impl<C: Console> Core<C> {
         refers_to: Option<u64>,
         refusal: Refusal,
     ) -> Refusal {
+        // Refused presses count against the member's refusal budget, as refused requests do:
+        // past it they are answered from memory and recorded as one count.
+        let key = presser.key();
+        {
+            let limits = self.limits();
+            let mut g = limits.lock();
+            if let Err(retry_after) = g.check_refusal(&key) {
+                drop(g);
+                self.suppress(&key, presser, grant.map(|g| g.guild));
+                return Refusal::TooManyRefusals { retry_after };
+            }
+            g.take_refusal(&key);
+        }
         let outcome = refusal.outcome();
         METRICS.command(outcome.code());
         let entry = Entry {
@@ -294,7 +309,8 @@ impl<C: Console> Core<C> {
                 presser: presser.clone(),
             }),
             Err((grant, refusal)) => {
-                let refers_to = grant.as_ref().map(|g| g.id).or(Some(id));
+                // A number from a forged button names nothing: only a real grant is referred to.
+                let refers_to = grant.as_ref().map(|g| g.id);
                 Err(self
                     .refuse_press(presser, grant.as_ref(), refers_to, refusal)
                     .await)
@@ -326,14 +342,28 @@ impl<C: Console> Core<C> {
         let tags = self
             .catalog_view()
             .and_then(|v| v.lookup(&g.instance).map(|i| i.tags.clone()));
-        let rule = match authorize(
-            &policy.rules,
-            &authority,
-            &g.instance,
-            &g.region,
-            tags.as_deref(),
-        ) {
+        let decision = if policy.regions.contains(&g.region) {
+            authorize(
+                &policy.rules,
+                &authority,
+                &g.instance,
+                &g.region,
+                tags.as_deref(),
+            )
+        } else {
+            // A reload stopped serving the grant's region.
+            Err(Refusal::GrantEnded)
+        };
+        let rule = match decision {
             Ok(rule) => rule,
+            // Only the catalog's word is missing (a tag rule it cannot vouch for right now):
+            // a passing problem, not a lost role; the grant stays.
+            Err(denied @ Refusal::Denied { .. }) if matches!(&denied, Refusal::Denied { needs_tags, .. } if !needs_tags.is_empty()) =>
+            {
+                return Err(self
+                    .refuse_press(&press.presser, Some(g), Some(g.id), denied)
+                    .await);
+            }
             Err(_) => {
                 let refusal = Refusal::RoleRemoved {
                     instance: g.instance.clone(),
@@ -377,6 +407,12 @@ impl<C: Console> Core<C> {
             region: Some(g.region.to_string()),
             reason: g.reason.clone(),
         };
+        let live = || self.grant_is_live(g.id);
+        if !live() {
+            return Err(self
+                .refuse_press(&press.presser, Some(g), Some(g.id), Refusal::GrantEnded)
+                .await);
+        }
         let seq = self
             .record(
                 Event::Requested,
@@ -402,7 +438,7 @@ impl<C: Console> Core<C> {
             rule,
             audit_seq: seq,
         };
-        let issued = self.mint(&approved).await?;
+        let issued = self.mint_while(&approved, &live).await?;
         let now = SystemTime::now();
         if let Some(s) = self.grants.slots().get_mut(&g.id) {
             s.links += 1;
@@ -456,7 +492,8 @@ impl<C: Console> Core<C> {
                     .await)
             }
         };
-        self.journal
+        let recorded = self
+            .journal
             .append(
                 Event::Ended,
                 by,
@@ -468,8 +505,15 @@ impl<C: Console> Core<C> {
                     ..Entry::default()
                 },
             )
-            .await
-            .map_err(Refusal::AuditUnavailable)?;
+            .await;
+        if let Err(e) = recorded {
+            // Memory follows the journal: not ended until `ended` is on disk (a restart would
+            // otherwise bring the grant back). Presses fail closed meanwhile anyway.
+            if let Some(s) = self.grants.slots().get_mut(&grant.id) {
+                s.ended = false;
+            }
+            return Err(Refusal::AuditUnavailable(e));
+        }
         Ok(Some(grant))
     }
 
@@ -535,6 +579,9 @@ impl<C: Console> Core<C> {
                         );
                         continue;
                     };
+                    // The chain is unkeyed: never trust a window longer than any config allows.
+                    let written = parse_rfc3339(&r.time).unwrap_or(now);
+                    let until = until.min(written + MAX_GRANT);
                     if until + REMEMBER_ENDED < now {
                         continue;
                     }
@@ -561,8 +608,8 @@ impl<C: Console> Core<C> {
                 Event::Delivered => {
                     if let (Some(s), Some(c), Some(m)) = (
                         e.refers_to.and_then(|g| slots.get_mut(&g)),
-                        e.channel,
-                        e.message,
+                        e.channel.filter(|c| *c != 0),
+                        e.message.filter(|m| *m != 0),
                     ) {
                         s.grant.dm = Some((c, m));
                     }

@@ -205,10 +205,11 @@ impl<C: Console> Core<C> {
             }
         };
         (!now.state.can_serve_console()).then(|| Refusal::NotReady {
+            // The name is the cloud account's text: quoted, so no Markdown in it renders.
             label: if now.name.is_empty() {
                 now.id.to_string()
             } else {
-                format!("{} ({})", now.name, now.id)
+                format!("{} ({})", Quoted::new(&now.name), now.id)
             },
             state: now.state.as_str().to_owned(),
         })
@@ -281,7 +282,7 @@ impl<C: Console> Core<C> {
             let mut g = limits.lock();
             if let Err(retry_after) = g.check_refusal(&key) {
                 drop(g);
-                self.suppress(&key, req);
+                self.suppress(&key, &req.actor, req.guild);
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
             let view = self.catalog_view();
@@ -331,13 +332,13 @@ impl<C: Console> Core<C> {
         }
     }
 
-    fn suppress(&self, key: &str, req: &Request) {
+    fn suppress(&self, key: &str, actor: &Actor, guild: Option<Snowflake>) {
         METRICS.limited("refusals");
         let mut s = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
         s.entry(key.to_owned())
             .or_insert_with(|| Suppressed {
-                actor: req.actor.clone(),
-                guild: req.guild,
+                actor: actor.clone(),
+                guild,
                 count: 0,
             })
             .count += 1;
@@ -375,6 +376,16 @@ impl<C: Console> Core<C> {
     /// once more against the live policy first (a reload may have removed the rule while it
     /// waited). A URL whose `issued` record cannot be written is dropped unseen.
     pub async fn mint(&self, a: &Approved) -> Result<Issued, Refusal> {
+        self.mint_while(a, &|| true).await
+    }
+
+    /// [`Core::mint`], with `still_live` asked with the policy right before each attempt is sent
+    /// (a grant that ended while its press waited mints nothing).
+    pub async fn mint_while(
+        &self,
+        a: &Approved,
+        still_live: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Issued, Refusal> {
         let entry = || Entry {
             guild: a.guild.map(Snowflake::get),
             channel: a.channel.map(Snowflake::get),
@@ -415,22 +426,27 @@ impl<C: Console> Core<C> {
         };
         let result = match denied_now() {
             Some(_) => Err(crate::tencent::TencentError::Withdrawn),
+            None if !still_live() => Err(crate::tencent::TencentError::Withdrawn),
             None => {
-                let still_allowed = || denied_now().is_none();
+                let still_allowed = || still_live() && denied_now().is_none();
                 self.console
                     .describe_instance_vnc_url(&a.region, &a.instance, &still_allowed)
                     .await
             }
         };
         if let Err(crate::tencent::TencentError::Withdrawn) = result {
-            let refusal = denied_now().unwrap_or(Refusal::Denied {
-                instance: a.instance.clone(),
-                region: a.region.clone(),
-                would_allow: Vec::new(),
-                needs_tags: Vec::new(),
-            });
+            let refusal = match denied_now() {
+                Some(denied) => denied,
+                None if !still_live() => Refusal::GrantEnded,
+                None => Refusal::Denied {
+                    instance: a.instance.clone(),
+                    region: a.region.clone(),
+                    would_allow: Vec::new(),
+                    needs_tags: Vec::new(),
+                },
+            };
             tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
-                "an approved request lost its rule to a config reload before Tencent was called");
+                "an approved request lost its rule (or its grant) before Tencent was called");
             let outcome = refusal.outcome();
             self.journal
                 .append(
@@ -1198,5 +1214,60 @@ mod tests {
             Err(Refusal::GrantEnded)
         ));
         assert!(again.expire_grant(lapsed.id).await.unwrap().is_some());
+    }
+
+    /// Done pressed (or the window over) while a press waits for the member's roles: the press
+    /// mints nothing, and says the access has ended.
+    #[tokio::test]
+    async fn a_grant_that_ends_during_a_press_mints_nothing() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        f.core
+            .end_grant(g.id, &discord(1), EndWhy::Done)
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.core.finish_press(press, roles(&[ONCALL])).await,
+            Err(Refusal::GrantEnded)
+        ));
+        assert_eq!(f.calls(), 0);
+        assert!(!events(&f).contains(&"requested".to_owned()));
+    }
+
+    /// Refused presses count against the refusal budget (3 here): past it they are answered
+    /// from memory, and recorded once as a count.
+    #[tokio::test]
+    async fn hammering_a_dead_button_is_not_recorded_press_by_press() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        f.core
+            .end_grant(g.id, &discord(1), EndWhy::Done)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let r = f.core.begin_press(g.id, &discord(1)).await;
+            let r = r.err().unwrap();
+            if i < 3 {
+                assert!(matches!(r, Refusal::GrantEnded), "{r}");
+            } else {
+                assert!(matches!(r, Refusal::TooManyRefusals { .. }), "{r}");
+            }
+        }
+        assert_eq!(
+            f.records().len(),
+            2 + 3,
+            "granted, ended and three refusals"
+        );
+        let flushed = f.core.flush_suppressed().await.unwrap();
+        assert_eq!(flushed[0].count, 17);
     }
 }

@@ -200,8 +200,9 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
                 ));
             }
             Ok(None) => {
+                // It had ended already (expired, or Done pressed twice): say so, plainly.
                 if let Some(grant) = app.core.grant_by_id(id) {
-                    show_ended(ctx, app, comp, &grant, EndWhy::Done).await;
+                    show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
                 }
             }
             Err(refusal) => tell(ctx, comp, &refusal.to_string()).await,
@@ -355,6 +356,19 @@ pub fn schedule_end(app: &Arc<App>, grant: Grant) {
             Err(e) => tracing::error!(grant = grant.id, error = %e, "could not end a grant"),
         }
     });
+}
+
+/// A grant rebuilt at start: its DM is put back as the grant stands (a link that was on screen
+/// when the bot stopped is dead by now, and Open console returns), and its end is scheduled.
+pub fn resume(app: &Arc<App>, grant: Grant) {
+    if let Some((c, m)) = grant.dm {
+        let (app, grant) = (Arc::clone(app), grant.clone());
+        tokio::spawn(async move {
+            let http = app.wait_for_http().await;
+            restore(&http, &app, ChannelId::new(c), MessageId::new(m), &grant).await;
+        });
+    }
+    schedule_end(app, grant);
 }
 
 #[cfg(test)]

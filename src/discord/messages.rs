@@ -61,7 +61,7 @@ pub fn link_dm(
     let t = unix(issued.expires_at);
     let u = unix(g.until);
     let mut s = format!(
-        "Console link for {}: it works **once**, until <t:{t}:T> ({}, <t:{t}:R>). Access lasts until <t:{u}:R>.",
+        "Console link for {}: it works **once**, until <t:{t}:T> ({}, <t:{t}:R>). Access lasts until <t:{u}:t> (<t:{u}:R>).",
         instance_label(g, name),
         clock(issued.expires_at)
     );

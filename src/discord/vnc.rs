@@ -100,7 +100,7 @@ fn request(cmd: &CommandInteraction) -> Request {
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     let req = request(cmd);
     let (instance, region, reason) = (req.instance.clone(), req.region.clone(), req.reason.clone());
-    let note = |outcome: &Outcome, region: Option<&str>, detail: Option<String>| {
+    let note = |outcome: &Outcome, instance: &str, region: Option<&str>, detail: Option<String>| {
         METRICS.command(outcome.code());
         if !outcome.posts_to_channel() {
             return;
@@ -111,7 +111,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
         };
         let line = messages::audit_line(
             cmd.user.id.get(),
-            &instance,
+            instance,
             region,
             reason.as_deref(),
             &text,
@@ -127,7 +127,13 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
         Ok(grant) => {
             let outcome = deliver(ctx, app, cmd, grant.clone()).await;
             let detail = format!("grant {}", grant.id);
-            note(&outcome, Some(grant.region.as_str()), Some(detail));
+            // The instance granted, not what was typed (a name may be shared).
+            note(
+                &outcome,
+                grant.instance.as_str(),
+                Some(grant.region.as_str()),
+                Some(detail),
+            );
         }
         Err(refusal) => {
             if let Refusal::AuditUnavailable(e) = &refusal {
@@ -136,7 +142,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
             let outcome = refusal.outcome();
             // A member past the refusal budget is answered, not announced again.
             if outcome != Outcome::TooManyRefusals {
-                note(&outcome, region.as_deref(), None);
+                note(&outcome, &instance, region.as_deref(), None);
             } else {
                 METRICS.command(outcome.code());
             }

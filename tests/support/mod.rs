@@ -1,9 +1,9 @@
-//! Shared test fixtures: the mock Tencent endpoint, the fake Discord, configs and temp dirs.
-#![allow(dead_code)]
+//! Test-only fixtures: configs, temp dirs, the bot as a process. The stand-ins for Discord and
+//! Tencent Cloud live in the crate (`vncbot::sandbox`), shared with `vncbot demo`.
+#![allow(dead_code, unused_imports)]
 
-pub mod fake_discord;
-pub mod http;
-pub mod mock_cvm;
+pub use vncbot::sandbox::{fake_discord, http, mock_cvm};
+pub use vncbot::sandbox::{GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 
 use std::path::{Path, PathBuf};
 
@@ -28,11 +28,6 @@ impl TempDir {
         self.0.path().join(p)
     }
 }
-
-pub const GUILD: u64 = 800000000000000001;
-pub const OTHER_GUILD: u64 = 800000000000000099;
-pub const ONCALL_ROLE: u64 = 555000000000000001;
-pub const WEB_ROLE: u64 = 555000000000000002;
 
 /// A config pointing at the given Tencent endpoint (and Discord fakes, when given), with the
 /// journal inside `dir`.

@@ -834,10 +834,6 @@ fn check(state: &Arc<Mutex<State>>, own_host: &str, req: &HttpRequest) -> Verdic
     }
 }
 
-fn well_formed_id(id: &str) -> bool {
-    well_formed_id_of(id, Service::Cvm)
-}
-
 fn well_formed_id_of(id: &str, service: Service) -> bool {
     let prefix = match service {
         Service::Cvm => "ins-",
