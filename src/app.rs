@@ -325,6 +325,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "tencent.endpoint",
             old.tencent.endpoint != new.tencent.endpoint,
         ),
+        // The client routes by product and region as it started.
+        (
+            "tencent.products",
+            old.tencent.products != new.tencent.products,
+        ),
+        (
+            "tencent.lighthouse_regions",
+            old.tencent.lighthouse_regions != new.tencent.lighthouse_regions,
+        ),
         (
             "tencent.language",
             old.tencent.language != new.tencent.language,

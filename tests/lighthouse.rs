@@ -604,7 +604,11 @@ async fn vncbot_url_opens_lighthouse_and_refuses_what_is_not_served() {
     // The default Lighthouse regions leave out the finance-cloud one.
     let (code, stdout, stderr) =
         url(&cfg, &["lhins-run00001", "--region", "ap-shanghai-fsi"]).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    assert_eq!(
+        code,
+        Some(2),
+        "bad input, refused before the journal: {stderr}"
+    );
     assert!(
         stderr.contains("does not serve Lighthouse instances in ap-shanghai-fsi"),
         "{stderr}"
@@ -614,7 +618,11 @@ async fn vncbot_url_opens_lighthouse_and_refuses_what_is_not_served() {
     // The same ID in a CVM-only config.
     let cvm_only = write_config(&dir, &base);
     let (code, stdout, stderr) = url(&cvm_only, &["lhins-run00001"]).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    assert_eq!(
+        code,
+        Some(2),
+        "bad input, refused before the journal: {stderr}"
+    );
     assert!(
         stderr.contains("does not serve Lighthouse instances (tencent.products)"),
         "{stderr}"

@@ -195,6 +195,11 @@ fn evaluate(
         }
     };
     let fail = |r: Refusal| refuse(r, Some(&instance), Some(&region));
+    if let Some(tencent) = &policy.tencent {
+        tencent
+            .check_serves(&instance, &region)
+            .map_err(|e| fail(Refusal::NotServed(e)))?;
+    }
     let reason = clean_reason(req.reason.as_deref());
     match &reason {
         Some(r) if r.chars().count() > MAX_REASON_CHARS => {
@@ -309,6 +314,7 @@ mod tests {
             guilds: vec![sf(GUILD)],
             grant_for: std::time::Duration::from_secs(600),
             links_per_grant: 3,
+            tencent: None,
         }
     }
 

@@ -659,6 +659,7 @@ mod tests {
             guilds: vec![sf(GUILD)],
             grant_for: std::time::Duration::from_secs(600),
             links_per_grant: 3,
+            tencent: None,
         }
     }
 

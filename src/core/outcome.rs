@@ -56,6 +56,8 @@ impl FailureKind {
             },
             // Only a refusal of ours can withdraw a call; the core reports it as `denied`.
             TencentError::Withdrawn => Self::Misconfigured,
+            // Checked before the journal by the core; should the client refuse, an admin looks.
+            TencentError::NotServed(_) => Self::Misconfigured,
             TencentError::InvalidResponse { .. }
             | TencentError::Signing(_)
             | TencentError::Redirected { .. } => Self::Misconfigured,

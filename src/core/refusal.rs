@@ -30,6 +30,9 @@ pub enum Refusal {
     },
     #[error("{0} is not one of this bot's regions. It serves: {1}.")]
     RegionNotServed(Region, String),
+    /// The instance's product, or the product in that region, is not served by this bot.
+    #[error("{}", capitalised(.0))]
+    NotServed(crate::config::NotServed),
     #[error("A reason is required: say why you need the console, in at least {MIN_REASON_CHARS} characters (for example the incident or ticket).")]
     ReasonRequired,
     #[error("The reason is too short: give at least {MIN_REASON_CHARS} characters (for example the incident or ticket).")]
@@ -86,6 +89,14 @@ pub enum Refusal {
     },
 }
 
+fn capitalised(e: &crate::config::NotServed) -> String {
+    let s = e.to_string();
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -133,6 +144,8 @@ impl Refusal {
             Refusal::OtherGuild => Outcome::OtherGuild,
             Refusal::BadInstance(_) => Outcome::BadInstance,
             Refusal::BadRegion { .. } | Refusal::RegionNotServed(..) => Outcome::BadRegion,
+            Refusal::NotServed(crate::config::NotServed::Region { .. }) => Outcome::BadRegion,
+            Refusal::NotServed(crate::config::NotServed::Product { .. }) => Outcome::BadInstance,
             Refusal::ReasonRequired | Refusal::ReasonTooShort | Refusal::ReasonTooLong => {
                 Outcome::BadReason
             }

@@ -44,6 +44,8 @@ pub struct Policy {
     pub grant_for: std::time::Duration,
     /// Links one grant may mint.
     pub links_per_grant: u32,
+    /// Which products, in which regions, this bot serves (checked before any call).
+    pub tencent: Option<crate::config::TencentConfig>,
 }
 
 impl Policy {
@@ -55,6 +57,7 @@ impl Policy {
             guilds: c.discord.guild_ids.clone(),
             grant_for: c.grants.duration(),
             links_per_grant: c.grants.links_per_grant,
+            tencent: Some(c.tencent.clone()),
         }
     }
 }
