@@ -369,8 +369,13 @@ async fn apply(app: &App, mut new: Config) {
                 "changed in the config file; takes effect only after a restart"
             );
         }
-        // The served servers are where /vnc is registered: that happens at start only.
+        // The served servers are where /vnc is registered: that happens at start only. The
+        // products and Lighthouse regions are how the Tencent client routes, also fixed at start.
         new.discord.guild_ids.clone_from(&old.discord.guild_ids);
+        new.tencent.products.clone_from(&old.tencent.products);
+        new.tencent
+            .lighthouse_regions
+            .clone_from(&old.tencent.lighthouse_regions);
         let commands_changed = old.tencent.regions != new.tencent.regions
             || old.audit.require_reason != new.audit.require_reason;
         let limits_changed = old.limits != new.limits;

@@ -17,6 +17,27 @@ const BOB: u64 = 100000000000000002;
 const AUDIT_CHANNEL: u64 = 810000000000000002;
 
 pub fn main(keep: bool) -> Exit {
+    // A stand-in that times out says so in one line (its full record holds the demo's links).
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unexpected failure");
+        let what = what.split("; calls:").next().unwrap_or(what);
+        eprintln!(
+            "error: the demo did not go as scripted: {}",
+            what.chars().take(200).collect::<String>()
+        );
+    }));
+    let dir = match tempfile::Builder::new().prefix("vncbot-demo-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return Exit::Config;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -28,7 +49,15 @@ pub fn main(keep: bool) -> Exit {
             return Exit::Config;
         }
     };
-    runtime.block_on(tour(keep))
+    let journal = dir.path().join("audit.jsonl");
+    let exit = match runtime.block_on(async move { tokio::spawn(tour(keep, journal)).await }) {
+        Ok(exit) => exit,
+        Err(_) => Exit::Temporary,
+    };
+    // The bot stops with the runtime, before its directory goes.
+    drop(runtime);
+    drop(dir);
+    exit
 }
 
 fn say(s: &str) {
@@ -91,7 +120,7 @@ fn buttons(body: &Value) -> String {
             Some(url) => format!(
                 "[{} → {}…]",
                 b["label"].as_str().unwrap_or("link"),
-                &url[..url.len().min(72)]
+                url.chars().take(72).collect::<String>()
             ),
             None => format!("[{}]", b["label"].as_str().unwrap_or("?")),
         })
@@ -133,7 +162,7 @@ fn vnc(
     }
 }
 
-async fn tour(keep: bool) -> Exit {
+async fn tour(keep: bool, journal: std::path::PathBuf) -> Exit {
     let discord = FakeDiscord::start().await;
     let tencent = MockCvm::start().await;
     tencent.set_instances(
@@ -144,14 +173,8 @@ async fn tour(keep: bool) -> Exit {
             MockInstance::new("ins-stopped1", "db-01", 9).state("STOPPED"),
         ],
     );
-    let dir = match tempfile::Builder::new().prefix("vncbot-demo-").tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot create a temporary directory: {e}");
-            return Exit::Config;
-        }
-    };
-    let journal = dir.path().join("audit.jsonl");
+    // Quoted and escaped as a TOML string, whatever the temporary path holds.
+    let toml_path = format!("{:?}", journal.display().to_string());
     let text = format!(
         r#"
 [discord]
@@ -169,11 +192,11 @@ instances = ["*"]
 regions = ["*"]
 
 [audit]
-path = "{journal}"
+path = {journal}
 "#,
         discord = discord.config_lines(),
         endpoint = tencent.endpoint(),
-        journal = journal.display()
+        journal = toml_path
     );
     let config = match Config::parse(&text) {
         Ok(c) => c,

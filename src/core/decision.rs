@@ -146,6 +146,7 @@ fn evaluate(
             // asked for, if one was).
             let allowed = |i: &Instance| {
                 region_arg.as_ref().is_none_or(|r| &i.region == r)
+                    && policy.regions.contains(&i.region)
                     && may_open(&policy.rules, &req.authority, i)
             };
             match view.resolve_name(req.instance.trim(), allowed) {
@@ -183,10 +184,13 @@ fn evaluate(
         _ => {
             let id = InstanceId::parse(&req.instance).map_err(|e| refuse(e.into(), None, None))?;
             // No region given: where the catalog saw it, else the first configured.
+            // (Only for an instance the actor may open: a refusal must not tell where an
+            // instance it may not open lives.)
             let region = region_arg
                 .or_else(|| {
                     catalog
                         .and_then(|v| v.lookup(&id))
+                        .filter(|i| may_open(&policy.rules, &req.authority, i))
                         .map(|i| i.region.clone())
                         .filter(|r| policy.regions.contains(r))
                 })

@@ -69,6 +69,8 @@ pub enum EndWhy {
     RoleRemoved,
     /// The DM with the buttons could not be sent.
     DmFailed,
+    /// A config reload stopped serving the grant's region.
+    RegionDropped,
 }
 
 impl EndWhy {
@@ -78,6 +80,7 @@ impl EndWhy {
             EndWhy::Expired => "expired",
             EndWhy::RoleRemoved => "role_removed",
             EndWhy::DmFailed => "dm_failed",
+            EndWhy::RegionDropped => "region_not_served",
         }
     }
 }
@@ -351,8 +354,13 @@ impl<C: Console> Core<C> {
                 tags.as_deref(),
             )
         } else {
-            // A reload stopped serving the grant's region.
-            Err(Refusal::GrantEnded)
+            // A reload stopped serving the grant's region: the grant ends, for that reason.
+            let refusal = self
+                .refuse_press(&press.presser, Some(g), Some(g.id), Refusal::GrantEnded)
+                .await;
+            self.end_grant(g.id, &press.presser, EndWhy::RegionDropped)
+                .await?;
+            return Err(refusal);
         };
         let rule = match decision {
             Ok(rule) => rule,

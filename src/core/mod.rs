@@ -396,21 +396,6 @@ impl<C: Console> Core<C> {
             refers_to: Some(a.audit_seq),
             ..Entry::default()
         };
-        if let Some(refusal) = self.not_ready(&a.instance, &a.region).await {
-            let outcome = refusal.outcome();
-            self.journal
-                .append(
-                    outcome.event(),
-                    &a.actor,
-                    Entry {
-                        code: Some(outcome.code().to_owned()),
-                        ..entry()
-                    },
-                )
-                .await
-                .map_err(Refusal::AuditUnavailable)?;
-            return Err(refusal);
-        }
         // Checked now and again right before each attempt is sent (after the queue wait): a
         // reload that removed the rule stops requests already waiting.
         let tags = self.tags_of(self.catalog_view().as_ref(), &a.instance);
@@ -424,6 +409,24 @@ impl<C: Console> Core<C> {
             )
             .err()
         };
+        // The state check costs a Tencent read: only for a request still allowed and live.
+        if denied_now().is_none() && still_live() {
+            if let Some(refusal) = self.not_ready(&a.instance, &a.region).await {
+                let outcome = refusal.outcome();
+                self.journal
+                    .append(
+                        outcome.event(),
+                        &a.actor,
+                        Entry {
+                            code: Some(outcome.code().to_owned()),
+                            ..entry()
+                        },
+                    )
+                    .await
+                    .map_err(Refusal::AuditUnavailable)?;
+                return Err(refusal);
+            }
+        }
         let result = match denied_now() {
             Some(_) => Err(crate::tencent::TencentError::Withdrawn),
             None if !still_live() => Err(crate::tencent::TencentError::Withdrawn),

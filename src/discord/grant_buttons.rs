@@ -269,7 +269,9 @@ async fn show_link(
     minted: Minted,
 ) {
     let name = app.core.instance_name(&minted.grant.instance);
-    let shown = match link_view(&minted, name.as_deref()) {
+    // Done or the window's end may have come while the link was made: then it is not shown.
+    let live = app.core.grant_is_live(minted.grant.id);
+    let shown = match link_view(&minted, name.as_deref()).filter(|_| live) {
         Some(view) => comp.edit_response(&ctx.http, view).await.map_err(Some),
         None => Err(None),
     };

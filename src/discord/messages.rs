@@ -93,6 +93,7 @@ pub fn grant_ended_dm(g: &Grant, name: Option<&str>, why: EndWhy, at: SystemTime
         EndWhy::Expired => "",
         EndWhy::RoleRemoved => ": your roles no longer allow it",
         EndWhy::DmFailed => "",
+        EndWhy::RegionDropped => ": the bot no longer serves its region",
     };
     format!(
         "Console access to {} ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",
