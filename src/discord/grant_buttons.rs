@@ -170,19 +170,18 @@ fn post_line(app: &App, user: u64, grant: &Grant, outcome: &Outcome, request_id:
 
 /// A button press in a DM.
 pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
-    // Answer within 3 s: a deferred update; the DM is edited when the link is there.
-    if let Err(e) = comp
-        .create_response(&ctx.http, CreateInteractionResponse::Acknowledge)
-        .await
-    {
-        tracing::warn!(interaction = %comp.id, error = %e, "could not acknowledge a button press");
-        return;
-    }
     let actor = Actor::Discord {
         id: comp.user.id.get(),
         name: comp.user.name.clone(),
     };
-    match parse(&comp.data.custom_id) {
+    let press = parse(&comp.data.custom_id);
+    if let Some(Press::Open(id)) = press {
+        return open(ctx, app, comp, &actor, id).await;
+    }
+    if !acknowledge(ctx, comp).await {
+        return;
+    }
+    match press {
         None => {
             let refusal = app.core.refuse_button(&actor).await;
             tell(ctx, comp, &refusal.to_string()).await;
@@ -207,7 +206,22 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
             }
             Err(refusal) => tell(ctx, comp, &refusal.to_string()).await,
         },
-        Some(Press::Open(id)) => open(ctx, app, comp, &actor, id).await,
+        Some(Press::Open(_)) => {}
+    }
+}
+
+/// Answers within Discord's 3 s with a deferred update; the DM is edited once there is
+/// something to show. False when Discord did not take it (nothing more can be said then).
+async fn acknowledge(ctx: &Context, comp: &ComponentInteraction) -> bool {
+    match comp
+        .create_response(&ctx.http, CreateInteractionResponse::Acknowledge)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(interaction = %comp.id, error = %e, "could not acknowledge a button press");
+            false
+        }
     }
 }
 
@@ -219,7 +233,32 @@ fn actor_id(actor: &Actor) -> u64 {
 }
 
 async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor: &Actor, id: u64) {
-    let press = match app.core.begin_press(id, actor).await {
+    // The acknowledgement goes out at once; meanwhile the grant is checked and, when it may be
+    // pressed, the member's roles are fetched (a button in a DM carries no member). Neither
+    // delays the acknowledgement, and together they save a round trip per press.
+    let prepare = async {
+        let press = app.core.begin_press(id, actor).await?;
+        let guild = GuildId::new(press.grant.guild.get());
+        let roles = match ctx.http.get_member(guild, comp.user.id).await {
+            Ok(m) => Some(
+                m.roles
+                    .iter()
+                    .filter_map(|r| Snowflake::new(r.get()))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
+                None
+            }
+        };
+        Ok::<_, Refusal>((press, roles))
+    };
+    let (acked, prepared) = tokio::join!(acknowledge(ctx, comp), prepare);
+    if !acked {
+        // Dropping the press frees the grant; nothing was minted.
+        return;
+    }
+    let (press, roles) = match prepared {
         Ok(p) => p,
         Err(refusal) => {
             if let (Refusal::GrantEnded, Some(grant)) = (&refusal, app.core.grant_by_id(id)) {
@@ -227,20 +266,6 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             }
             tell(ctx, comp, &refusal.to_string()).await;
             return;
-        }
-    };
-    // A button in a DM carries no member: ask Discord for the roles as they are now.
-    let guild = GuildId::new(press.grant.guild.get());
-    let roles = match ctx.http.get_member(guild, comp.user.id).await {
-        Ok(m) => Some(
-            m.roles
-                .iter()
-                .filter_map(|r| Snowflake::new(r.get()))
-                .collect(),
-        ),
-        Err(e) => {
-            tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
-            None
         }
     };
     let grant = press.grant.clone();
