@@ -403,3 +403,37 @@ async fn the_journal_head_is_anchored_at_start_and_at_shutdown() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A grant whose window runs out while the bot is down is ended at the next start, and its DM
+/// is edited; a live grant's DM gets its Open console back.
+#[tokio::test]
+async fn grants_that_lapsed_while_the_bot_was_down_are_ended_at_start() {
+    let f = Fakes::start("lapsed").await;
+    let discord = &f.discord;
+    let config = f
+        .config
+        .replace("[limits]", "[grants]\nminutes = 1\n\n[limits]");
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    let g = grant(discord, 1, "ins-running1").await;
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+    // The window runs out while the bot is down.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let _bot = spawn_bot(&cfg);
+    let ended = discord
+        .wait_for(Duration::from_secs(20), "the lapsed grant's DM edit", |c| {
+            c.method == "PATCH"
+                && c.path.ends_with(&format!("/messages/{}", g.message))
+                && c.body["content"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("ended"))
+        })
+        .await;
+    assert_eq!(ended.body["components"], serde_json::json!([]));
+    let journal = std::fs::read_to_string(f.journal()).unwrap();
+    assert!(journal.lines().any(|l| l.contains(r#""event":"ended""#)
+        && l.contains(r#""code":"expired""#)
+        && l.contains(&format!(r#""refers_to":{}"#, g.grant))));
+}

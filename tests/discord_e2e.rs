@@ -1283,3 +1283,41 @@ async fn tag_rules_match_only_what_the_catalog_vouches_for() {
         "{text}"
     );
 }
+
+/// The window runs out: `ended` (expired) is recorded, the DM says so with no buttons, and a
+/// press afterwards is told to run /vnc again. (`[grants] minutes` is at least 1: this waits.)
+#[tokio::test]
+async fn a_grant_ends_when_its_window_runs_out() {
+    let bot = start_bot(|t| t.replace("[limits]", "[grants]\nminutes = 1\n\n[limits]")).await;
+    let g = grant(
+        &bot,
+        6001,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    )
+    .await;
+    let ended = bot
+        .discord
+        .wait_for(Duration::from_secs(75), "the grant's end in its DM", |c| {
+            c.method == "PATCH"
+                && c.path.ends_with(&format!("/messages/{}", g.dm_message))
+                && c.body["content"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("ended"))
+        })
+        .await;
+    assert_eq!(ended.body["components"], serde_json::json!([]));
+    let t = press_button(&bot, &g, "open");
+    assert!(press_followup(&bot, &t)
+        .await
+        .contains("has ended; run /vnc again"));
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(bot.journal())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "ended" && r["code"] == "expired" && r["refers_to"] == g.grant));
+    assert!(bot.cvm.seen().is_empty());
+}

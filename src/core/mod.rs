@@ -1274,4 +1274,27 @@ mod tests {
         let flushed = f.core.flush_suppressed().await.unwrap();
         assert_eq!(flushed[0].count, 17);
     }
+
+    /// Presses count against the instance's limit across every grant (Tencent allows 30
+    /// reconnects a minute per instance); the member's own limit counts `/vnc` only.
+    #[tokio::test]
+    async fn the_instance_limit_holds_across_grants() {
+        let f = Fixture::new(None, None);
+        let mut minted = 0;
+        for user in 1..=12 {
+            let g = f
+                .core
+                .grant(member(user, &[ONCALL], "ins-a1b2c3d4"))
+                .await
+                .unwrap();
+            let press = f.core.begin_press(g.id, &discord(user)).await.unwrap();
+            match f.core.finish_press(press, roles(&[ONCALL])).await {
+                Ok(_) => minted += 1,
+                Err(Refusal::Limited(crate::limits::Limited::Instance { .. })) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(minted, 10, "per_instance_per_minute is 10");
+        assert_eq!(f.calls(), 10);
+    }
 }
