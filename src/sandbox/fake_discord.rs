@@ -47,6 +47,8 @@ struct State {
     lose_answers: Vec<(String, String, usize)>,
     /// User → roles, for member fetches.
     member_roles: std::collections::HashMap<u64, Vec<u64>>,
+    /// User → the name their commands carried, so their presses carry it too.
+    names: std::collections::HashMap<u64, String>,
 }
 
 #[derive(Clone)]
@@ -182,6 +184,11 @@ impl FakeDiscord {
 
     /// Sends INTERACTION_CREATE; returns the interaction's token, which names its REST calls.
     pub fn invoke(&self, inv: Invocation<'_>) -> String {
+        self.state
+            .lock()
+            .unwrap()
+            .names
+            .insert(inv.user, inv.name.to_owned());
         let id = self.ids.fetch_add(1, Ordering::SeqCst);
         let token = format!("itoken{id}");
         let user = json!({"id": inv.user.to_string(), "username": inv.name, "discriminator": "0",
@@ -229,13 +236,21 @@ impl FakeDiscord {
     pub fn press(&self, user: u64, channel: u64, message: u64, custom_id: &str) -> String {
         let id = self.ids.fetch_add(1, Ordering::SeqCst);
         let token = format!("itoken{id}");
+        let name = self
+            .state
+            .lock()
+            .unwrap()
+            .names
+            .get(&user)
+            .cloned()
+            .unwrap_or_else(|| format!("user{user}"));
         let d = json!({
             "id": id.to_string(),
             "application_id": APP_ID.to_string(),
             "type": 3,
             "data": {"custom_id": custom_id, "component_type": 2},
             "channel_id": channel.to_string(),
-            "user": {"id": user.to_string(), "username": format!("user{user}"), "discriminator": "0",
+            "user": {"id": user.to_string(), "username": name, "discriminator": "0",
                 "global_name": null, "avatar": null},
             "message": message_json(message, channel, &json!({"content": "grant"})),
             "token": token,
