@@ -7,6 +7,7 @@
 pub mod access;
 pub mod app;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod discord;
