@@ -7,9 +7,14 @@
 //! the record actually at the end of the file, so concurrent requests can neither interleave bytes
 //! nor fork the chain. The console link is never a field.
 //!
-//! [`record`] is what a line holds, [`writer`] appends, [`verify`] walks the chain.
+//! [`record`] is what a line holds, [`writer`] queues appends for one committer thread, [`append`]
+//! writes a batch under the [`lock`], [`status`] is what health checks read, [`verify`] walks the
+//! chain.
 
+mod append;
+mod lock;
 mod record;
+mod status;
 mod verify;
 mod writer;
 
@@ -19,9 +24,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use append::Repair;
 pub use record::{read_records, Entry, Record};
 pub use verify::{verify_bytes, verify_file, verify_file_anchored, Problem, Summary, VerifyError};
-pub use writer::{Journal, Repair};
+pub use writer::Journal;
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -1,54 +1,18 @@
-//! The journal's writer: a queue, one committer thread, and an advisory lock on the file so that
-//! several processes (the bot, `vncbot url`) can append to one chain.
+//! The journal's writer: a queue and one committer thread that writes what has queued as one
+//! batch ([`super::append`]), under an advisory lock on the file so that several processes (the
+//! bot, `vncbot url`) can append to one chain.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use rustix::fs::FlockOperation;
-use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
-use super::record::body_hash;
-use super::record::{encode_line, Entry, Record};
-use super::verify::{scan, settled_prefix, LastLine, Scanned, Verifier};
-use super::{Actor, Appended, AuditError, Event, GENESIS};
+use super::append::Writer;
+use super::record::Entry;
+use super::status::{Shared, Timing, TIMING};
+use super::{Actor, Appended, AuditError, Event, Repair};
 
 /// Most records one batch writes.
 const MAX_BATCH: usize = 256;
-
-/// How long the writer may wait for the file lock, or for one batch's write and fsync, before
-/// health checks fail, how long it waits for the lock before failing the batch, and how often an
-/// idle writer checks that the file is still the one it opened.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    busy_limit: Duration,
-    lock_wait: Duration,
-    check_every: Duration,
-}
-
-const TIMING: Timing = Timing {
-    busy_limit: Duration::from_secs(5),
-    lock_wait: Duration::from_secs(10),
-    check_every: Duration::from_secs(5),
-};
-
-/// The longest pause between two attempts to take the lock.
-const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
-
-/// What opening (or a later batch) found at the end of the file and mended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Repair {
-    /// A torn last line (a crash mid-write) got a `sealed` record holding its hash.
-    Sealed(Appended),
-    /// The last record was whole but for its line end, which was added.
-    Completed { seq: u64 },
-}
 
 /// The journal's writer in this process. Cheap to clone; all clones append to the same chain.
 ///
@@ -63,79 +27,11 @@ pub struct Journal {
     queue: std::sync::mpsc::Sender<Job>,
 }
 
-/// What health checks read without waiting for the writer and without touching the disk.
-struct Shared {
-    path: PathBuf,
-    /// (device, inode) of the file we opened, to notice it being replaced under us.
-    identity: (u64, u64),
-    timing: Timing,
-    /// Updated by the writer; never held across I/O.
-    status: Mutex<Status>,
-    /// Signalled after each identity check.
-    checked: Condvar,
-}
-
-struct Status {
-    head: Appended,
-    /// The last batch's error, until a batch succeeds.
-    error: Option<String>,
-    /// Since when the writer has been waiting for the lock or the disk; `None` when idle.
-    busy_since: Option<Instant>,
-    /// The last identity check found another file (or none) at the path.
-    replaced: bool,
-    /// Identity checks so far.
-    checks: u64,
-}
-
 struct Job {
     event: Event,
     actor: Actor,
     entry: Entry,
     done: tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
-}
-
-struct Writer {
-    shared: Arc<Shared>,
-    file: File,
-    end: End,
-    /// `end` was read without the lock; the start of its last line, to check under the lock that
-    /// the line is still there (a failed write of another process may have been undone since).
-    unconfirmed: Option<u64>,
-    /// Bytes read while holding the lock, which every other writer waits for.
-    read_locked: std::cell::Cell<u64>,
-    /// A failed write could not be undone: the file may end in garbage of ours.
-    poisoned: bool,
-}
-
-/// The end of the file as this process last saw it: its length, its line count and last record.
-#[derive(Clone)]
-struct End {
-    len: u64,
-    lines: usize,
-    seq: u64,
-    hash: String,
-}
-
-impl End {
-    fn genesis() -> Self {
-        End {
-            len: 0,
-            lines: 0,
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        }
-    }
-}
-
-/// A torn last line to mend before appending.
-enum Fix {
-    Complete { seq: u64 },
-    Seal(Vec<u8>),
-}
-
-struct Committed {
-    appended: Vec<Appended>,
-    repair: Option<Repair>,
 }
 
 impl Journal {
@@ -156,54 +52,8 @@ impl Journal {
         timing: Timing,
         unlocked: impl FnOnce(),
     ) -> Result<(Self, Option<Repair>), AuditError> {
-        let open_err = |source| AuditError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(open_err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
-        if !meta.is_file() {
-            return Err(open_err(io::Error::other("not a regular file")));
-        }
-        if meta.permissions().mode() & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(open_err)?;
-        }
-        let genesis = Appended {
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        };
-        let shared = Arc::new(Shared {
-            path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
-            timing,
-            status: Mutex::new(Status {
-                head: genesis,
-                error: None,
-                busy_since: None,
-                replaced: false,
-                checks: 0,
-            }),
-            checked: Condvar::new(),
-        });
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            file,
-            end: End::genesis(),
-            unconfirmed: None,
-            read_locked: std::cell::Cell::new(0),
-            poisoned: false,
-        };
-        writer.read_unlocked()?;
+        let mut writer = Writer::open(path, timing)?;
+        let shared = Arc::clone(&writer.shared);
         unlocked();
         // Catching up with what was appended meanwhile is a batch with no records of its own.
         let repair = writer.commit(Vec::new())?.repair;
@@ -213,7 +63,10 @@ impl Journal {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || commit_loop(&committer, &jobs))
-            .map_err(open_err)?;
+            .map_err(|source| AuditError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok((
             Journal {
                 inner,
@@ -363,331 +216,17 @@ fn log_repair(path: &Path, repair: Option<&Repair>) {
     }
 }
 
-impl Shared {
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` (which waits for the lock or the disk) with the writer marked busy. Only ever
-    /// called holding the writer, so one busy span never ends another.
-    fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.status().busy_since = Some(Instant::now());
-        let result = f();
-        self.status().busy_since = None;
-        result
-    }
-
-    fn replaced(&self) -> AuditError {
-        AuditError::Replaced {
-            path: self.path.clone(),
-        }
-    }
-
-    /// Whether the path still names the file opened; the answer is kept for health checks.
-    fn check_identity(&self) -> Result<(), AuditError> {
-        let same = matches!(std::fs::metadata(&self.path),
-            Ok(m) if m.is_file() && (m.dev(), m.ino()) == self.identity);
-        let mut status = self.status();
-        status.replaced = !same;
-        status.checks += 1;
-        drop(status);
-        self.checked.notify_all();
-        if same {
-            Ok(())
-        } else {
-            Err(self.replaced())
-        }
-    }
-}
-
-/// An exclusive `flock` on the journal, released on drop. Advisory: it orders writers that take
-/// it (every vncbot on this host), not other programs, and not other hosts.
-struct FileLock<'a>(&'a File);
-
-impl<'a> FileLock<'a> {
-    /// Tries without blocking until `wait` has passed: a holder that never lets go (a stopped
-    /// `vncbot url`, `flock FILE sleep 1d`) fails this batch, not every request forever.
-    fn exclusive(file: &'a File, path: &Path, wait: Duration) -> Result<Self, AuditError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Self(file)),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    let waited = start.elapsed();
-                    if waited >= wait {
-                        return Err(AuditError::Locked {
-                            path: path.to_owned(),
-                            waited,
-                        });
-                    }
-                    std::thread::sleep(pause.min(wait - waited));
-                    pause = (pause * 2).min(LOCK_POLL_MAX);
-                }
-                Err(e) => {
-                    return Err(AuditError::Write {
-                        path: path.to_owned(),
-                        source: e.into(),
-                    })
-                }
-            }
-        }
-    }
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        let _ = rustix::fs::flock(self.0, FlockOperation::Unlock);
-    }
-}
-
-impl Writer {
-    /// Writes `records` as one batch and records the outcome where health checks see it.
-    fn commit(&mut self, records: Vec<(Event, Actor, Entry)>) -> Result<Committed, AuditError> {
-        let shared = Arc::clone(&self.shared);
-        let result = shared.busy(|| self.commit_locked(records));
-        let mut status = self.shared.status();
-        match &result {
-            Ok(_) => {
-                status.error = None;
-                status.head = Appended {
-                    seq: self.end.seq,
-                    hash: self.end.hash.clone(),
-                };
-            }
-            Err(e) => status.error = Some(e.to_string()),
-        }
-        result
-    }
-
-    /// Under the file lock: catch up with what other writers appended, mend a torn tail, append,
-    /// fsync. A failure leaves this process's view of the file as it was before the batch.
-    fn commit_locked(
-        &mut self,
-        records: Vec<(Event, Actor, Entry)>,
-    ) -> Result<Committed, AuditError> {
-        if self.poisoned {
-            return Err(AuditError::Poisoned);
-        }
-        let _lock =
-            FileLock::exclusive(&self.file, &self.shared.path, self.shared.timing.lock_wait)?;
-        self.shared.check_identity()?;
-        if let Some(line_start) = self.unconfirmed {
-            if !self.still_ends_with(line_start)? {
-                // Rare: what was read unlocked was undone since. Read it all again, locked.
-                self.end = End::genesis();
-            }
-            self.unconfirmed = None;
-        }
-        let (start, mut end, fix) = self.catch_up()?;
-        let mut buf = Vec::with_capacity(records.len() * 400);
-        let repair = match fix {
-            None => None,
-            Some(Fix::Complete { seq }) => {
-                buf.push(b'\n');
-                Some(Repair::Completed { seq })
-            }
-            Some(Fix::Seal(fragment)) => {
-                // End the torn fragment's line so the seal starts on a line of its own.
-                buf.push(b'\n');
-                end.lines += 1;
-                let actor = Actor::Local {
-                    user: "vncbot".into(),
-                };
-                let torn = (hex::encode(Sha256::digest(&fragment)), fragment.len());
-                let sealed = encode(
-                    &mut end,
-                    Event::Sealed,
-                    &actor,
-                    Entry::default(),
-                    Some(torn),
-                    &mut buf,
-                );
-                Some(Repair::Sealed(sealed))
-            }
-        };
-        let appended = records
-            .into_iter()
-            .map(|(event, actor, entry)| encode(&mut end, event, &actor, entry, None, &mut buf))
-            .collect();
-        if !buf.is_empty() {
-            let result = (&self.file)
-                .write_all(&buf)
-                .and_then(|()| self.file.sync_data());
-            if let Err(source) = result {
-                // Undo a partial line so the next record starts clean, but only back to where
-                // the file ended when we took the lock: what other writers fsynced stays. If even
-                // that fails, refuse every later write rather than glue records onto garbage.
-                if self.file.set_len(start).is_err() {
-                    self.poisoned = true;
-                }
-                return Err(self.write_err(source));
-            }
-            end.len = start + buf.len() as u64;
-        }
-        self.end = end;
-        Ok(Committed { appended, repair })
-    }
-
-    /// At open, without the lock: verifies the chain as far as it is settled, so that only what
-    /// other writers append meanwhile is read under the lock. Damage is reported by the locked
-    /// catch-up that continues from there.
-    fn read_unlocked(&mut self) -> Result<(), AuditError> {
-        let read_err = |source| AuditError::Read {
-            path: self.shared.path.clone(),
-            source,
-        };
-        let len = self.file.metadata().map_err(read_err)?.len();
-        (&self.file).seek(SeekFrom::Start(0)).map_err(read_err)?;
-        let mut reader = io::BufReader::with_capacity(64 * 1024, (&self.file).take(len));
-        if let Some(s) = settled_prefix(&mut reader).map_err(read_err)? {
-            self.end = End {
-                len: s.len,
-                lines: s.lines,
-                seq: s.seq,
-                hash: s.hash,
-            };
-            self.unconfirmed = Some(s.line_start);
-        }
-        Ok(())
-    }
-
-    /// Under the lock: whether the line from `line_start` to `self.end.len` is still the record
-    /// read without the lock.
-    fn still_ends_with(&self, line_start: u64) -> Result<bool, AuditError> {
-        let read_err = |source| AuditError::Read {
-            path: self.shared.path.clone(),
-            source,
-        };
-        if self.file.metadata().map_err(read_err)?.len() < self.end.len {
-            return Ok(false);
-        }
-        let mut line = vec![0; (self.end.len - line_start) as usize];
-        (&self.file)
-            .seek(SeekFrom::Start(line_start))
-            .map_err(read_err)?;
-        (&self.file).read_exact(&mut line).map_err(read_err)?;
-        self.count_read_locked(line.len() as u64);
-        let same = line.pop() == Some(b'\n')
-            && super::record::parse_line(&line)
-                .is_some_and(|(_, claimed)| claimed == self.end.hash)
-            && body_hash(&line) == self.end.hash;
-        Ok(same)
-    }
-
-    /// Reads whatever other writers appended since this process last wrote, checks that it
-    /// continues the chain, and returns the file's length now, its end, and a torn tail to mend.
-    fn catch_up(&self) -> Result<(u64, End, Option<Fix>), AuditError> {
-        let path = &self.shared.path;
-        let read_err = |source| AuditError::Read {
-            path: path.clone(),
-            source,
-        };
-        let damaged = |problem| AuditError::Damaged {
-            path: path.clone(),
-            problem,
-        };
-        let len = self.file.metadata().map_err(read_err)?.len();
-        if len == self.end.len {
-            return Ok((len, self.end.clone(), None));
-        }
-        if len < self.end.len {
-            return Err(AuditError::Truncated {
-                path: path.clone(),
-                expected: self.end.len,
-                found: len,
-            });
-        }
-        (&self.file)
-            .seek(SeekFrom::Start(self.end.len))
-            .map_err(read_err)?;
-        self.count_read_locked(len - self.end.len);
-        let mut reader =
-            io::BufReader::with_capacity(64 * 1024, (&self.file).take(len - self.end.len));
-        let verifier = Verifier::resume(self.end.seq, &self.end.hash, self.end.lines, None);
-        let (verifier, fix) = match scan(&mut reader, verifier).map_err(read_err)? {
-            Scanned::Damaged(problem) => return Err(damaged(problem)),
-            Scanned::Clean(verifier) => (verifier, None),
-            Scanned::Torn {
-                mut verifier,
-                fragment,
-            } => match verifier.last_line(&fragment).map_err(damaged)? {
-                LastLine::Record { seq } => (verifier, Some(Fix::Complete { seq })),
-                LastLine::Fragment => (verifier, Some(Fix::Seal(fragment))),
-            },
-        };
-        let lines = verifier.line_no();
-        let s = verifier.finish().map_err(damaged)?;
-        let end = End {
-            len,
-            lines,
-            seq: s.last_seq,
-            hash: s.last_hash,
-        };
-        Ok((len, end, fix))
-    }
-
-    fn count_read_locked(&self, bytes: u64) {
-        self.read_locked.set(self.read_locked.get() + bytes);
-    }
-
-    fn write_err(&self, source: io::Error) -> AuditError {
-        AuditError::Write {
-            path: self.shared.path.clone(),
-            source,
-        }
-    }
-}
-
-/// Appends one record's line to `out` and advances `end` past it.
-fn encode(
-    end: &mut End,
-    event: Event,
-    actor: &Actor,
-    entry: Entry,
-    torn: Option<(String, usize)>,
-    out: &mut Vec<u8>,
-) -> Appended {
-    let (actor_id, actor_name) = match actor {
-        Actor::Discord { id, name } => (id.to_string(), name.clone()),
-        Actor::Local { user } => ("local".to_owned(), user.clone()),
-    };
-    let (torn_sha256, torn_bytes) = torn.unzip();
-    let record = Record {
-        seq: end.seq + 1,
-        time: now_rfc3339(),
-        event,
-        actor_id,
-        actor_name,
-        entry,
-        torn_sha256,
-        torn_bytes,
-        prev: std::mem::take(&mut end.hash),
-        hash: String::new(),
-    };
-    end.hash = encode_line(&record, out);
-    end.seq = record.seq;
-    end.lines += 1;
-    Appended {
-        seq: end.seq,
-        hash: end.hash.clone(),
-    }
-}
-
-fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&Rfc3339).expect("UTC times always format")
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::append::{encode, End};
     use super::super::tests::{alice, journal_with};
     use super::super::{verify_bytes, verify_file};
     use super::*;
+    use rustix::fs::FlockOperation;
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn torn_tail_is_sealed_on_open_and_the_chain_continues() {
