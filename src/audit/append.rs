@@ -6,15 +6,17 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::clock::Clock;
 
 use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use tokio::sync::broadcast;
 
 use super::lock::FileLock;
 use super::record::body_hash;
-use super::record::{encode_line, Entry, Record};
-use super::status::{Shared, Status, Timing};
+use super::record::{encode_line, format_time, Entry, Record};
+use super::status::{Mark, Shared, Status, Timing};
 use super::verify::{scan, settled_prefix, LastLine, Scanned, Verifier};
 use super::{Actor, Appended, AuditError, Event, GENESIS};
 
@@ -38,6 +40,11 @@ pub(super) struct Writer {
     pub(super) read_locked: std::cell::Cell<u64>,
     /// A failed write could not be undone: the file may end in garbage of ours.
     pub(super) poisoned: bool,
+    /// Every record that joins the chain, in seq order: this process's own, and those of other
+    /// processes as this one finds them.
+    pub(super) feed: broadcast::Sender<Arc<Record>>,
+    /// Stamps each record's `time`.
+    pub(super) clock: Clock,
 }
 
 /// The end of the file as this process last saw it: its length, its line count and last record.
@@ -58,6 +65,14 @@ impl End {
             hash: GENESIS.to_owned(),
         }
     }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            seq: self.seq,
+            hash: self.hash.clone(),
+            offset: self.len,
+        }
+    }
 }
 
 /// A torn last line to mend before appending.
@@ -71,10 +86,22 @@ pub(super) struct Committed {
     pub(super) repair: Option<Repair>,
 }
 
+/// What a batch added to the chain.
+struct Batch {
+    committed: Committed,
+    /// The end the batch continued from (after confirming what was read unlocked).
+    from: End,
+    /// Every record it added (other writers', a seal, its own), when anyone subscribes.
+    records: Vec<Record>,
+}
+
+/// Records a subscriber may fall behind by before it must read them back from the file.
+const FEED_CAPACITY: usize = 1024;
+
 impl Writer {
     /// Opens (creating it and its directory, mode 0600) and reads the chain as far as it is
     /// settled, without the lock: the first [`Writer::commit`] reads the rest under it.
-    pub(super) fn open(path: &Path, timing: Timing) -> Result<Self, AuditError> {
+    pub(super) fn open(path: &Path, timing: Timing, clock: Clock) -> Result<Self, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
             source,
@@ -97,21 +124,11 @@ impl Writer {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(open_err)?;
         }
-        let genesis = Appended {
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        };
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
             timing,
-            status: Mutex::new(Status {
-                head: genesis,
-                error: None,
-                busy_since: None,
-                replaced: false,
-                checks: 0,
-            }),
+            status: Mutex::new(Status::new()),
             checked: Condvar::new(),
         });
         let mut writer = Writer {
@@ -121,6 +138,8 @@ impl Writer {
             unconfirmed: None,
             read_locked: std::cell::Cell::new(0),
             poisoned: false,
+            feed: broadcast::channel(FEED_CAPACITY).0,
+            clock,
         };
         writer.read_unlocked()?;
         Ok(writer)
@@ -132,27 +151,70 @@ impl Writer {
         records: Vec<(Event, Actor, Entry)>,
     ) -> Result<Committed, AuditError> {
         let shared = Arc::clone(&self.shared);
-        let result = shared.busy(|| self.commit_locked(records));
-        let mut status = self.shared.status();
-        match &result {
-            Ok(_) => {
-                status.error = None;
-                status.head = Appended {
-                    seq: self.end.seq,
-                    hash: self.end.hash.clone(),
-                };
+        match shared.busy(|| self.commit_locked(records)) {
+            Ok(batch) => {
+                self.published(&batch.from, batch.records);
+                Ok(batch.committed)
             }
-            Err(e) => status.error = Some(e.to_string()),
+            Err(e) => {
+                self.shared.status().error = Some(e.to_string());
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// The chain now ends at `self.end`, continued from `from` by `records` (empty when nobody
+    /// subscribes): health and readers see the new head before subscribers hear of it, so that a
+    /// subscriber told of a record can always read it back.
+    fn published(&mut self, from: &End, records: Vec<Record>) {
+        {
+            let mut status = self.shared.status();
+            status.error = None;
+            status.advanced(from.mark(), self.end.mark());
+        }
+        for record in records {
+            // Err only when nobody listens any more.
+            let _ = self.feed.send(Arc::new(record));
+        }
+    }
+
+    /// When idle, and only if the lock is free at once: reads what other processes appended
+    /// since, so that subscribers hear of it without waiting for this process's next write. A
+    /// torn tail is left for the next batch to mend (reading never writes), and a held lock for
+    /// the next try.
+    pub(super) fn follow_others(&mut self) {
+        if self.poisoned || self.feed.receiver_count() == 0 || self.unconfirmed.is_some() {
+            return;
+        }
+        let grew = self.file.metadata().is_ok_and(|m| m.len() != self.end.len);
+        if !grew {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let result = shared.busy(|| -> Result<_, AuditError> {
+            let Ok(_lock) = FileLock::exclusive(&self.file, &self.shared.path, Duration::ZERO)
+            else {
+                return Ok(None);
+            };
+            self.shared.check_identity()?;
+            match self.catch_up(true)? {
+                (_, end, None, records) => Ok(Some((end, records))),
+                (_, _, Some(_), _) => Ok(None),
+            }
+        });
+        match result {
+            Ok(None) => {}
+            Ok(Some((end, records))) => {
+                let from = std::mem::replace(&mut self.end, end);
+                self.published(&from, records);
+            }
+            Err(e) => self.shared.status().error = Some(e.to_string()),
+        }
     }
 
     /// Under the file lock: catch up with what other writers appended, mend a torn tail, append,
     /// fsync. A failure leaves this process's view of the file as it was before the batch.
-    fn commit_locked(
-        &mut self,
-        records: Vec<(Event, Actor, Entry)>,
-    ) -> Result<Committed, AuditError> {
+    fn commit_locked(&mut self, records: Vec<(Event, Actor, Entry)>) -> Result<Batch, AuditError> {
         if self.poisoned {
             return Err(AuditError::Poisoned);
         }
@@ -166,7 +228,8 @@ impl Writer {
             }
             self.unconfirmed = None;
         }
-        let (start, mut end, fix) = self.catch_up()?;
+        let keep = self.feed.receiver_count() > 0;
+        let (start, mut end, fix, mut kept) = self.catch_up(keep)?;
         let mut buf = Vec::with_capacity(records.len() * 400);
         let repair = match fix {
             None => None,
@@ -184,18 +247,34 @@ impl Writer {
                 let torn = (hex::encode(Sha256::digest(&fragment)), fragment.len());
                 let sealed = encode(
                     &mut end,
-                    Event::Sealed,
-                    &actor,
-                    Entry::default(),
+                    &self.clock,
+                    (Event::Sealed, &actor, Entry::default()),
                     Some(torn),
                     &mut buf,
                 );
-                Some(Repair::Sealed(sealed))
+                let appended = sealed.appended();
+                if keep {
+                    kept.push(sealed);
+                }
+                Some(Repair::Sealed(appended))
             }
         };
         let appended = records
             .into_iter()
-            .map(|(event, actor, entry)| encode(&mut end, event, &actor, entry, None, &mut buf))
+            .map(|(event, actor, entry)| {
+                let record = encode(
+                    &mut end,
+                    &self.clock,
+                    (event, &actor, entry),
+                    None,
+                    &mut buf,
+                );
+                let appended = record.appended();
+                if keep {
+                    kept.push(record);
+                }
+                appended
+            })
             .collect();
         if !buf.is_empty() {
             let result = (&self.file)
@@ -212,8 +291,12 @@ impl Writer {
             }
             end.len = start + buf.len() as u64;
         }
-        self.end = end;
-        Ok(Committed { appended, repair })
+        let from = std::mem::replace(&mut self.end, end);
+        Ok(Batch {
+            committed: Committed { appended, repair },
+            from,
+            records: kept,
+        })
     }
 
     /// At open, without the lock: verifies the chain as far as it is settled, so that only what
@@ -263,8 +346,10 @@ impl Writer {
     }
 
     /// Reads whatever other writers appended since this process last wrote, checks that it
-    /// continues the chain, and returns the file's length now, its end, and a torn tail to mend.
-    fn catch_up(&self) -> Result<(u64, End, Option<Fix>), AuditError> {
+    /// continues the chain, and returns the file's length now, its end, a torn tail to mend, and
+    /// (with `keep`) the records it read.
+    #[allow(clippy::type_complexity)]
+    fn catch_up(&self, keep: bool) -> Result<(u64, End, Option<Fix>, Vec<Record>), AuditError> {
         let path = &self.shared.path;
         let read_err = |source| AuditError::Read {
             path: path.clone(),
@@ -276,7 +361,7 @@ impl Writer {
         };
         let len = self.file.metadata().map_err(read_err)?.len();
         if len == self.end.len {
-            return Ok((len, self.end.clone(), None));
+            return Ok((len, self.end.clone(), None, Vec::new()));
         }
         if len < self.end.len {
             return Err(AuditError::Truncated {
@@ -291,8 +376,11 @@ impl Writer {
         self.count_read_locked(len - self.end.len);
         let mut reader =
             io::BufReader::with_capacity(64 * 1024, (&self.file).take(len - self.end.len));
-        let verifier = Verifier::resume(self.end.seq, &self.end.hash, self.end.lines, None);
-        let (verifier, fix) = match scan(&mut reader, verifier).map_err(read_err)? {
+        let mut verifier = Verifier::resume(self.end.seq, &self.end.hash, self.end.lines, None);
+        if keep {
+            verifier = verifier.keeping_after(self.end.seq);
+        }
+        let (mut verifier, fix) = match scan(&mut reader, verifier).map_err(read_err)? {
             Scanned::Damaged(problem) => return Err(damaged(problem)),
             Scanned::Clean(verifier) => (verifier, None),
             Scanned::Torn {
@@ -304,6 +392,7 @@ impl Writer {
             },
         };
         let lines = verifier.line_no();
+        let kept = verifier.take_kept();
         let s = verifier.finish().map_err(damaged)?;
         let end = End {
             len,
@@ -311,7 +400,7 @@ impl Writer {
             seq: s.last_seq,
             hash: s.last_hash,
         };
-        Ok((len, end, fix))
+        Ok((len, end, fix, kept))
     }
 
     fn count_read_locked(&self, bytes: u64) {
@@ -326,23 +415,22 @@ impl Writer {
     }
 }
 
-/// Appends one record's line to `out` and advances `end` past it.
+/// Appends one record's line to `out`, advances `end` past it, and returns the record.
 pub(super) fn encode(
     end: &mut End,
-    event: Event,
-    actor: &Actor,
-    entry: Entry,
+    clock: &Clock,
+    (event, actor, entry): (Event, &Actor, Entry),
     torn: Option<(String, usize)>,
     out: &mut Vec<u8>,
-) -> Appended {
+) -> Record {
     let (actor_id, actor_name) = match actor {
         Actor::Discord { id, name } => (id.to_string(), name.clone()),
         Actor::Local { user } => ("local".to_owned(), user.clone()),
     };
     let (torn_sha256, torn_bytes) = torn.unzip();
-    let record = Record {
+    let mut record = Record {
         seq: end.seq + 1,
-        time: now_rfc3339(),
+        time: format_time(clock.now()),
         event,
         actor_id,
         actor_name,
@@ -352,19 +440,18 @@ pub(super) fn encode(
         prev: std::mem::take(&mut end.hash),
         hash: String::new(),
     };
-    end.hash = encode_line(&record, out);
+    record.hash = encode_line(&record, out);
+    end.hash.clone_from(&record.hash);
     end.seq = record.seq;
     end.lines += 1;
-    Appended {
-        seq: end.seq,
-        hash: end.hash.clone(),
-    }
+    record
 }
 
-fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&Rfc3339).expect("UTC times always format")
+impl Record {
+    fn appended(&self) -> Appended {
+        Appended {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
 }

@@ -8,10 +8,11 @@
 //! nor fork the chain. The console link is never a field.
 //!
 //! [`record`] is what a line holds, [`writer`] queues appends for one committer thread, [`append`]
-//! writes a batch under the [`lock`], [`status`] is what health checks read, [`verify`] walks the
-//! chain.
+//! writes a batch under the [`lock`], [`status`] is what health checks read, [`follow`] hands out
+//! every record as it joins the chain, [`verify`] walks the chain.
 
 mod append;
+mod follow;
 mod lock;
 mod record;
 mod status;
@@ -25,7 +26,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use append::Repair;
-pub use record::{read_records, Entry, Record};
+pub use follow::{Follower, Missed};
+pub use record::{format_time, read_records, Entry, Record};
 pub use verify::{verify_bytes, verify_file, verify_file_anchored, Problem, Summary, VerifyError};
 pub use writer::Journal;
 

@@ -2,12 +2,13 @@
 //! disk: the head, the last batch's error, whether a batch is stuck, whether the file was
 //! replaced. The writer updates it; the lock around it is never held across I/O.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Appended, AuditError};
+use super::{Appended, AuditError, GENESIS};
 
 /// How long the writer may wait for the file lock, or for one batch's write and fsync, before
 /// health checks fail, how long it waits for the lock before failing the batch, and how often an
@@ -39,6 +40,11 @@ pub(super) struct Shared {
 
 pub(super) struct Status {
     pub(super) head: Appended,
+    /// Where the head record's line ends: reads back stop there.
+    pub(super) head_len: u64,
+    /// Where recent batches started, oldest first, so that reading the records after a recent
+    /// seq back from the file starts near it rather than at the top.
+    pub(super) marks: VecDeque<Mark>,
     /// The last batch's error, until a batch succeeds.
     pub(super) error: Option<String>,
     /// Since when the writer has been waiting for the lock or the disk; `None` when idle.
@@ -47,6 +53,78 @@ pub(super) struct Status {
     pub(super) replaced: bool,
     /// Identity checks so far.
     pub(super) checks: u64,
+}
+
+/// How many batch starts [`Status::marks`] keeps: a subscriber that lagged further reads from
+/// the top of the file.
+const MARKS: usize = 4096;
+
+/// The end of a whole record's line: reading the records after `seq` starts at `offset`, and the
+/// first of them must chain to `hash`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Mark {
+    pub(super) seq: u64,
+    pub(super) hash: String,
+    pub(super) offset: u64,
+}
+
+impl Mark {
+    pub(super) fn genesis() -> Self {
+        Mark {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+            offset: 0,
+        }
+    }
+}
+
+impl Status {
+    pub(super) fn new() -> Self {
+        Status {
+            head: Appended {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+            head_len: 0,
+            marks: VecDeque::new(),
+            error: None,
+            busy_since: None,
+            replaced: false,
+            checks: 0,
+        }
+    }
+
+    /// A batch moved the head from `from` to `to`.
+    pub(super) fn advanced(&mut self, from: Mark, to: Mark) {
+        if to.seq > from.seq {
+            if self.marks.len() >= MARKS {
+                self.marks.pop_front();
+            }
+            self.marks.push_back(from);
+        }
+        self.head = Appended {
+            seq: to.seq,
+            hash: to.hash,
+        };
+        self.head_len = to.offset;
+    }
+
+    /// Where to start reading the records after `after`, and the head to read up to.
+    pub(super) fn read_from(&self, after: u64) -> (Mark, Mark) {
+        let start = self
+            .marks
+            .iter()
+            .rev()
+            .find(|m| m.seq <= after)
+            .cloned()
+            .unwrap_or_else(Mark::genesis);
+        let head = Mark {
+            seq: self.head.seq,
+            hash: self.head.hash.clone(),
+            offset: self.head_len,
+        };
+        (start, head)
+    }
 }
 
 impl Shared {

@@ -6,10 +6,14 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::broadcast;
+
 use super::append::Writer;
-use super::record::Entry;
+use super::follow::{Follower, Reader};
+use super::record::{Entry, Record};
 use super::status::{Shared, Timing, TIMING};
 use super::{Actor, Appended, AuditError, Event, Repair};
+use crate::clock::Clock;
 
 /// Most records one batch writes.
 const MAX_BATCH: usize = 256;
@@ -23,8 +27,10 @@ const MAX_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Mutex<Writer>>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     queue: std::sync::mpsc::Sender<Job>,
+    feed: broadcast::Sender<Arc<Record>>,
+    reader: Reader,
 }
 
 struct Job {
@@ -42,18 +48,33 @@ impl Journal {
     /// The chain is read without the lock (other writers keep appending meanwhile); only what was
     /// appended during that read is read again under the lock.
     pub fn open(path: &Path) -> Result<(Self, Option<Repair>), AuditError> {
-        Self::open_with(path, TIMING, || {})
+        Self::open_with(path, TIMING, Clock::system(), || {})
+    }
+
+    /// [`Journal::open`], with records stamped by `clock`.
+    pub fn open_clocked(path: &Path, clock: Clock) -> Result<(Self, Option<Repair>), AuditError> {
+        Self::open_with(path, TIMING, clock, || {})
     }
 
     /// [`Journal::open`] with other timing, and `unlocked` run between reading the chain and
     /// taking the lock (for tests).
-    fn open_with(
+    pub(super) fn open_with(
         path: &Path,
         timing: Timing,
+        clock: Clock,
         unlocked: impl FnOnce(),
     ) -> Result<(Self, Option<Repair>), AuditError> {
-        let mut writer = Writer::open(path, timing)?;
+        let open_err = |source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut writer = Writer::open(path, timing, clock)?;
         let shared = Arc::clone(&writer.shared);
+        let reader = Reader {
+            shared: Arc::clone(&shared),
+            file: Arc::new(writer.file.try_clone().map_err(open_err)?),
+        };
+        let feed = writer.feed.clone();
         unlocked();
         // Catching up with what was appended meanwhile is a batch with no records of its own.
         let repair = writer.commit(Vec::new())?.repair;
@@ -63,15 +84,14 @@ impl Journal {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || commit_loop(&committer, &jobs))
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(open_err)?;
         Ok((
             Journal {
                 inner,
                 shared,
                 queue,
+                feed,
+                reader,
             },
             repair,
         ))
@@ -152,6 +172,27 @@ impl Journal {
     pub fn is_healthy(&self) -> bool {
         self.health().is_ok()
     }
+
+    /// Every record that joins the chain from now on, in seq order: this process's own (sent once
+    /// they are on disk), and those other processes appended, as this process finds them (before
+    /// its next batch, or within a few seconds when idle). A receiver that falls more than 1024
+    /// records behind gets `Lagged` and reads the rest with [`Journal::records_after`], or uses
+    /// [`Journal::follow`], which does that itself.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.feed.subscribe()
+    }
+
+    /// Every record after seq `after`: those already in the file, then each new one, gapless.
+    pub fn follow(&self, after: u64) -> Follower {
+        Follower::new(self.reader.clone(), self.feed.subscribe(), after)
+    }
+
+    /// The records after seq `after` up to the head, read back from the file and checked against
+    /// the chain and the head. Blocking; cheap for a recent `after` (it starts at the nearest
+    /// recent batch), a full read for an old one.
+    pub fn records_after(&self, after: u64) -> Result<Vec<Record>, AuditError> {
+        self.reader.records_after(after)
+    }
 }
 
 /// The committer thread: takes what has queued, writes it as one batch, answers each caller; when
@@ -167,10 +208,11 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
                 // A blocking append holding the writer checks the file itself.
-                if let Ok(_writer) = writer.try_lock() {
+                if let Ok(mut writer) = writer.try_lock() {
                     shared.busy(|| {
                         let _ = shared.check_identity();
                     });
+                    writer.follow_others();
                 }
                 continue;
             }
@@ -439,9 +481,8 @@ mod tests {
             };
             encode(
                 &mut end,
-                Event::Requested,
-                &alice(),
-                entry,
+                &Clock::system(),
+                (Event::Requested, &alice(), entry),
                 None,
                 &mut bytes,
             );
@@ -459,7 +500,7 @@ mod tests {
     async fn a_lock_held_elsewhere_fails_the_batch_in_bounded_time_and_shows_in_health() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let (j, _) = Journal::open_with(&path, FAST, || {}).unwrap();
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
         j.append(Event::Denied, &alice(), Entry::default())
             .await
             .unwrap();
@@ -513,7 +554,7 @@ mod tests {
         let (bytes, _) = chain(5000);
         std::fs::write(&path, &bytes).unwrap();
         let (other, _) = Journal::open(&path).unwrap();
-        let (j, repair) = Journal::open_with(&path, FAST, || {
+        let (j, repair) = Journal::open_with(&path, FAST, Clock::system(), || {
             // Between reading the chain and taking the lock: the lock is free, and another writer
             // appends without waiting.
             drop(hold_lock(&path));
@@ -546,14 +587,13 @@ mod tests {
         let mut bytes = kept.clone();
         encode(
             &mut end.clone(),
-            Event::Denied,
-            &alice(),
-            Entry::default(),
+            &Clock::system(),
+            (Event::Denied, &alice(), Entry::default()),
             None,
             &mut bytes,
         );
         std::fs::write(&path, &bytes).unwrap();
-        let (j, _) = Journal::open_with(&path, FAST, || {
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {
             let mut other = kept.clone();
             let entry = Entry {
                 reason: Some("a longer record in place of the undone one".into()),
@@ -561,9 +601,8 @@ mod tests {
             };
             encode(
                 &mut end.clone(),
-                Event::Denied,
-                &alice(),
-                entry,
+                &Clock::system(),
+                (Event::Denied, &alice(), entry),
                 None,
                 &mut other,
             );
@@ -589,7 +628,7 @@ mod tests {
     fn health_reads_only_memory_and_the_idle_writer_checks_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let (j, _) = Journal::open_with(&path, FAST, || {}).unwrap();
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
         {
             // While the writer is held (as by a batch stuck on the disk), replace the file:
             // health answers from memory, so it cannot know yet.
