@@ -99,8 +99,9 @@ struct Batch {
 const FEED_CAPACITY: usize = 1024;
 
 impl Writer {
-    /// Opens (creating it and its directory, mode 0600) and reads the chain as far as it is
-    /// settled, without the lock: the first [`Writer::commit`] reads the rest under it.
+    /// Opens (creating it and its directory, mode 0600; never through a symbolic link) and reads
+    /// the chain as far as it is settled, without the lock: the first [`Writer::commit`] reads the
+    /// rest under it.
     pub(super) fn open(path: &Path, timing: Timing, clock: Clock) -> Result<Self, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
@@ -114,8 +115,19 @@ impl Writer {
             .append(true)
             .create(true)
             .mode(0o600)
+            // A link is refused, not followed: the file is then chmod-ed and written, and the
+            // target of a link someone planted is not ours to touch.
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
-            .map_err(open_err)?;
+            .map_err(|source| {
+                if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    AuditError::Symlink {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    open_err(source)
+                }
+            })?;
         let meta = file.metadata().map_err(open_err)?;
         if !meta.is_file() {
             return Err(open_err(io::Error::other("not a regular file")));

@@ -132,6 +132,10 @@ fn local_name(
 pub enum AuditError {
     #[error("cannot open the audit journal {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
+    /// Opening follows no link: a link planted at the path could point the bot's writes (and its
+    /// chmod to 0600) at any file it can reach.
+    #[error("the audit journal {path} is a symbolic link, and the bot opens only a regular file there (it changed nothing the link points to). Set `[audit] path` to the file itself, or replace the link with the file")]
+    Symlink { path: PathBuf },
     #[error("cannot read the audit journal {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("the audit journal {path} is damaged: {problem}. Run `vncbot audit verify` and move the file aside once it has been examined")]
@@ -187,6 +191,7 @@ impl AuditError {
                 found: *found,
             },
             AuditError::Replaced { path } => AuditError::Replaced { path: path.clone() },
+            AuditError::Symlink { path } => AuditError::Symlink { path: path.clone() },
             AuditError::Locked { path, waited } => AuditError::Locked {
                 path: path.clone(),
                 waited: *waited,

@@ -149,7 +149,8 @@ impl Shared {
 
     /// Whether the path still names the file opened; the answer is kept for health checks.
     pub(super) fn check_identity(&self) -> Result<(), AuditError> {
-        let same = matches!(std::fs::metadata(&self.path),
+        // A link put in the file's place is another file, even one that points to it.
+        let same = matches!(std::fs::symlink_metadata(&self.path),
             Ok(m) if m.is_file() && (m.dev(), m.ino()) == self.identity);
         let mut status = self.status();
         status.replaced = !same;

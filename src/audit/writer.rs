@@ -389,6 +389,54 @@ mod tests {
         ));
     }
 
+    /// A link planted at the journal's path could aim the bot's writes and its chmod anywhere.
+    #[test]
+    fn a_symbolic_link_at_the_path_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("someone-elses.txt");
+        std::fs::write(&target, "not a journal\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = Journal::open(&path).err().expect("a link was followed");
+        assert!(matches!(err, AuditError::Symlink { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains("symbolic link")
+                && text.contains("[audit] path"),
+            "{text}"
+        );
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o644,
+            "the target was chmod-ed"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not a journal\n");
+
+        // A dangling link does not create its target either.
+        let nowhere = dir.path().join("created-through-the-link.jsonl");
+        let dangling = dir.path().join("dangling.jsonl");
+        std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+        assert!(matches!(
+            Journal::open(&dangling),
+            Err(AuditError::Symlink { .. })
+        ));
+        assert!(!nowhere.exists());
+
+        // A link put in place of an open journal, even to the journal itself, is a replacement.
+        let real = dir.path().join("real.jsonl");
+        let (j, _) = Journal::open(&real).unwrap();
+        let moved = dir.path().join("moved.jsonl");
+        std::fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &real).unwrap();
+        assert!(matches!(
+            j.append_blocking(Event::Denied, &alice(), Entry::default()),
+            Err(AuditError::Replaced { .. })
+        ));
+    }
+
     /// Two opens of one file are two writers, as two processes would be: `flock` locks belong to
     /// the open file, not the process.
     #[test]
