@@ -178,3 +178,85 @@ async fn answer(mut reply: Reply, reset: &Notify) -> Response<Body> {
 fn status_code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).expect("the fakes answer with real status codes")
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends `raw` on a fresh connection and reads until the server closes or `until` is seen.
+    async fn exchange(addr: SocketAddr, raw: &str, until: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(raw.as_bytes()).await?;
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        while !String::from_utf8_lossy(&got).contains(until) {
+            match s.read(&mut buf).await? {
+                0 => break,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn hands_over_the_request_whole_and_keeps_the_connection() {
+        let addr = serve(|req: HttpRequest| async move {
+            let echo = format!(
+                "{} {} host={} body={}",
+                req.method,
+                req.path,
+                req.header("host").unwrap_or("-"),
+                String::from_utf8_lossy(&req.body)
+            );
+            Reply::Respond {
+                status: 200,
+                content_type: "text/plain",
+                body: echo.into_bytes(),
+            }
+        })
+        .await;
+        let one = "POST /a?b=1 HTTP/1.1\r\nHost: elsewhere.example\r\nContent-Length: 2\r\n\r\n{}";
+        let two = "GET /second HTTP/1.1\r\nHost: x\r\n\r\n";
+        let got = exchange(addr, &format!("{one}{two}"), "GET /second")
+            .await
+            .unwrap();
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("content-type: text/plain"), "{got}");
+        assert!(
+            got.contains("POST /a?b=1 host=elsewhere.example body={}"),
+            "{got}"
+        );
+        assert!(got.contains("GET /second host=x body="), "{got}");
+    }
+
+    #[tokio::test]
+    async fn a_reset_is_a_reset_and_a_redirect_has_no_body() {
+        let addr = serve(|req: HttpRequest| async move {
+            match req.path.as_str() {
+                "/reset" => Reply::Reset,
+                _ => Reply::Delay(
+                    Duration::from_millis(50),
+                    Box::new(Reply::Redirect {
+                        status: 302,
+                        location: "http://127.0.0.1:9/".into(),
+                    }),
+                ),
+            }
+        })
+        .await;
+        let err = exchange(addr, "GET /reset HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        let started = Instant::now();
+        let got = exchange(addr, "GET /go HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(got.starts_with("HTTP/1.1 302 Found\r\n"), "{got}");
+        assert!(got.contains("location: http://127.0.0.1:9/"), "{got}");
+        assert!(got.contains("content-length: 0"), "{got}");
+    }
+}
