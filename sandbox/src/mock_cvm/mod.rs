@@ -21,8 +21,9 @@
 //! (`PrivateAddresses`, `PublicAddresses`, `Zone`), its own regions and its own 10-a-second
 //! window for the console action.
 //!
-//! The verifier here is written from Tencent's documentation independently of `src/tencent/sign.rs`
-//! (it canonicalises whatever headers the request names in SignedHeaders).
+//! The files: `signature.rs` (the gateway's checks, TC3 recomputed from Tencent's documentation,
+//! independently of vncbot's `src/tencent/sign.rs`), `console.rs` (serving a request, the console
+//! action), `catalog.rs` (`DescribeInstances`), `instances.rs` (the instances and their shapes).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
