@@ -229,3 +229,47 @@ fn the_dockerfile_copies_what_exists_and_runs_unprivileged() {
     assert!(docker.contains("VOLUME [\"/var/lib/vncbot\"]"));
     assert!(docker.contains("--locked"));
 }
+
+/// The deploy build line: `cargo build` with the flags every deploy build uses.
+const DEPLOY_BUILD: &str = "cargo build --release --locked --no-default-features -p vncbot";
+
+#[test]
+fn deploy_builds_leave_the_demo_and_the_stand_ins_out() {
+    // The flag turns off exactly what brings the stand-ins in: the default `demo` feature, the
+    // only way the sandbox crate is a normal dependency.
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).unwrap();
+    let features = &manifest["features"];
+    assert_eq!(
+        features["default"].as_array().unwrap(),
+        &[toml::Value::from("demo")]
+    );
+    assert!(features["demo"]
+        .as_array()
+        .unwrap()
+        .contains(&toml::Value::from("dep:vncbot-sandbox")));
+    assert_eq!(
+        manifest["dependencies"]["vncbot-sandbox"]["optional"].as_bool(),
+        Some(true),
+        "the stand-ins are a normal dependency only behind `demo`"
+    );
+
+    let docker = read("deploy/Dockerfile");
+    let build = docker
+        .lines()
+        .find(|l| l.starts_with("RUN cargo build"))
+        .expect("the Dockerfile builds with cargo");
+    assert!(build.contains(DEPLOY_BUILD), "{build}");
+    let unit = read("deploy/systemd/vncbot.service");
+    assert!(unit.contains(DEPLOY_BUILD), "the unit says how to build");
+    let readme = read("README.md");
+    let systemd = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("- **systemd**"))
+        .take_while(|l| !l.starts_with("- **Kubernetes**"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        systemd.contains(DEPLOY_BUILD),
+        "the README's systemd steps build with {DEPLOY_BUILD}"
+    );
+}

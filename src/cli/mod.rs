@@ -2,6 +2,7 @@
 
 pub mod audit_verify;
 pub mod check_config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod instances;
 pub mod run;
