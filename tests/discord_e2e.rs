@@ -1290,24 +1290,22 @@ async fn a_grant_ends_when_its_window_runs_out() {
 #[tokio::test]
 async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
     let bot = start_bot(|t| t).await;
-    let g = grant(
-        &bot,
-        7001,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    bot.discord.set_roles(7001, vec![ONCALL_ROLE]);
+    let g = bot
+        .discord
+        .grant(vnc(7001, vec![ONCALL_ROLE], vec![("instance", "ins-running1")]))
+        .await;
     // Slow, but inside the client's 2 s timeout (no retry).
     bot.cvm
         .script([Scripted::Delay(Duration::from_millis(1500))]);
-    let t = press_button(&bot, &g, "open");
+    let t = bot.discord.press_button(&g, "open");
     bot.discord
         .wait_for(Duration::from_secs(5), "the press's member fetch", |c| {
             c.method == "GET" && c.path.ends_with("/members/7001")
         })
         .await;
     bot.discord.set_roles(7001, vec![]);
-    let ended = press_result(&bot, &t).await;
+    let ended = bot.discord.press_result(&t).await;
     let content = ended.body["content"].as_str().unwrap_or_default();
     assert!(content.contains("no longer allow"), "{content}");
     assert_eq!(bot.cvm.issued().len(), 1, "Tencent did make a link");
