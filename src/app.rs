@@ -42,7 +42,7 @@ pub fn build_core(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<Core, StartError> {
-    let (journal, repair) = Journal::open(&config.audit.path)?;
+    let (journal, repair) = Journal::open_clocked(&config.audit.path, clock.clone())?;
     let path = config.audit.path.display();
     match repair {
         Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
@@ -124,19 +124,11 @@ impl App {
         discord::messages::anchor_line(&self.core().journal().head())
     }
 
-    /// Records the refusals suppressed in the last minute and posts one line per member.
+    /// Records the refusals suppressed in the last minute, one count per member (the audit
+    /// channel's line follows from the record).
     async fn flush_suppressed(&self) {
-        match self.core().flush_suppressed().await {
-            Ok(batch) => {
-                for s in batch {
-                    self.bot
-                        .audit_feed
-                        .post_refusals(discord::messages::suppressed_line(&s));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "AUDIT WRITE FAILED for suppressed refusals")
-            }
+        if let Err(e) = self.core().flush_suppressed().await {
+            tracing::error!(error = %e, "AUDIT WRITE FAILED for suppressed refusals")
         }
     }
 }

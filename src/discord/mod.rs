@@ -6,6 +6,7 @@
 //! [`Handler::interaction_create`].
 
 pub mod audit_feed;
+pub mod audit_lines;
 pub mod autocomplete;
 pub mod grant_buttons;
 pub mod messages;
@@ -35,7 +36,7 @@ use audit_feed::AuditFeed;
 /// the adapter never reaches back up.
 pub struct Bot {
     pub core: Arc<Core>,
-    pub audit_feed: AuditFeed,
+    pub audit_feed: Arc<AuditFeed>,
     /// Commands being handled and DM edits still due: shutdown waits for them, and once it is
     /// closed no new command is taken.
     pub tasks: TaskTracker,
@@ -49,9 +50,14 @@ pub struct Bot {
 
 impl Bot {
     pub fn new(core: Arc<Core>, audit_channel: Option<u64>) -> Arc<Self> {
+        let audit_feed = Arc::new(AuditFeed::new(audit_channel));
+        // From the head on: what was recorded before this start was posted by the process
+        // that was running then.
+        let journal = core.journal();
+        audit_feed.project(journal.follow(journal.head().seq));
         let bot = Arc::new(Self {
             core,
-            audit_feed: AuditFeed::new(audit_channel),
+            audit_feed,
             tasks: TaskTracker::new(),
             http: OnceLock::new(),
             http_ready: tokio::sync::Notify::new(),
