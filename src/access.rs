@@ -172,7 +172,7 @@ pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
     if k.chars().count() > MAX_TAG_KEY_CHARS || v.chars().count() > MAX_TAG_VALUE_CHARS {
         return Err(InvalidTag::TooLong(shown));
     }
-    let bad = |s: &str| s.chars().any(crate::tencent::catalog::is_invisible) || s.trim() != s;
+    let bad = |s: &str| s.chars().any(crate::text::is_invisible) || s.trim() != s;
     if bad(k) || bad(v) {
         return Err(InvalidTag::BadCharacters(shown));
     }

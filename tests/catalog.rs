@@ -13,9 +13,10 @@ use vncbot::access::{authorize_with_tags, Decision, Rule};
 use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region, Snowflake};
 use vncbot::limits::ApiPacer;
-use vncbot::tencent::catalog::{choice_label, is_invisible, MAX_LABEL_CHARS};
-use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{Catalog, CvmClient, InstancesQuery, Resolution, State, TencentError};
+use vncbot::tencent::RetryPolicy;
+use vncbot::tencent::{choice_label, MAX_LABEL_CHARS};
+use vncbot::tencent::{Catalog, InstancesQuery, Resolution, State, TencentClient, TencentError};
+use vncbot::text::is_invisible;
 
 const GZ: &str = "ap-guangzhou";
 const FSI: &str = "ap-shanghai-fsi";
@@ -28,7 +29,7 @@ fn id(s: &str) -> InstanceId {
     InstanceId::parse(s).unwrap()
 }
 
-fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> CvmClient {
+fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> TencentClient {
     let cfg = TencentConfig {
         regions: vec![region(GZ), region(FSI)],
         products: vec![vncbot::ids::Product::Cvm],
@@ -48,10 +49,10 @@ fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> CvmClient {
         base: Duration::from_millis(10),
         rate_limited_floor: Duration::from_millis(50),
     };
-    CvmClient::new(&cfg, creds, pacer, retry).unwrap()
+    TencentClient::new(&cfg, creds, pacer, retry).unwrap()
 }
 
-fn client(mock: &MockCvm) -> CvmClient {
+fn client(mock: &MockCvm) -> TencentClient {
     client_with(mock, Duration::from_secs(2), 2)
 }
 

@@ -12,8 +12,8 @@ use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region};
 use vncbot::limits::ApiPacer;
 use vncbot::link::CONSOLE_PAGE;
-use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{ApiErrorKind, Console, CvmClient, TencentError, VncUrl};
+use vncbot::tencent::RetryPolicy;
+use vncbot::tencent::{ApiErrorKind, Console, TencentClient, TencentError, VncUrl};
 
 fn creds(id: &str, key: &str, token: Option<&str>) -> TencentCredentials {
     TencentCredentials {
@@ -23,7 +23,7 @@ fn creds(id: &str, key: &str, token: Option<&str>) -> TencentCredentials {
     }
 }
 
-fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> CvmClient {
+fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> TencentClient {
     let cfg = TencentConfig {
         regions: vec![Region::parse("ap-guangzhou").unwrap()],
         products: vec![vncbot::ids::Product::Cvm],
@@ -38,10 +38,10 @@ fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> 
         base: Duration::from_millis(20),
         rate_limited_floor: Duration::from_millis(1100),
     };
-    CvmClient::new(&cfg, creds, pacer, retry).unwrap()
+    TencentClient::new(&cfg, creds, pacer, retry).unwrap()
 }
 
-fn client(mock: &MockCvm) -> CvmClient {
+fn client(mock: &MockCvm) -> TencentClient {
     client_with(
         mock,
         creds(mock_cvm::SECRET_ID, mock_cvm::SECRET_KEY, None),
@@ -57,7 +57,7 @@ fn id(s: &str) -> InstanceId {
     InstanceId::parse(s).unwrap()
 }
 
-async fn api_code(c: &CvmClient, region: &Region, instance: &str) -> (ApiErrorKind, String) {
+async fn api_code(c: &TencentClient, region: &Region, instance: &str) -> (ApiErrorKind, String) {
     match c.describe_instance_vnc_url(region, &id(instance)).await {
         Err(TencentError::Api {
             kind,
@@ -420,7 +420,7 @@ async fn a_refused_connection_is_a_connect_error() {
         language: Language::EnUs,
         timeout: Duration::from_secs(2),
     };
-    let c = CvmClient::new(
+    let c = TencentClient::new(
         &cfg,
         creds("AKIDx", "k", None),
         ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(1)),

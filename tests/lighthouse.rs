@@ -14,10 +14,10 @@ use vncbot::config::{Config, Language, NotServed, TencentConfig, TencentCredenti
 use vncbot::ids::{InstanceId, InvalidInstanceId, Product, Region};
 use vncbot::limits::ApiPacer;
 use vncbot::metrics::METRICS;
-use vncbot::tencent::client::RetryPolicy;
 use vncbot::tencent::sign::{sign, SignInput};
+use vncbot::tencent::RetryPolicy;
 use vncbot::tencent::{
-    ApiErrorKind, Catalog, Console, CvmClient, InstancesQuery, State, TencentError,
+    ApiErrorKind, Catalog, Console, InstancesQuery, State, TencentClient, TencentError,
 };
 
 const GZ: &str = "ap-guangzhou";
@@ -55,18 +55,18 @@ fn tencent(
     }
 }
 
-fn client_for(cfg: &TencentConfig) -> CvmClient {
+fn client_for(cfg: &TencentConfig) -> TencentClient {
     let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
     let retry = RetryPolicy {
         attempts: 3,
         base: Duration::from_millis(20),
         rate_limited_floor: Duration::from_millis(1100),
     };
-    CvmClient::new(cfg, creds(), pacer, retry).unwrap()
+    TencentClient::new(cfg, creds(), pacer, retry).unwrap()
 }
 
 /// Both products, CVM in ap-guangzhou, Lighthouse in ap-guangzhou and ap-singapore.
-fn both(mock: &MockCvm) -> CvmClient {
+fn both(mock: &MockCvm) -> TencentClient {
     client_for(&tencent(
         mock,
         &[GZ, SG],
@@ -75,7 +75,7 @@ fn both(mock: &MockCvm) -> CvmClient {
     ))
 }
 
-async fn api_error(c: &CvmClient, r: &str, instance: &str) -> TencentError {
+async fn api_error(c: &TencentClient, r: &str, instance: &str) -> TencentError {
     c.describe_instance_vnc_url(&region(r), &id(instance))
         .await
         .unwrap_err()

@@ -17,11 +17,12 @@ use super::{
     LimitsConfig, LogConfig, LogFormat, ParseError, Problem, TencentConfig, DEFAULT_ANCHOR_MINUTES,
     DEFAULT_GRANT_MINUTES, DEFAULT_LINKS_PER_GRANT, DEFAULT_REFUSALS_PER_USER_PER_MINUTE,
     MAX_ANCHOR_MINUTES, MAX_API_PER_SECOND, MAX_GRANT_MINUTES, MAX_LINKS_PER_GRANT,
-    MAX_PER_INSTANCE_PER_MINUTE, MAX_REFUSALS_PER_USER_PER_MINUTE, MAX_TIMEOUT_SECS,
+    MAX_PER_INSTANCE_PER_MINUTE, MAX_REFUSALS_PER_USER_PER_MINUTE,
 };
 use super::{DEFAULT_CATALOG_REFRESH_SECS, MAX_CATALOG_REFRESH_SECS, MIN_CATALOG_REFRESH_SECS};
 use crate::access::{check_instance_pattern, parse_tag, Rule, MAX_RULE_TAGS};
 use crate::ids::{Product, Region, Snowflake};
+use crate::tencent::MAX_TIMEOUT_SECS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,8 +21,8 @@ use crate::ids::{InstanceId, Quoted, Region, Snowflake};
 use crate::limits::{ApiPacer, Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
-use crate::tencent::catalog::{self, Catalog, View};
-use crate::tencent::{Console, CvmClient};
+use crate::tencent::{self, Catalog, View};
+use crate::tencent::{Console, TencentClient};
 
 pub use decision::{decide, Decision, Rejection};
 pub use grants::{EndWhy, Grant, HeadsUp, Minted, Press};
@@ -50,7 +50,7 @@ pub struct Suppressed {
 }
 
 /// The core: policy, limits, journal and Tencent.
-pub struct Core<C = CvmClient> {
+pub struct Core<C = TencentClient> {
     live: RwLock<Live>,
     journal: Journal,
     console: C,
@@ -89,7 +89,8 @@ impl Core {
             // Its own client: DescribeInstances has its own pace and never queues behind (or
             // ahead of) console calls.
             let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-            let source = CvmClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+            let source =
+                TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
             Some(CatalogLink {
                 catalog: Arc::new(Catalog::new(&config.tencent.regions)),
                 source: Arc::new(source),
@@ -97,7 +98,7 @@ impl Core {
         } else {
             None
         };
-        let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
+        let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
         let mut core = Self::new(
             Policy::from_config(config),
             RequestLimits::new(&config.limits),
@@ -124,7 +125,7 @@ impl Core {
 /// The instance catalog and its own Tencent client.
 pub struct CatalogLink {
     pub catalog: Arc<Catalog>,
-    pub source: Arc<CvmClient>,
+    pub source: Arc<TencentClient>,
 }
 
 impl<C: Console> Core<C> {
@@ -172,11 +173,11 @@ impl<C: Console> Core<C> {
             return Vec::new();
         }
         let authority = Authority::Roles(roles.to_vec());
-        view.search(typed, catalog::MAX_CHOICES, |i| {
+        view.search(typed, tencent::MAX_CHOICES, |i| {
             policy.regions.contains(&i.region) && decision::may_open(&policy.rules, &authority, i)
         })
         .into_iter()
-        .map(|i| (catalog::choice_label(i), i.id.to_string()))
+        .map(|i| (tencent::choice_label(i), i.id.to_string()))
         .collect()
     }
 

@@ -29,7 +29,7 @@ pub struct SignInput<'a> {
 impl fmt::Debug for SignInput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignInput")
-            .field("secret_id", &crate::config::mask(self.secret_id))
+            .field("secret_id", &crate::text::mask(self.secret_id))
             .field("secret_key", &"[redacted]")
             .field("service", &self.service)
             .field("timestamp", &self.timestamp)
