@@ -4,15 +4,13 @@
 
 mod support;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::mock_cvm::{self, MockCvm, MockInstance, Scripted};
+use support::tencent::ClientBuilder;
 use vncbot::access::{authorize_with_tags, Decision, Rule};
-use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region, Snowflake};
-use vncbot::limits::ApiPacer;
 use vncbot::tencent::RetryPolicy;
 use vncbot::tencent::{choice_label, MAX_LABEL_CHARS};
 use vncbot::tencent::{Catalog, InstancesQuery, Resolution, State, TencentClient, TencentError};
@@ -30,26 +28,15 @@ fn id(s: &str) -> InstanceId {
 }
 
 fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> TencentClient {
-    let cfg = TencentConfig {
-        regions: vec![region(GZ), region(FSI)],
-        products: vec![vncbot::ids::Product::Cvm],
-        lighthouse_regions: vec![],
-        endpoint: Some(mock.endpoint().parse().unwrap()),
-        language: Language::EnUs,
-        timeout,
-    };
-    let creds = TencentCredentials {
-        secret_id: mock_cvm::SECRET_ID.into(),
-        secret_key: mock_cvm::SECRET_KEY.to_string().into(),
-        session_token: None,
-    };
-    let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
-    let retry = RetryPolicy {
-        attempts,
-        base: Duration::from_millis(10),
-        rate_limited_floor: Duration::from_millis(50),
-    };
-    TencentClient::new(&cfg, creds, pacer, retry).unwrap()
+    ClientBuilder::mock(mock)
+        .regions(&[GZ, FSI])
+        .timeout(timeout)
+        .retry(RetryPolicy {
+            attempts,
+            base: Duration::from_millis(10),
+            rate_limited_floor: Duration::from_millis(50),
+        })
+        .build()
 }
 
 fn client(mock: &MockCvm) -> TencentClient {

@@ -2,6 +2,8 @@
 //! Tencent Cloud live in the crate (`vncbot::sandbox`), shared with `vncbot demo`.
 #![allow(dead_code, unused_imports)]
 
+pub mod tencent;
+
 pub use vncbot::sandbox::{fake_discord, http, mock_cvm};
 pub use vncbot::sandbox::{GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 
