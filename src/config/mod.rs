@@ -134,9 +134,12 @@ pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 60;
 pub const MIN_CATALOG_REFRESH_SECS: u64 = 10;
 /// An hour: older than that, states and tags are too stale to act on.
 pub const MAX_CATALOG_REFRESH_SECS: u64 = 3600;
+pub const DEFAULT_PER_USER_PER_MINUTE: u32 = 3;
+pub const MAX_PER_USER_PER_MINUTE: u32 = 60;
+pub const DEFAULT_PER_INSTANCE_PER_MINUTE: u32 = 10;
 /// Tencent allows at most 30 console reconnects a minute per instance.
 pub const MAX_PER_INSTANCE_PER_MINUTE: u32 = 30;
-/// Tencent's documented limit for DescribeInstanceVncUrl, per account.
+/// Tencent's documented limit for DescribeInstanceVncUrl, per account; also the default.
 pub const MAX_API_PER_SECOND: u32 = 10;
 pub const DEFAULT_GRANT_MINUTES: u32 = 10;
 /// A grant is for an incident's first response, not a standing permission.
@@ -146,6 +149,7 @@ pub const DEFAULT_LINKS_PER_GRANT: u32 = 10;
 pub const MAX_LINKS_PER_GRANT: u32 = 30;
 pub const DEFAULT_REFUSALS_PER_USER_PER_MINUTE: u32 = 10;
 pub const MAX_REFUSALS_PER_USER_PER_MINUTE: u32 = 600;
+pub const DEFAULT_AUDIT_PATH: &str = "vncbot-audit.jsonl";
 pub const DEFAULT_ANCHOR_MINUTES: u32 = 60;
 /// One day: an anchor older than that leaves too long a stretch of the journal unwitnessed.
 pub const MAX_ANCHOR_MINUTES: u32 = 1440;

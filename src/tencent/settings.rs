@@ -103,8 +103,10 @@ fn join_regions(regions: &[Region]) -> String {
         .join(", ")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The language of Tencent's error messages (`X-TC-Language`); English unless the config says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum Language {
+    #[default]
     #[serde(rename = "en-US")]
     EnUs,
     #[serde(rename = "zh-CN")]
