@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use support::mock_cvm::{self, MockCvm, MockInstance};
 use vncbot::access::{authorize_with_tags, Decision, Rule};
-use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region, Snowflake};
 use vncbot::limits::ApiPacer;
 use vncbot::tencent::RetryPolicy;
@@ -25,6 +24,7 @@ use vncbot::tencent::{
     choice_label, Catalog, Instance, InstanceSource, InstancesPage, InstancesQuery, State,
     TencentClient, TencentError,
 };
+use vncbot::tencent::{Language, TencentConfig, TencentCredentials};
 
 /// Counts the bytes live on the heap.
 struct Counting;

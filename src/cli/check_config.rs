@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use vncbot::audit::{verify_file, Problem};
-use vncbot::config::{self, mask, Config, TencentCredentials};
+use vncbot::config::{self, Config, TencentCredentials};
 use vncbot::ids::Product;
 use vncbot::limits::ApiPacer;
 use vncbot::tencent::api_version;
 use vncbot::tencent::endpoint;
+use vncbot::text::mask;
 
 use super::Exit;
 

@@ -25,7 +25,6 @@ pub use secrets::{
 // one config.
 pub use crate::limits::LimitsConfig;
 pub use crate::tencent::{Language, NotServed, TencentConfig, TencentCredentials};
-pub use crate::text::mask;
 
 pub const DEFAULT_PATH: &str = "config/vncbot.toml";
 

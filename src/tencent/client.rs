@@ -94,17 +94,12 @@ impl TencentClient {
         })
     }
 
-    /// CVM's endpoint for `region`.
-    pub fn endpoint(&self, region: &Region) -> Endpoint {
-        self.endpoint_for(Product::Cvm, region)
-    }
-
-    pub fn endpoint_for(&self, product: Product, region: &Region) -> Endpoint {
+    fn endpoint_for(&self, product: Product, region: &Region) -> Endpoint {
         endpoint::resolve_for(product, region, self.endpoint_override.as_ref())
     }
 
     /// Whether the config serves `product` in `region` (see [`TencentConfig::serves_in`]).
-    pub fn serves(&self, product: Product, region: &Region) -> bool {
+    pub(super) fn serves(&self, product: Product, region: &Region) -> bool {
         self.tencent.serves_in(product, region)
     }
 
@@ -138,7 +133,7 @@ impl TencentClient {
     /// is sent: a request that waited in the queue is checked against the policy of the moment.
     /// The instance's product (from its ID) picks the host, version, signature and pace; a
     /// product or region the config does not serve is refused before anything is sent.
-    pub async fn describe_instance_vnc_url_while(
+    pub(super) async fn describe_instance_vnc_url_while(
         &self,
         region: &Region,
         instance: &InstanceId,

@@ -25,10 +25,12 @@ pub use catalog::{Catalog, InstanceSource, RegionStatus};
 pub use client::{TencentClient, VncUrl, CATALOG_PER_SECOND};
 pub use credentials::TencentCredentials;
 pub use error::{ApiErrorKind, TencentError};
-pub use instance::{choice_label, Instance, State, MAX_CHOICES, MAX_LABEL_CHARS};
+pub(crate) use instance::MAX_CHOICES;
+pub use instance::{choice_label, Instance, State, MAX_LABEL_CHARS};
 pub use query::{InstancesPage, InstancesQuery};
 pub use retry::RetryPolicy;
-pub use settings::{Language, NotServed, TencentConfig, DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS};
+pub use settings::{Language, NotServed, TencentConfig};
+pub(crate) use settings::{DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS};
 pub use transport::api_version;
 pub use view::{Resolution, View};
 
