@@ -8,7 +8,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::Url;
 use serde::Deserialize;
 
 use super::credentials::TencentCredentials;
@@ -50,7 +49,6 @@ pub struct VncUrl {
 /// The Tencent Cloud API client: console URLs and instance lists, for CVM and Lighthouse alike.
 pub struct TencentClient {
     transport: Transport,
-    endpoint_override: Option<Url>,
     /// What the config serves: products, and the regions of each.
     tencent: TencentConfig,
     /// CVM's console action.
@@ -84,7 +82,6 @@ impl TencentClient {
         };
         Ok(Self {
             transport: Transport::new(cfg, creds)?,
-            endpoint_override: cfg.endpoint.clone(),
             tencent: cfg.clone(),
             lighthouse_pacer: pacer.twin(),
             pacer,
@@ -95,7 +92,7 @@ impl TencentClient {
     }
 
     fn endpoint_for(&self, product: Product, region: &Region) -> Endpoint {
-        endpoint::resolve_for(product, region, self.endpoint_override.as_ref())
+        endpoint::resolve_for(product, region, self.tencent.endpoint.as_ref())
     }
 
     /// Whether the config serves `product` in `region` (see [`TencentConfig::serves_in`]).
@@ -168,6 +165,8 @@ impl TencentClient {
         })
     }
 
+    /// One console attempt: a wait for the product's pace, the caller's last word, then the
+    /// call, counted in the metrics.
     async fn attempt(
         &self,
         product: Product,
@@ -203,6 +202,7 @@ impl TencentClient {
         result
     }
 
+    /// One signed `DescribeInstanceVncUrl`, and the link composed from its answer.
     async fn mint(
         &self,
         product: Product,
