@@ -15,17 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::audit::{Actor, AuditError, Entry, Event, Journal, Repair};
-use crate::config::Config;
+use crate::audit::{Actor, AuditError, Entry, Event, Journal};
+use crate::clock::Clock;
 use crate::ids::{InstanceId, Quoted, Region, Snowflake};
-use crate::limits::{ApiPacer, Limited, RequestLimits, Spend};
+use crate::limits::{Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
 use crate::tencent::{self, Catalog, View};
 use crate::tencent::{Console, TencentClient};
 
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, HeadsUp, Minted, Press};
+pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -57,58 +57,12 @@ pub struct Core<C = TencentClient> {
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
+    timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
+    clock: Clock,
 }
 
-/// Why the core could not be built at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("cannot set up the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
-impl Core {
-    /// Builds the core from a validated config: opens (and if need be repairs) the journal.
-    pub fn from_config(
-        config: &Config,
-        creds: crate::config::TencentCredentials,
-    ) -> Result<Self, StartError> {
-        let (journal, repair) = Journal::open(&config.audit.path)?;
-        let path = config.audit.path.display();
-        match repair {
-            Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
-                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain"),
-            Some(Repair::Completed { seq }) => tracing::warn!(seq, %path,
-                "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
-            None => {}
-        }
-        let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-        let catalog = if config.catalog.enabled {
-            // Its own client: DescribeInstances has its own pace and never queues behind (or
-            // ahead of) console calls.
-            let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-            let source =
-                TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
-            Some(CatalogLink {
-                catalog: Arc::new(Catalog::new(&config.tencent.regions)),
-                source: Arc::new(source),
-            })
-        } else {
-            None
-        };
-        let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
-        let mut core = Self::new(
-            Policy::from_config(config),
-            RequestLimits::new(&config.limits),
-            journal,
-            cvm,
-        );
-        core.catalog = catalog;
-        Ok(core)
-    }
-
+impl<C> Core<C> {
     /// Lists every region now (for `vncbot url NAME`, which has no background refresher).
     pub async fn refresh_catalog(&self) {
         if let Some(link) = &self.catalog {
@@ -119,6 +73,12 @@ impl Core {
     /// The catalog and the client that refreshes it, when `[catalog] enabled`.
     pub fn catalog_link(&self) -> Option<&CatalogLink> {
         self.catalog.as_ref()
+    }
+
+    /// Resolves names, vouches for tags and re-reads stopped instances through this catalog.
+    pub fn with_catalog(mut self, link: CatalogLink) -> Self {
+        self.catalog = Some(link);
+        self
     }
 }
 
@@ -139,8 +99,26 @@ impl<C: Console> Core<C> {
             console,
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
+            timers: grants::timers::Timers::default(),
             catalog: None,
+            clock: Clock::system(),
         }
+    }
+
+    /// The clock every deadline and record time of this core is read from.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// What becomes of grants: ends, expired links, grants resumed at start. Adapters render
+    /// these; they decide nothing.
+    pub fn grant_events(&self) -> tokio::sync::broadcast::Receiver<GrantEvent> {
+        self.grants.subscribe()
     }
 
     /// The catalog as it stands (a cheap snapshot), when there is one.
@@ -305,11 +283,7 @@ impl<C: Console> Core<C> {
                 } = *rejected;
                 let outcome = refusal.outcome();
                 if let Refusal::Limited(l) = &refusal {
-                    let which = match l {
-                        Limited::User { .. } => "user",
-                        Limited::Instance { .. } => "instance",
-                    };
-                    METRICS.limited(which);
+                    self.count_limited(l);
                 }
                 // A refusal stays a refusal even when it cannot be recorded; the failure to
                 // record it is what the user needs to hear about, and admins see it logged.
@@ -326,7 +300,10 @@ impl<C: Console> Core<C> {
                     )
                     .await
                 {
-                    Ok(_) => Err(refusal),
+                    Ok(_) => {
+                        self.count(&outcome);
+                        Err(refusal)
+                    }
                     Err(e) => Err(Refusal::AuditUnavailable(e)),
                 }
             }
@@ -359,7 +336,11 @@ impl<C: Console> Core<C> {
                 count: Some(s.count),
                 ..Entry::default()
             };
-            if let Err(e) = self.journal.append(Event::Limited, &s.actor, entry).await {
+            let written = self.journal.append(Event::Limited, &s.actor, entry).await;
+            if written.is_ok() {
+                METRICS.command_n(Outcome::TooManyRefusals.code(), s.count);
+            }
+            if let Err(e) = written {
                 // Keep the counts not yet written for the next flush.
                 let mut map = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
                 for s in &batch[i..] {
@@ -413,16 +394,7 @@ impl<C: Console> Core<C> {
         // The state check costs a Tencent read: only for a request still allowed and live.
         if denied_now().is_none() && still_live() {
             if let Some(refusal) = self.not_ready(&a.instance, &a.region).await {
-                let outcome = refusal.outcome();
-                self.journal
-                    .append(
-                        outcome.event(),
-                        &a.actor,
-                        Entry {
-                            code: Some(outcome.code().to_owned()),
-                            ..entry()
-                        },
-                    )
+                self.note(&refusal.outcome(), &a.actor, entry())
                     .await
                     .map_err(Refusal::AuditUnavailable)?;
                 return Err(refusal);
@@ -451,19 +423,16 @@ impl<C: Console> Core<C> {
             };
             tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
                 "an approved request lost its rule (or its grant) before Tencent was called");
-            let outcome = refusal.outcome();
-            self.journal
-                .append(
-                    outcome.event(),
-                    &a.actor,
-                    Entry {
-                        code: Some(outcome.code().to_owned()),
-                        rule: None,
-                        ..entry()
-                    },
-                )
-                .await
-                .map_err(Refusal::AuditUnavailable)?;
+            self.note(
+                &refusal.outcome(),
+                &a.actor,
+                Entry {
+                    rule: None,
+                    ..entry()
+                },
+            )
+            .await
+            .map_err(Refusal::AuditUnavailable)?;
             return Err(refusal);
         }
         match result {
@@ -484,8 +453,12 @@ impl<C: Console> Core<C> {
                     instance = %a.instance, region = %a.region, request_id = %vnc.request_id,
                     attempts = vnc.attempts, audit_seq = appended.seq, "console URL issued"
                 );
+                // The link's 15 s run from Tencent's answer, read on this core's clock.
+                let age = std::time::SystemTime::now()
+                    .duration_since(vnc.issued_at)
+                    .unwrap_or_default();
                 Ok(Issued {
-                    expires_at: vnc.issued_at + Duration::from_secs(VALID_FOR_SECS),
+                    expires_at: self.clock.now() - age + Duration::from_secs(VALID_FOR_SECS),
                     url: vnc.url,
                     instance: a.instance.clone(),
                     region: a.region.clone(),
@@ -503,18 +476,17 @@ impl<C: Console> Core<C> {
                     tracing::warn!(instance = %a.instance, region = %a.region, code = %code,
                         request_id, error = %error, "Tencent call failed");
                 }
-                self.journal
-                    .append(
-                        Event::Failed,
-                        &a.actor,
-                        Entry {
-                            code: Some(code),
-                            request_id: error.request_id().map(str::to_owned),
-                            ..entry()
-                        },
-                    )
-                    .await
-                    .map_err(Refusal::AuditUnavailable)?;
+                let _ = code;
+                self.note(
+                    &Outcome::tencent(&error),
+                    &a.actor,
+                    Entry {
+                        request_id: error.request_id().map(str::to_owned),
+                        ..entry()
+                    },
+                )
+                .await
+                .map_err(Refusal::AuditUnavailable)?;
                 let message = error.user_message(&a.instance, &a.region);
                 Err(Refusal::Tencent {
                     error: Box::new(error),
@@ -531,22 +503,49 @@ impl<C: Console> Core<C> {
         issued: &Issued,
         outcome: &Outcome,
     ) -> Result<(), AuditError> {
-        let code = (*outcome != Outcome::Delivered).then(|| outcome.code().to_owned());
-        self.journal
-            .append(
-                outcome.event(),
-                actor,
-                Entry {
-                    instance: Some(issued.instance.to_string()),
-                    region: Some(issued.region.to_string()),
-                    code,
-                    request_id: Some(issued.request_id.clone()),
-                    refers_to: Some(issued.audit_seq),
-                    ..Entry::default()
-                },
-            )
-            .await
-            .map(|_| ())
+        self.note(
+            outcome,
+            actor,
+            Entry {
+                instance: Some(issued.instance.to_string()),
+                region: Some(issued.region.to_string()),
+                request_id: Some(issued.request_id.clone()),
+                refers_to: Some(issued.audit_seq),
+                ..Entry::default()
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records an outcome (its event, and its code where the event alone does not say it) and
+    /// counts it: the one place an outcome becomes a record and a metric.
+    pub(crate) async fn note(
+        &self,
+        outcome: &Outcome,
+        actor: &Actor,
+        entry: Entry,
+    ) -> Result<u64, AuditError> {
+        let code = (!matches!(outcome, Outcome::Delivered | Outcome::Granted))
+            .then(|| outcome.code().to_owned());
+        let appended = self
+            .journal
+            .append(outcome.event(), actor, Entry { code, ..entry })
+            .await?;
+        self.count(outcome);
+        Ok(appended.seq)
+    }
+
+    /// Counts an outcome whose record was written.
+    pub(crate) fn count(&self, outcome: &Outcome) {
+        METRICS.command(outcome.code());
+    }
+
+    pub(crate) fn count_limited(&self, l: &Limited) {
+        METRICS.limited(match l {
+            Limited::User { .. } => "user",
+            Limited::Instance { .. } => "instance",
+        });
     }
 
     async fn record(
