@@ -2,7 +2,9 @@
 //!
 //! The flow of one request: [`config`] → [`app`] (the process) → the Discord adapter
 //! ([`discord`]) or the `url` command → [`core`] (transport-free) → [`access`], [`limits`],
-//! [`audit`], [`tencent`].
+//! [`audit`], [`tencent`]. Settings go the other way: each lower module defines its own
+//! (`limits::LimitsConfig`, `tencent::TencentConfig`), and [`config`] fills them from the file.
+//! At the bottom, [`ids`] and [`text`] (untrusted text made safe to show).
 
 pub mod access;
 pub mod app;

@@ -1,6 +1,6 @@
 //! The config file (TOML) and the secrets from the environment.
 //!
-//! Loading is strict: unknown keys are rejected by serde, and validation ([`raw`]) collects every
+//! Loading is strict: unknown keys are rejected by serde, and validation (`raw`) collects every
 //! remaining mistake, each naming its key and the fix, so an admin fixes the file in one pass.
 //! This module holds what the rest of the crate sees: validated values only.
 

@@ -118,7 +118,7 @@ pub struct Instance {
     pub public_ips: Vec<IpAddr>,
     pub zone: String,
     pub os: String,
-    /// `(key, value)`, at most [`MAX_TAGS`]. A tag too long or with control or format
+    /// `(key, value)`, at most `MAX_TAGS` (50). A tag too long or with control or format
     /// characters is dropped: it can never satisfy a rule (fail closed).
     pub tags: Vec<(String, String)>,
     pub region: Region,

@@ -17,13 +17,13 @@ pub const MAX_FILTER_VALUES: usize = 5;
 /// What one DescribeInstances call asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstancesQuery {
-    /// `{"Offset":…,"Limit":…}`; `limit` is clamped to 1..=[`MAX_PAGE`].
+    /// `{"Offset":…,"Limit":…}`; `limit` is clamped to 1..=`MAX_PAGE` (100).
     Page { offset: u32, limit: u32 },
-    /// `{"InstanceIds":[…]}`: chosen instances, at most [`MAX_PAGE`] (more are an error).
+    /// `{"InstanceIds":[…]}`: chosen instances, at most `MAX_PAGE` (100) (more are an error).
     Ids(Vec<InstanceId>),
     /// `{"Filters":[{"Name":…,"Values":[…]}],"Offset":…,"Limit":…}`: e.g. `instance-name`,
     /// `instance-state`, `private-ip-address`, `tag:KEY`. Tencent allows at most
-    /// [`MAX_FILTERS`] filters of [`MAX_FILTER_VALUES`] values each (more are an error).
+    /// `MAX_FILTERS` (10) filters of `MAX_FILTER_VALUES` (5) values each (more are an error).
     Filtered {
         filters: Vec<(String, Vec<String>)>,
         offset: u32,
