@@ -1333,3 +1333,54 @@ async fn a_grant_ends_when_its_window_runs_out() {
         .any(|r| r["event"] == "ended" && r["code"] == "expired" && r["refers_to"] == g.grant));
     assert!(bot.cvm.seen().is_empty());
 }
+
+/// The role is removed while Tencent is making the link: the roles are read again before the
+/// link is shown, so the link is discarded (and recorded), the grant ends, and the DM says so.
+#[tokio::test]
+async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
+    let bot = start_bot(|t| t).await;
+    let g = grant(
+        &bot,
+        7001,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    )
+    .await;
+    // Slow, but inside the client's 2 s timeout (no retry).
+    bot.cvm
+        .script([Scripted::Delay(Duration::from_millis(1500))]);
+    let t = press_button(&bot, &g, "open");
+    bot.discord
+        .wait_for(Duration::from_secs(5), "the press's member fetch", |c| {
+            c.method == "GET" && c.path.ends_with("/members/7001")
+        })
+        .await;
+    bot.discord.set_roles(7001, vec![]);
+    let ended = press_result(&bot, &t).await;
+    let content = ended.body["content"].as_str().unwrap_or_default();
+    assert!(content.contains("no longer allow"), "{content}");
+    assert_eq!(bot.cvm.issued().len(), 1, "Tencent did make a link");
+    let link = &bot.cvm.issued()[0];
+    for c in bot.discord.calls() {
+        assert!(
+            !c.body.to_string().contains(link.as_str()),
+            "link shown in {}",
+            c.path
+        );
+    }
+    let records: Vec<Value> = std::fs::read_to_string(bot.journal())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rid = &bot.cvm.seen()[0].request_id;
+    assert!(records.iter().any(|r| r["event"] == "denied"
+        && r["code"] == "role_removed"
+        && r["request_id"] == rid.as_str()));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "ended" && r["refers_to"] == g.grant));
+    assert!(!records
+        .iter()
+        .any(|r| r["event"] == "delivered" && r["request_id"] == rid.as_str()));
+}

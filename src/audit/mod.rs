@@ -59,6 +59,9 @@ pub enum Event {
     Ended,
     /// A torn last line (a crash mid-write) was found and sealed.
     Sealed,
+    /// A live grant was rebuilt from the journal at start, and is honoured until `until`
+    /// (capped by the window in force).
+    Resumed,
 }
 
 /// Who asked.

@@ -1297,4 +1297,153 @@ mod tests {
         assert_eq!(minted, 10, "per_instance_per_minute is 10");
         assert_eq!(f.calls(), 10);
     }
+
+    /// Presses spend the member's own budget (at their rate, apart from `/vnc`): one member
+    /// pressing over and over cannot use up an instance and lock the others out of it.
+    #[tokio::test]
+    async fn presses_spend_the_members_budget_too() {
+        let f = Fixture::new(None, None);
+        let mut minted = 0;
+        // Member 1: two grants of 3 links each; their press budget is 5 a minute.
+        for _ in 0..2 {
+            let g = f
+                .core
+                .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+                .await
+                .unwrap();
+            for _ in 0..3 {
+                let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+                match f.core.finish_press(press, roles(&[ONCALL])).await {
+                    Ok(_) => minted += 1,
+                    Err(Refusal::Limited(crate::limits::Limited::User { .. })) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }
+        assert_eq!(minted, 5, "per_user_per_minute is 5");
+        // Someone else still gets the instance.
+        let g = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(2)).await.unwrap();
+        f.core
+            .finish_press(press, roles(&[ONCALL]))
+            .await
+            .expect("another member is not locked out");
+    }
+
+    /// The role is removed while Tencent makes the link: the link is discarded (recorded with
+    /// its RequestId), the grant ends, and nothing is shown.
+    #[tokio::test]
+    async fn a_link_made_after_the_role_went_is_discarded_and_the_grant_ends() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        let minted = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        let refusal = f.core.confirm_link(minted, roles(&[])).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::RoleRemoved { .. }), "{refusal}");
+        assert!(!f.core.grant_is_live(g.id));
+        let text = std::fs::read_to_string(f.dir.path().join("audit.jsonl")).unwrap();
+        let denied = text
+            .lines()
+            .find(|l| l.contains(r#""event":"denied""#))
+            .expect("the discarded link is recorded");
+        assert!(denied.contains(r#""code":"role_removed""#) && denied.contains("rid-ok"));
+        // Roles Discord cannot give now: discarded too, and the grant stays for a retry.
+        let g = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(2)).await.unwrap();
+        let minted = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        assert!(matches!(
+            f.core.confirm_link(minted, None).await,
+            Err(Refusal::RolesUnavailable)
+        ));
+        assert!(f.core.grant_is_live(g.id));
+    }
+
+    /// A grant whose DM could not be recorded is ended, and stays ended once the journal can
+    /// be written again.
+    #[tokio::test]
+    async fn a_grant_whose_dm_was_not_recorded_stays_ended() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let path = f.dir.path().join("audit.jsonl");
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(
+            f.core.record_grant_dm(&g, Ok((77, 88))).await,
+            Err(Refusal::AuditUnavailable(_))
+        ));
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, kept).unwrap();
+        assert!(!f.core.grant_is_live(g.id));
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(1)).await,
+            Err(Refusal::GrantEnded | Refusal::AuditUnavailable(_))
+        ));
+    }
+
+    /// A `granted` record that claims more than the window in force (appended correctly
+    /// chained, or written with a time far in the future) is honoured only for the window in
+    /// force from now, and its resumption is recorded.
+    #[tokio::test]
+    async fn a_forged_grant_is_capped_at_the_window_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let now = SystemTime::now();
+        let forge = |clock: Clock, until: SystemTime| {
+            let (journal, _) = Journal::open_clocked(&path, clock).unwrap();
+            journal
+                .append_blocking(
+                    Event::Granted,
+                    &discord(1),
+                    Entry {
+                        guild: Some(GUILD),
+                        instance: Some("ins-a1b2c3d4".into()),
+                        region: Some("ap-guangzhou".into()),
+                        until: Some(grants::rfc3339_for_tests(until)),
+                        ..Entry::default()
+                    },
+                )
+                .unwrap()
+                .seq
+        };
+        let long = forge(Clock::system(), now + Duration::from_secs(59 * 60));
+        let future = Clock::adjustable();
+        future.advance(Duration::from_secs(72 * 365 * 24 * 3600));
+        let far = forge(future.clone(), future.now() + Duration::from_secs(3000));
+        let (journal, _) = Journal::open(&path).unwrap();
+        let tencent = FakeTencent {
+            calls: AtomicUsize::new(0),
+            fail_with: None,
+            gate: None,
+        };
+        let core = Core::new(policy(), limits(3), journal, tencent);
+        let (live, lapsed) = core.resume_grants(&path).await.unwrap();
+        assert_eq!((live, lapsed), (2, 0));
+        for id in [long, far] {
+            let g = core.grant_by_id(id).unwrap();
+            assert!(
+                g.until <= SystemTime::now() + Duration::from_secs(600),
+                "grant {id} capped at the 10-minute window from now: {:?}",
+                g.until.duration_since(now)
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(r#""event":"resumed""#).count(), 2);
+    }
 }

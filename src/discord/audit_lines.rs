@@ -109,6 +109,30 @@ impl Lines {
                 };
                 Some(Line::Access(say(&self.about_grant(text, r))))
             }
+            Event::Resumed => {
+                let until = e
+                    .until
+                    .as_deref()
+                    .and_then(|u| {
+                        time::OffsetDateTime::parse(
+                            u,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    })
+                    .map_or_else(
+                        || "?".to_owned(),
+                        |t| format!("<t:{}:f>", t.unix_timestamp()),
+                    );
+                let grant = e
+                    .refers_to
+                    .map_or_else(|| "?".to_owned(), |g| g.to_string());
+                Some(Line::Access(format!(
+                    "grant {grant} rebuilt at start, until {until}: {} ({})",
+                    escape(e.instance.as_deref().unwrap_or("?"), 40),
+                    escape(e.region.as_deref().unwrap_or("?"), 40)
+                )))
+            }
             Event::Sealed => Some(Line::Access(format!(
                 "audit journal: a torn last line (a crash mid-write) was sealed at seq {}",
                 r.seq

@@ -181,19 +181,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
         let mut press = app.core.begin_press(id, actor).await?;
         // Where the link will be shown and later scrubbed: the DM Discord says was pressed.
         press.dm = Some((comp.channel_id.get(), comp.message.id.get()));
-        let guild = GuildId::new(press.grant.guild.get());
-        let roles = match ctx.http.get_member(guild, comp.user.id).await {
-            Ok(m) => Some(
-                m.roles
-                    .iter()
-                    .filter_map(|r| Snowflake::new(r.get()))
-                    .collect(),
-            ),
-            Err(e) => {
-                tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
-                None
-            }
-        };
+        let roles = member_roles(ctx, press.grant.guild, comp).await;
         Ok::<_, Refusal>((press, roles))
     };
     let (acked, prepared) = tokio::join!(acknowledge(ctx, comp), prepare);
@@ -212,13 +200,47 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
         }
     };
     let grant = press.grant.clone();
-    match app.core.finish_press(press, roles).await {
+    let minted = match app.core.finish_press(press, roles).await {
+        // The role may have gone while Tencent was asked: the roles are read once more before
+        // the link is shown.
+        Ok(minted) => {
+            let roles = member_roles(ctx, grant.guild, comp).await;
+            app.core.confirm_link(minted, roles).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match minted {
         Ok(minted) => show_link(ctx, app, comp, actor, minted).await,
         Err(refusal) => {
             if let Refusal::RoleRemoved { .. } = refusal {
                 show_ended(ctx, app, comp, &grant, EndWhy::RoleRemoved).await;
             }
             tell(ctx, comp, &refusal.to_string()).await;
+        }
+    }
+}
+
+/// The presser's roles as Discord gives them now (a button in a DM carries no member); `None`
+/// when Discord could not be asked.
+async fn member_roles(
+    ctx: &Context,
+    guild: Snowflake,
+    comp: &ComponentInteraction,
+) -> Option<Vec<Snowflake>> {
+    match ctx
+        .http
+        .get_member(GuildId::new(guild.get()), comp.user.id)
+        .await
+    {
+        Ok(m) => Some(
+            m.roles
+                .iter()
+                .filter_map(|r| Snowflake::new(r.get()))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
+            None
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod vnc;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serenity::all::{
     Client, CommandInteraction, ConnectionStage, Context, CreateAllowedMentions, CreateCommand,
@@ -30,6 +31,11 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::metrics::METRICS;
 use audit_feed::AuditFeed;
+
+/// The longest any Discord REST call may take, whole (Discord's own answers take well under a
+/// second; an interaction token allows 15 minutes, a press's guard should not).
+pub const REST_TIMEOUT: Duration = Duration::from_secs(10);
+const REST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the Discord adapter holds: the core it calls, the audit channel feed, the work in
 /// flight (shutdown waits for it) and the gateway's state. The process ([`crate::app`]) builds it;
@@ -120,7 +126,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The client, pointed at `discord.api_base` and `discord.gateway_url` when set.
 pub async fn client(config: &Config, token: &str, app: Arc<Bot>) -> serenity::Result<Client> {
-    let mut http = HttpBuilder::new(token);
+    // serenity's own client has no timeout: a Discord that hangs would hold a press (and its
+    // guard) or the audit feed forever. Every REST call is bounded here, once.
+    let rest = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(REST_TIMEOUT)
+        .connect_timeout(REST_CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut http = HttpBuilder::new(token).client(rest);
     if let Some(base) = &config.discord.api_base {
         // Without disabling serenity's rate limiter, it would send every call to discord.com.
         http = http

@@ -25,6 +25,12 @@ use crate::ids::{InstanceId, Region, Snowflake};
 
 pub use press::Press;
 
+/// How a grant's `until` is written in the journal.
+#[cfg(test)]
+pub(crate) fn rfc3339_for_tests(t: SystemTime) -> String {
+    lifecycle::rfc3339(t)
+}
+
 /// How long after another member's link a press is told about it.
 pub const HEADS_UP_WINDOW: Duration = Duration::from_secs(120);
 /// How long ended grants are remembered (so a late press hears "ended", not "not valid").

@@ -142,13 +142,16 @@ impl<C: Console> Core<C> {
             }
             Err(_) => return Err(self.role_removed(presser, g).await),
         };
+        // A press spends the instance's budget and the member's own budget for presses (at the
+        // member's rate, apart from their `/vnc` budget): one member pressing over and over
+        // cannot use up an instance's budget and lock everyone else out of it.
         let limited = {
             let limits = self.limits();
             let mut guard = limits.lock();
-            let key = presser.key();
-            let checked = guard.check_spend(&key, &g.instance, Spend::Instance);
+            let key = format!("press:{}", presser.key());
+            let checked = guard.check_spend(&key, &g.instance, Spend::MemberAndInstance);
             if checked.is_ok() {
-                guard.take_spend(&key, &g.instance, Spend::Instance);
+                guard.take_spend(&key, &g.instance, Spend::MemberAndInstance);
             }
             checked.err()
         };
@@ -223,6 +226,58 @@ impl<C: Console> Core<C> {
             grant: g.clone(),
             heads_up,
         })
+    }
+
+    /// After Tencent answered and before the link is shown: the member's roles as Discord gives
+    /// them now. A link whose holder lost the role while it was being made is discarded
+    /// (recorded, with its RequestId) and the grant ends; a link whose holder's roles Discord
+    /// cannot give now is discarded too (never shown on stale roles), and the grant stays.
+    pub async fn confirm_link(
+        &self,
+        minted: Minted,
+        roles: Option<Vec<Snowflake>>,
+    ) -> Result<Minted, Refusal> {
+        let g = &minted.grant;
+        let refusal = match roles {
+            None => Refusal::RolesUnavailable,
+            Some(roles) => {
+                let tags = self
+                    .catalog_view()
+                    .and_then(|v| v.lookup(&g.instance).map(|i| i.tags.clone()));
+                match authorize(
+                    &self.policy().rules,
+                    &Authority::Roles(roles),
+                    &g.instance,
+                    &g.region,
+                    tags.as_deref(),
+                ) {
+                    Ok(_) => return Ok(minted),
+                    Err(denied) if denied.needs_tags() => denied,
+                    Err(_) => Refusal::RoleRemoved {
+                        instance: g.instance.clone(),
+                        region: g.region.clone(),
+                    },
+                }
+            }
+        };
+        let holder = g.holder();
+        tracing::warn!(grant = g.id, request_id = %minted.issued.request_id, code = refusal.outcome().code(),
+            "a link was made but not shown: the member's roles changed (or could not be read) meanwhile");
+        // Recorded whatever the refusal budget says: a link was issued, and its fate is due.
+        let entry = Entry {
+            instance: Some(g.instance.to_string()),
+            region: Some(g.region.to_string()),
+            request_id: Some(minted.issued.request_id.clone()),
+            refers_to: Some(g.id),
+            ..Entry::default()
+        };
+        self.note(&refusal.outcome(), &holder, entry)
+            .await
+            .map_err(Refusal::AuditUnavailable)?;
+        if let Refusal::RoleRemoved { .. } = refusal {
+            self.end_grant(g.id, &holder, EndWhy::RoleRemoved).await?;
+        }
+        Err(refusal)
     }
 
     /// The member's roles no longer allow the grant's instance: the press is refused and the

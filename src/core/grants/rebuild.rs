@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::lifecycle::parse_rfc3339;
+use super::lifecycle::{bot, parse_rfc3339, rfc3339};
 use super::timers::Due;
 use super::{Grant, GrantEvent, GrantState, REMEMBER_ENDED};
-use crate::audit::{read_records, Actor, Event};
+use crate::audit::{read_records, Actor, Entry, Event};
 use crate::core::Core;
 use crate::ids::{InstanceId, Region, Snowflake};
 use crate::tencent::Console;
@@ -21,6 +21,7 @@ impl<C: Console> Core<C> {
     /// window ran out while the bot was down. [`Core::resume_grants`] also acts on them.
     pub fn rebuild_grants(&self, journal: &Path) -> std::io::Result<(Vec<Grant>, Vec<Grant>)> {
         let now = self.clock.now();
+        let window = self.policy().grant_for;
         let mut slots: HashMap<u64, GrantState> = HashMap::new();
         // `requested` seq → its grant, to count `issued` records per grant.
         let mut requested: HashMap<u64, u64> = HashMap::new();
@@ -47,9 +48,11 @@ impl<C: Console> Core<C> {
                         );
                         continue;
                     };
-                    // The chain is unkeyed: never trust a window longer than any config allows.
+                    // The chain is unkeyed, so a record may be forged or its time rewritten:
+                    // never honour a window longer than any config allows from when it was
+                    // written, nor longer than the window in force from now.
                     let written = parse_rfc3339(&r.time).unwrap_or(now);
-                    let until = until.min(written + MAX_GRANT);
+                    let until = until.min(written + MAX_GRANT).min(now + window);
                     if until + REMEMBER_ENDED < now {
                         continue;
                     }
@@ -124,10 +127,35 @@ impl<C: Console> Core<C> {
                 tracing::error!(grant = g.id, error = %e, "could not record the end of a grant that lapsed while the bot was down");
             }
         }
+        let mut resumed = 0;
         for g in &live {
+            // Recorded (and so posted in the audit channel) before it is honoured: an auditor
+            // sees every grant a restart brought back, and until when.
+            let written = self
+                .journal
+                .append(
+                    Event::Resumed,
+                    &bot(),
+                    Entry {
+                        instance: Some(g.instance.to_string()),
+                        region: Some(g.region.to_string()),
+                        refers_to: Some(g.id),
+                        until: Some(rfc3339(g.until)),
+                        ..Entry::default()
+                    },
+                )
+                .await;
+            if let Err(e) = written {
+                tracing::error!(grant = g.id, error = %e, "AUDIT WRITE FAILED: a rebuilt grant is not resumed");
+                if let Some(s) = self.grants.slots().get_mut(&g.id) {
+                    s.ended = true;
+                }
+                continue;
+            }
+            resumed += 1;
             self.timers.schedule(g.until, Due::GrantEnds(g.id));
             self.grants.emit(GrantEvent::Resumed { grant: g.clone() });
         }
-        Ok((live.len(), lapsed.len()))
+        Ok((resumed, lapsed.len()))
     }
 }
