@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use support::mock_cvm::{self, MockCvm, MockInstance};
 use vncbot::access::{authorize_with_tags, Decision, Rule};
-use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region, Snowflake};
 use vncbot::limits::ApiPacer;
-use vncbot::tencent::client::RetryPolicy;
+use vncbot::tencent::RetryPolicy;
 use vncbot::tencent::{
-    choice_label, Catalog, CvmClient, Instance, InstanceSource, InstancesPage, InstancesQuery,
-    State, TencentError,
+    choice_label, Catalog, Instance, InstanceSource, InstancesPage, InstancesQuery, State,
+    TencentClient, TencentError,
 };
+use vncbot::tencent::{Language, TencentConfig, TencentCredentials};
 
 /// Counts the bytes live on the heap.
 struct Counting;
@@ -262,7 +262,7 @@ async fn bench_refresh_from_mock() {
         session_token: None,
     };
     let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
-    let client = CvmClient::new(&cfg, creds, pacer, RetryPolicy::default()).unwrap();
+    let client = TencentClient::new(&cfg, creds, pacer, RetryPolicy::default()).unwrap();
     let catalog = Catalog::new(std::slice::from_ref(&gz));
     let start = Instant::now();
     catalog.refresh_all(&client).await;

@@ -87,17 +87,6 @@ impl Rule {
     }
 }
 
-/// The decision for an instance the catalog cannot vouch for: a rule with `tags` never matches.
-/// Same as [`authorize_with_tags`] with `None`.
-pub fn authorize(
-    rules: &[Rule],
-    roles: &[Snowflake],
-    instance: &InstanceId,
-    region: &Region,
-) -> Decision {
-    authorize_with_tags(rules, roles, instance, region, None)
-}
-
 /// The allowlist decision. `tags` are the instance's tags as the catalog last saw them, or `None`
 /// when the catalog cannot vouch for the instance (unknown to it, disabled or failing): then a
 /// rule with `tags` does not match (fail closed) and is named in `needs_catalog` when it would
@@ -142,14 +131,14 @@ pub fn authorize_with_tags(
 }
 
 /// Most tags one rule may list (Tencent allows 50 per resource; a rule needs far fewer).
-pub const MAX_RULE_TAGS: usize = 10;
+pub(crate) const MAX_RULE_TAGS: usize = 10;
 /// Tencent's bounds: a tag key is 1 to 127 characters, a value up to 255.
 pub const MAX_TAG_KEY_CHARS: usize = 127;
 pub const MAX_TAG_VALUE_CHARS: usize = 255;
 
 /// Why a `tags` entry in the config cannot be used; the text names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidTag {
+pub(crate) enum InvalidTag {
     #[error("{0:?} is not a tag condition: write it as \"key=value\", e.g. \"env=staging\"")]
     NoEquals(String),
     #[error("{0:?} has an empty key: write it as \"key=value\", e.g. \"env=staging\"")]
@@ -161,7 +150,7 @@ pub enum InvalidTag {
 }
 
 /// Parses a `tags` entry `key=value` (split at the first `=`; the value may be empty).
-pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
+pub(crate) fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
     let shown: String = entry.chars().take(60).collect();
     let Some((k, v)) = entry.split_once('=') else {
         return Err(InvalidTag::NoEquals(shown));
@@ -172,7 +161,7 @@ pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
     if k.chars().count() > MAX_TAG_KEY_CHARS || v.chars().count() > MAX_TAG_VALUE_CHARS {
         return Err(InvalidTag::TooLong(shown));
     }
-    let bad = |s: &str| s.chars().any(crate::tencent::catalog::is_invisible) || s.trim() != s;
+    let bad = |s: &str| s.chars().any(crate::text::is_invisible) || s.trim() != s;
     if bad(k) || bad(v) {
         return Err(InvalidTag::BadCharacters(shown));
     }
@@ -181,7 +170,7 @@ pub fn parse_tag(entry: &str) -> Result<(String, String), InvalidTag> {
 
 /// Why an `instances` entry in the config cannot be used; the text names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidPattern {
+pub(crate) enum InvalidPattern {
     #[error("{0:?} is not an instance ID or pattern: use \"*\", an ID like \"ins-a1b2c3d4\" or \"lhins-a1b2c3d4\", or a pattern like \"ins-web*\" or \"lhins-*\"")]
     NotAnInstance(String),
     #[error(
@@ -195,7 +184,7 @@ pub enum InvalidPattern {
 /// Checks an `instances` entry: `*`, or `ins-` (CVM) or `lhins-` (Lighthouse) followed by
 /// lower-case letters, digits and `*`, so that a typo cannot quietly match nothing (or
 /// everything). The product the pattern is limited to, if any (`None` for `*`).
-pub fn check_instance_pattern(pattern: &str) -> Result<Option<Product>, InvalidPattern> {
+pub(crate) fn check_instance_pattern(pattern: &str) -> Result<Option<Product>, InvalidPattern> {
     if pattern == "*" {
         return Ok(None);
     }
@@ -219,7 +208,7 @@ pub fn check_instance_pattern(pattern: &str) -> Result<Option<Product>, InvalidP
 }
 
 /// Glob match with `*` only, linear time, no allocation.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -244,6 +233,16 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decision for an instance the catalog cannot vouch for.
+    fn authorize(
+        rules: &[Rule],
+        roles: &[Snowflake],
+        instance: &InstanceId,
+        region: &Region,
+    ) -> Decision {
+        authorize_with_tags(rules, roles, instance, region, None)
+    }
 
     fn id(s: &str) -> InstanceId {
         InstanceId::parse(s).unwrap()

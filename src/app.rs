@@ -16,8 +16,8 @@ use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
 use crate::limits::{ApiPacer, RequestLimits};
-use crate::tencent::catalog::Catalog;
-use crate::tencent::CvmClient;
+use crate::tencent::Catalog;
+use crate::tencent::TencentClient;
 
 /// How long shutdown waits for requests in flight and the DM edits due.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -56,7 +56,7 @@ pub fn build_core(
         // Its own client: DescribeInstances has its own pace and never queues behind (or
         // ahead of) console calls.
         let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-        let source = CvmClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+        let source = TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
         Some(CatalogLink {
             catalog: Arc::new(Catalog::new(&config.tencent.regions)),
             source: Arc::new(source),
@@ -64,7 +64,7 @@ pub fn build_core(
     } else {
         None
     };
-    let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
+    let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
     let core = Core::new(
         Policy::from_config(config),
         RequestLimits::new(&config.limits),

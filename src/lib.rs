@@ -2,7 +2,9 @@
 //!
 //! The flow of one request: [`config`] → [`app`] (the process) → the Discord adapter
 //! ([`discord`]) or the `url` command → [`core`] (transport-free) → [`access`], [`limits`],
-//! [`audit`], [`tencent`].
+//! [`audit`], [`tencent`]. Settings go the other way: each lower module defines its own
+//! (`limits::LimitsConfig`, `tencent::TencentConfig`), and [`config`] fills them from the file.
+//! At the bottom, [`ids`] and [`text`] (untrusted text made safe to show).
 
 pub mod access;
 pub mod app;
@@ -16,6 +18,7 @@ pub mod limits;
 pub mod link;
 pub mod metrics;
 pub mod tencent;
+pub mod text;
 
 /// Where dependencies' logs stop, whatever `RUST_LOG` says. Below INFO, serenity records each
 /// HTTP request's Debug form (the DM body with a console link, as a byte array) and routes with

@@ -9,8 +9,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::LimitsConfig;
 use crate::ids::InstanceId;
+
+/// The `[limits]` settings, as the config ([`crate::config`]) validated them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub per_user_per_minute: NonZeroU32,
+    /// Refused requests a member may make per minute: looser than `per_user_per_minute`, so a
+    /// typo does not cost a real attempt, yet bounded, so refusals cannot flood the journal.
+    pub refusals_per_user_per_minute: NonZeroU32,
+    pub per_instance_per_minute: NonZeroU32,
+    pub api_per_second: NonZeroU32,
+}
 
 /// Which limits one admission counts against. `vncbot url` mints at once (both); `/vnc`
 /// grants a window (the member's limit); each press on Open console mints (the instance's

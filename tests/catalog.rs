@@ -4,18 +4,17 @@
 
 mod support;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::mock_cvm::{self, MockCvm, MockInstance, Scripted};
+use support::tencent::ClientBuilder;
 use vncbot::access::{authorize_with_tags, Decision, Rule};
-use vncbot::config::{Language, TencentConfig, TencentCredentials};
 use vncbot::ids::{InstanceId, Region, Snowflake};
-use vncbot::limits::ApiPacer;
-use vncbot::tencent::catalog::{choice_label, is_invisible, MAX_LABEL_CHARS};
-use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{Catalog, CvmClient, InstancesQuery, Resolution, State, TencentError};
+use vncbot::tencent::RetryPolicy;
+use vncbot::tencent::{choice_label, MAX_LABEL_CHARS};
+use vncbot::tencent::{Catalog, InstancesQuery, Resolution, State, TencentClient, TencentError};
+use vncbot::text::is_invisible;
 
 const GZ: &str = "ap-guangzhou";
 const FSI: &str = "ap-shanghai-fsi";
@@ -28,30 +27,19 @@ fn id(s: &str) -> InstanceId {
     InstanceId::parse(s).unwrap()
 }
 
-fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> CvmClient {
-    let cfg = TencentConfig {
-        regions: vec![region(GZ), region(FSI)],
-        products: vec![vncbot::ids::Product::Cvm],
-        lighthouse_regions: vec![],
-        endpoint: Some(mock.endpoint().parse().unwrap()),
-        language: Language::EnUs,
-        timeout,
-    };
-    let creds = TencentCredentials {
-        secret_id: mock_cvm::SECRET_ID.into(),
-        secret_key: mock_cvm::SECRET_KEY.to_string().into(),
-        session_token: None,
-    };
-    let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
-    let retry = RetryPolicy {
-        attempts,
-        base: Duration::from_millis(10),
-        rate_limited_floor: Duration::from_millis(50),
-    };
-    CvmClient::new(&cfg, creds, pacer, retry).unwrap()
+fn client_with(mock: &MockCvm, timeout: Duration, attempts: u32) -> TencentClient {
+    ClientBuilder::mock(mock)
+        .regions(&[GZ, FSI])
+        .timeout(timeout)
+        .retry(RetryPolicy {
+            attempts,
+            base: Duration::from_millis(10),
+            rate_limited_floor: Duration::from_millis(50),
+        })
+        .build()
 }
 
-fn client(mock: &MockCvm) -> CvmClient {
+fn client(mock: &MockCvm) -> TencentClient {
     client_with(mock, Duration::from_secs(2), 2)
 }
 

@@ -2,46 +2,27 @@
 
 mod support;
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::http::{serve, HttpRequest, Reply};
 use support::mock_cvm::{self, MockCvm, Scripted};
-use vncbot::config::{Language, TencentConfig, TencentCredentials};
+use support::tencent::{creds, ClientBuilder};
 use vncbot::ids::{InstanceId, Region};
-use vncbot::limits::ApiPacer;
 use vncbot::link::CONSOLE_PAGE;
-use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{ApiErrorKind, Console, CvmClient, TencentError, VncUrl};
+use vncbot::tencent::RetryPolicy;
+use vncbot::tencent::{
+    ApiErrorKind, Console, TencentClient, TencentCredentials, TencentError, VncUrl,
+};
 
-fn creds(id: &str, key: &str, token: Option<&str>) -> TencentCredentials {
-    TencentCredentials {
-        secret_id: id.into(),
-        secret_key: key.to_string().into(),
-        session_token: token.map(|t| t.to_string().into()),
-    }
+fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> TencentClient {
+    ClientBuilder::mock(mock)
+        .creds(creds)
+        .timeout(timeout)
+        .build()
 }
 
-fn client_with(mock: &MockCvm, creds: TencentCredentials, timeout: Duration) -> CvmClient {
-    let cfg = TencentConfig {
-        regions: vec![Region::parse("ap-guangzhou").unwrap()],
-        products: vec![vncbot::ids::Product::Cvm],
-        lighthouse_regions: vec![],
-        endpoint: Some(mock.endpoint().parse().unwrap()),
-        language: Language::EnUs,
-        timeout,
-    };
-    let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
-    let retry = RetryPolicy {
-        attempts: 3,
-        base: Duration::from_millis(20),
-        rate_limited_floor: Duration::from_millis(1100),
-    };
-    CvmClient::new(&cfg, creds, pacer, retry).unwrap()
-}
-
-fn client(mock: &MockCvm) -> CvmClient {
+fn client(mock: &MockCvm) -> TencentClient {
     client_with(
         mock,
         creds(mock_cvm::SECRET_ID, mock_cvm::SECRET_KEY, None),
@@ -57,7 +38,7 @@ fn id(s: &str) -> InstanceId {
     InstanceId::parse(s).unwrap()
 }
 
-async fn api_code(c: &CvmClient, region: &Region, instance: &str) -> (ApiErrorKind, String) {
+async fn api_code(c: &TencentClient, region: &Region, instance: &str) -> (ApiErrorKind, String) {
     match c.describe_instance_vnc_url(region, &id(instance)).await {
         Err(TencentError::Api {
             kind,
@@ -412,25 +393,15 @@ async fn a_refused_connection_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let cfg = TencentConfig {
-        regions: vec![gz()],
-        products: vec![vncbot::ids::Product::Cvm],
-        lighthouse_regions: vec![],
-        endpoint: Some(format!("http://{addr}").parse().unwrap()),
-        language: Language::EnUs,
-        timeout: Duration::from_secs(2),
-    };
-    let c = CvmClient::new(
-        &cfg,
-        creds("AKIDx", "k", None),
-        ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(1)),
-        RetryPolicy {
+    let c = ClientBuilder::at(&format!("http://{addr}"))
+        .creds(creds("AKIDx", "k", None))
+        .pacer_wait(Duration::from_secs(1))
+        .retry(RetryPolicy {
             attempts: 2,
             base: Duration::from_millis(10),
             ..Default::default()
-        },
-    )
-    .unwrap();
+        })
+        .build();
     let err = c
         .describe_instance_vnc_url(&gz(), &id("ins-running1"))
         .await

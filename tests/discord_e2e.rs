@@ -1293,7 +1293,11 @@ async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
     bot.discord.set_roles(7001, vec![ONCALL_ROLE]);
     let g = bot
         .discord
-        .grant(vnc(7001, vec![ONCALL_ROLE], vec![("instance", "ins-running1")]))
+        .grant(vnc(
+            7001,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
         .await;
     // Slow, but inside the client's 2 s timeout (no retry).
     bot.cvm

@@ -5,19 +5,17 @@
 
 mod support;
 
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::mock_cvm::{self, MockCvm, MockInstance, Scripted, Service};
+use support::tencent::ClientBuilder;
 use support::{config_text, write_config, TempDir};
-use vncbot::config::{Config, Language, NotServed, TencentConfig, TencentCredentials};
+use vncbot::config::Config;
 use vncbot::ids::{InstanceId, InvalidInstanceId, Product, Region};
-use vncbot::limits::ApiPacer;
 use vncbot::metrics::METRICS;
-use vncbot::tencent::client::RetryPolicy;
 use vncbot::tencent::sign::{sign, SignInput};
 use vncbot::tencent::{
-    ApiErrorKind, Catalog, Console, CvmClient, InstancesQuery, State, TencentError,
+    ApiErrorKind, Catalog, Console, InstancesQuery, NotServed, State, TencentClient, TencentError,
 };
 
 const GZ: &str = "ap-guangzhou";
@@ -31,51 +29,32 @@ fn id(s: &str) -> InstanceId {
     InstanceId::parse(s).unwrap()
 }
 
-fn creds() -> TencentCredentials {
-    TencentCredentials {
-        secret_id: mock_cvm::SECRET_ID.into(),
-        secret_key: mock_cvm::SECRET_KEY.to_string().into(),
-        session_token: None,
-    }
-}
-
-fn tencent(
+/// A client of the mock serving `products` in `regions`, Lighthouse in `lighthouse`.
+fn client_for(
     mock: &MockCvm,
     regions: &[&str],
     products: &[Product],
     lighthouse: &[&str],
-) -> TencentConfig {
-    TencentConfig {
-        regions: regions.iter().map(|r| region(r)).collect(),
-        products: products.to_vec(),
-        lighthouse_regions: lighthouse.iter().map(|r| region(r)).collect(),
-        endpoint: Some(mock.endpoint().parse().unwrap()),
-        language: Language::EnUs,
-        timeout: Duration::from_secs(5),
-    }
-}
-
-fn client_for(cfg: &TencentConfig) -> CvmClient {
-    let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_secs(60));
-    let retry = RetryPolicy {
-        attempts: 3,
-        base: Duration::from_millis(20),
-        rate_limited_floor: Duration::from_millis(1100),
-    };
-    CvmClient::new(cfg, creds(), pacer, retry).unwrap()
+) -> TencentClient {
+    ClientBuilder::mock(mock)
+        .regions(regions)
+        .products(products)
+        .lighthouse_regions(lighthouse)
+        .timeout(Duration::from_secs(5))
+        .build()
 }
 
 /// Both products, CVM in ap-guangzhou, Lighthouse in ap-guangzhou and ap-singapore.
-fn both(mock: &MockCvm) -> CvmClient {
-    client_for(&tencent(
+fn both(mock: &MockCvm) -> TencentClient {
+    client_for(
         mock,
         &[GZ, SG],
         &[Product::Cvm, Product::Lighthouse],
         &[GZ, SG],
-    ))
+    )
 }
 
-async fn api_error(c: &CvmClient, r: &str, instance: &str) -> TencentError {
+async fn api_error(c: &TencentClient, r: &str, instance: &str) -> TencentError {
     c.describe_instance_vnc_url(&region(r), &id(instance))
         .await
         .unwrap_err()
@@ -338,7 +317,7 @@ async fn a_cvm_burst_does_not_delay_lighthouse() {
 #[tokio::test]
 async fn input_the_config_does_not_serve_never_reaches_tencent() {
     let mock = MockCvm::start().await;
-    let cvm_only = client_for(&tencent(&mock, &[GZ], &[Product::Cvm], &[]));
+    let cvm_only = client_for(&mock, &[GZ], &[Product::Cvm], &[]);
     let e = api_error(&cvm_only, GZ, "lhins-run00001").await;
     assert!(
         matches!(
@@ -358,12 +337,12 @@ async fn input_the_config_does_not_serve_never_reaches_tencent() {
     assert_eq!(e.code(), "product_not_served");
     assert!(!e.is_transient());
 
-    let gz_only = client_for(&tencent(
+    let gz_only = client_for(
         &mock,
         &[GZ, SG],
         &[Product::Cvm, Product::Lighthouse],
         &[GZ],
-    ));
+    );
     let e = api_error(&gz_only, SG, "lhins-sg000001").await;
     let m = e.user_message(&id("lhins-sg000001"), &region(SG));
     assert!(
@@ -410,12 +389,7 @@ async fn input_the_config_does_not_serve_never_reaches_tencent() {
 #[tokio::test]
 async fn the_catalog_lists_both_products_each_on_its_own() {
     let mock = MockCvm::start().await;
-    let c = client_for(&tencent(
-        &mock,
-        &[GZ],
-        &[Product::Cvm, Product::Lighthouse],
-        &[GZ],
-    ));
+    let c = client_for(&mock, &[GZ], &[Product::Cvm, Product::Lighthouse], &[GZ]);
     let cat = Catalog::new(&[region(GZ)]);
     cat.refresh_all(&c).await;
     let view = cat.view();
@@ -512,7 +486,7 @@ async fn the_catalog_lists_both_products_each_on_its_own() {
 #[tokio::test]
 async fn a_missing_lighthouse_permission_leaves_cvm_listed() {
     let mock = MockCvm::start().await;
-    let c = client_for(&tencent(&mock, &[GZ], &[Product::Lighthouse], &[GZ]));
+    let c = client_for(&mock, &[GZ], &[Product::Lighthouse], &[GZ]);
     mock.script_catalog([Scripted::Error("UnauthorizedOperation.NoPermission")]);
     let cat = Catalog::new(&[region(GZ)]);
     cat.refresh_all(&c).await;

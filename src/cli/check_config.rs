@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use vncbot::audit::{verify_file, Problem};
-use vncbot::config::{self, mask, Config, TencentCredentials};
+use vncbot::config::{self, Config, TencentCredentials};
 use vncbot::ids::Product;
 use vncbot::limits::ApiPacer;
-use vncbot::tencent::client::api_version;
+use vncbot::tencent::api_version;
 use vncbot::tencent::endpoint;
+use vncbot::text::mask;
 
 use super::Exit;
 
@@ -140,7 +141,7 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
             format!(
                 "on, every region listed every {} s (DescribeInstances at most {}/s per product, apart from console calls; the CAM policy needs {})",
                 c.catalog.refresh.as_secs(),
-                vncbot::tencent::client::CATALOG_PER_SECOND,
+                vncbot::tencent::CATALOG_PER_SECOND,
                 c.tencent
                     .products
                     .iter()

@@ -11,9 +11,9 @@ use vncbot::config::{Config, TencentCredentials};
 use vncbot::core::Outcome;
 use vncbot::ids::Region;
 use vncbot::limits::ApiPacer;
-use vncbot::tencent::catalog::{is_invisible, truncate};
-use vncbot::tencent::client::RetryPolicy;
-use vncbot::tencent::{Catalog, CvmClient, Instance, TencentError};
+use vncbot::tencent::RetryPolicy;
+use vncbot::tencent::{Catalog, Instance, TencentClient, TencentError};
+use vncbot::text::{is_invisible, truncate};
 
 use super::Exit;
 
@@ -59,7 +59,7 @@ pub fn main(config_path: &Path, region: Option<String>) -> Exit {
     }
     // The console pacer is unused here; DescribeInstances has its own inside the client.
     let pacer = ApiPacer::new(NonZeroU32::MIN, Duration::ZERO);
-    let client = match CvmClient::new(&config.tencent, creds, pacer, RetryPolicy::default()) {
+    let client = match TencentClient::new(&config.tencent, creds, pacer, RetryPolicy::default()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot build the HTTP client: {e}");

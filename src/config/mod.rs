@@ -1,6 +1,6 @@
 //! The config file (TOML) and the secrets from the environment.
 //!
-//! Loading is strict: unknown keys are rejected by serde, and validation ([`raw`]) collects every
+//! Loading is strict: unknown keys are rejected by serde, and validation (`raw`) collects every
 //! remaining mistake, each naming its key and the fix, so an admin fixes the file in one pass.
 //! This module holds what the rest of the crate sees: validated values only.
 
@@ -9,7 +9,6 @@ mod secrets;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,12 +16,15 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::access::Rule;
-use crate::ids::{InstanceId, Product, Region, Snowflake};
+use crate::ids::Snowflake;
 
 pub use secrets::{
-    discord_token_from_env, mask, EnvError, TencentCredentials, DISCORD_TOKEN, SECRET_ID,
-    SECRET_KEY, SESSION_TOKEN,
+    discord_token_from_env, EnvError, DISCORD_TOKEN, SECRET_ID, SECRET_KEY, SESSION_TOKEN,
 };
+// The sections whose types the modules they configure define; named here too, so callers see
+// one config.
+pub use crate::limits::LimitsConfig;
+pub use crate::tencent::{Language, NotServed, TencentConfig, TencentCredentials};
 
 pub const DEFAULT_PATH: &str = "config/vncbot.toml";
 
@@ -49,112 +51,6 @@ pub struct DiscordConfig {
     pub api_base: Option<Url>,
     /// `ws://` only to a loopback address.
     pub gateway_url: Option<Url>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TencentConfig {
-    /// Configured regions; the first is the default.
-    pub regions: Vec<Region>,
-    /// Products whose instances this bot opens (`tencent.products`, default CVM only).
-    pub products: Vec<Product>,
-    /// Regions where Lighthouse instances are opened and listed (`tencent.lighthouse_regions`,
-    /// default every configured region that is not a finance-cloud one); empty unless
-    /// Lighthouse is among `products`.
-    pub lighthouse_regions: Vec<Region>,
-    /// `http://` only to a loopback address. Serves every product (tests, a private gateway).
-    pub endpoint: Option<Url>,
-    pub language: Language,
-    pub timeout: Duration,
-}
-
-impl TencentConfig {
-    pub fn default_region(&self) -> &Region {
-        &self.regions[0]
-    }
-
-    /// Whether `product`'s instances are opened and listed in `region`. CVM's regions are
-    /// `tencent.regions`, which the core checks for every request; Lighthouse's are the subset
-    /// `tencent.lighthouse_regions`.
-    pub fn serves_in(&self, product: Product, region: &Region) -> bool {
-        self.products.contains(&product)
-            && match product {
-                Product::Cvm => true,
-                Product::Lighthouse => self.lighthouse_regions.contains(region),
-            }
-    }
-
-    /// The regions where `product` is served, in config order.
-    pub fn regions_for(&self, product: Product) -> Vec<Region> {
-        self.regions
-            .iter()
-            .filter(|r| self.serves_in(product, r))
-            .cloned()
-            .collect()
-    }
-
-    /// Checks, before any call to Tencent, that this config serves `instance`'s product in
-    /// `region`; the error is the sentence the user sees.
-    pub fn check_serves(&self, instance: &InstanceId, region: &Region) -> Result<(), NotServed> {
-        let product = instance.product();
-        if !self.products.contains(&product) {
-            return Err(NotServed::Product {
-                instance: instance.clone(),
-                product,
-            });
-        }
-        if !self.serves_in(product, region) {
-            return Err(NotServed::Region {
-                product,
-                region: region.clone(),
-                served: self.regions_for(product),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A request this config does not serve: refused before any call to Tencent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotServed {
-    #[error("{instance} is a {} instance, and this bot does not serve {} instances (tencent.products). Ask an admin to add \"{product}\" to tencent.products if it should.", product.title(), product.title())]
-    Product {
-        instance: InstanceId,
-        product: Product,
-    },
-    #[error("this bot does not serve {} instances in {region}; it serves them in: {}. Try again with one of those regions, or ask an admin to add {region} to tencent.{}.", product.title(), join_regions(served), if *product == Product::Lighthouse { "lighthouse_regions" } else { "regions" })]
-    Region {
-        product: Product,
-        region: Region,
-        served: Vec<Region>,
-    },
-}
-
-fn join_regions(regions: &[Region]) -> String {
-    if regions.is_empty() {
-        return "none".into();
-    }
-    regions
-        .iter()
-        .map(Region::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Language {
-    #[serde(rename = "en-US")]
-    EnUs,
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-}
-
-impl Language {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::EnUs => "en-US",
-            Language::ZhCn => "zh-CN",
-        }
-    }
 }
 
 /// How long a grant lasts and how many console links it may mint.
@@ -199,16 +95,6 @@ impl Default for CatalogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitsConfig {
-    pub per_user_per_minute: NonZeroU32,
-    /// Refused requests a member may make per minute: looser than `per_user_per_minute`, so a
-    /// typo does not cost a real attempt, yet bounded, so refusals cannot flood the journal.
-    pub refusals_per_user_per_minute: NonZeroU32,
-    pub per_instance_per_minute: NonZeroU32,
-    pub api_per_second: NonZeroU32,
-}
-
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub path: PathBuf,
@@ -247,12 +133,13 @@ pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 60;
 pub const MIN_CATALOG_REFRESH_SECS: u64 = 10;
 /// An hour: older than that, states and tags are too stale to act on.
 pub const MAX_CATALOG_REFRESH_SECS: u64 = 3600;
+pub const DEFAULT_PER_USER_PER_MINUTE: u32 = 3;
+pub const MAX_PER_USER_PER_MINUTE: u32 = 60;
+pub const DEFAULT_PER_INSTANCE_PER_MINUTE: u32 = 10;
 /// Tencent allows at most 30 console reconnects a minute per instance.
 pub const MAX_PER_INSTANCE_PER_MINUTE: u32 = 30;
-/// Tencent's documented limit for DescribeInstanceVncUrl, per account.
+/// Tencent's documented limit for DescribeInstanceVncUrl, per account; also the default.
 pub const MAX_API_PER_SECOND: u32 = 10;
-/// Longest Tencent timeout we accept: the console URL is only useful for 15 s after the call.
-pub const MAX_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_GRANT_MINUTES: u32 = 10;
 /// A grant is for an incident's first response, not a standing permission.
 pub const MAX_GRANT_MINUTES: u32 = 60;
@@ -261,6 +148,7 @@ pub const DEFAULT_LINKS_PER_GRANT: u32 = 10;
 pub const MAX_LINKS_PER_GRANT: u32 = 30;
 pub const DEFAULT_REFUSALS_PER_USER_PER_MINUTE: u32 = 10;
 pub const MAX_REFUSALS_PER_USER_PER_MINUTE: u32 = 600;
+pub const DEFAULT_AUDIT_PATH: &str = "vncbot-audit.jsonl";
 pub const DEFAULT_ANCHOR_MINUTES: u32 = 60;
 /// One day: an anchor older than that leaves too long a stretch of the journal unwitnessed.
 pub const MAX_ANCHOR_MINUTES: u32 = 1440;

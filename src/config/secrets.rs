@@ -1,29 +1,9 @@
-//! Secrets, from the environment only (never the config file), and how to show them safely.
-
-use std::fmt;
+//! Secrets, from the environment only (never the config file): the Tencent credentials and the
+//! Discord token.
 
 use secrecy::SecretString;
 
-/// Tencent Cloud API credentials, from the environment only (the names Tencent's SDKs use).
-#[derive(Clone)]
-pub struct TencentCredentials {
-    pub secret_id: String,
-    pub secret_key: SecretString,
-    pub session_token: Option<SecretString>,
-}
-
-impl fmt::Debug for TencentCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TencentCredentials")
-            .field("secret_id", &mask(&self.secret_id))
-            .field("secret_key", &"[redacted]")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[redacted]"),
-            )
-            .finish()
-    }
-}
+use crate::tencent::TencentCredentials;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
@@ -92,31 +72,4 @@ pub fn discord_token_from_env() -> Result<SecretString, EnvError> {
     )?
     .expect("required");
     Ok(token.into())
-}
-
-/// Shows enough of an identifier to tell keys apart, never enough to use one.
-pub fn mask(s: &str) -> String {
-    let visible: String = s.chars().take(4).collect();
-    format!("{visible}…({} chars)", s.chars().count())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_debug_hides_secrets() {
-        let c = TencentCredentials {
-            secret_id: "AKIDexampleexample".into(),
-            secret_key: "topsecretvalue".to_string().into(),
-            session_token: Some("tokenvalue".to_string().into()),
-        };
-        let d = format!("{c:?}");
-        assert!(
-            !d.contains("topsecretvalue")
-                && !d.contains("tokenvalue")
-                && !d.contains("AKIDexampleexample"),
-            "{d}"
-        );
-    }
 }

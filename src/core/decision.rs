@@ -4,7 +4,7 @@
 use crate::access::{self, Rule};
 use crate::ids::{InstanceId, Quoted, Region};
 use crate::limits::{Limited, LimitsGuard, Spend};
-use crate::tencent::catalog::{Instance, Resolution, View};
+use crate::tencent::{Instance, Resolution, View};
 
 use super::refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 use super::request::{Approved, Authority, Policy, Request};

@@ -21,8 +21,8 @@ use crate::ids::{InstanceId, Quoted, Region, Snowflake};
 use crate::limits::{Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
-use crate::tencent::catalog::{self, Catalog, View};
-use crate::tencent::{Console, CvmClient};
+use crate::tencent::{self, Catalog, View};
+use crate::tencent::{Console, TencentClient};
 
 pub use decision::{decide, Decision, Rejection};
 pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
@@ -50,7 +50,7 @@ pub struct Suppressed {
 }
 
 /// The core: policy, limits, journal and Tencent.
-pub struct Core<C = CvmClient> {
+pub struct Core<C = TencentClient> {
     live: RwLock<Live>,
     journal: Journal,
     console: C,
@@ -85,7 +85,7 @@ impl<C> Core<C> {
 /// The instance catalog and its own Tencent client.
 pub struct CatalogLink {
     pub catalog: Arc<Catalog>,
-    pub source: Arc<CvmClient>,
+    pub source: Arc<TencentClient>,
 }
 
 impl<C: Console> Core<C> {
@@ -151,11 +151,11 @@ impl<C: Console> Core<C> {
             return Vec::new();
         }
         let authority = Authority::Roles(roles.to_vec());
-        view.search(typed, catalog::MAX_CHOICES, |i| {
+        view.search(typed, tencent::MAX_CHOICES, |i| {
             policy.regions.contains(&i.region) && decision::may_open(&policy.rules, &authority, i)
         })
         .into_iter()
-        .map(|i| (catalog::choice_label(i), i.id.to_string()))
+        .map(|i| (tencent::choice_label(i), i.id.to_string()))
         .collect()
     }
 

@@ -12,17 +12,13 @@ pub struct Endpoint {
     pub host: String,
 }
 
-/// The CVM endpoint for `region`. Ordinary regions use the nearest-access domain; finance-cloud
-/// regions (`*-fsi`) are reachable only at `cvm.<region>.tencentcloudapi.com`, which Tencent's own
-/// SDK does not pick for you. An `override_url` (private links, tests) wins over both.
-pub fn resolve(region: &Region, override_url: Option<&Url>) -> Endpoint {
-    resolve_for(Product::Cvm, region, override_url)
-}
-
-/// The endpoint for `product` in `region`. CVM: see [`resolve`]. Lighthouse has one documented
+/// The endpoint for `product` in `region`. CVM: the nearest-access domain for ordinary regions;
+/// finance-cloud regions (`*-fsi`) are reachable only at `cvm.<region>.tencentcloudapi.com`, which
+/// Tencent's own SDK does not pick for you. Lighthouse has one documented
 /// host, `lighthouse.tencentcloudapi.com`, for every region (the region goes in `X-TC-Region`);
 /// the config refuses Lighthouse in finance-cloud regions. An `override_url` serves every product:
-/// the service is told apart by the credential scope and `X-TC-Version`, not the host.
+/// the service is told apart by the credential scope and `X-TC-Version`, not the host; it wins
+/// over the hosts above (private links, tests).
 pub fn resolve_for(product: Product, region: &Region, override_url: Option<&Url>) -> Endpoint {
     let url = match (product, override_url) {
         (_, Some(u)) => u.clone(),
@@ -54,6 +50,11 @@ mod tests {
 
     fn r(s: &str) -> Region {
         Region::parse(s).unwrap()
+    }
+
+    /// CVM's endpoint.
+    fn resolve(region: &Region, override_url: Option<&Url>) -> Endpoint {
+        resolve_for(Product::Cvm, region, override_url)
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::config::NotServed;
+use super::settings::NotServed;
 use crate::ids::{InstanceId, Region};
 
 /// Families of Tencent error codes. We branch on `Code`, never on `Message`.

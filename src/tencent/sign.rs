@@ -9,7 +9,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
+const ALGORITHM: &str = "TC3-HMAC-SHA256";
 
 /// What the signature covers besides the body. Its `Debug` leaves the secret key out.
 #[derive(Clone, Copy)]
@@ -29,7 +29,7 @@ pub struct SignInput<'a> {
 impl fmt::Debug for SignInput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignInput")
-            .field("secret_id", &crate::config::mask(self.secret_id))
+            .field("secret_id", &crate::text::mask(self.secret_id))
             .field("secret_key", &"[redacted]")
             .field("service", &self.service)
             .field("timestamp", &self.timestamp)
@@ -116,7 +116,7 @@ pub fn sign(input: &SignInput<'_>) -> Result<Signed, TimestampOutOfRange> {
 }
 
 /// `YYYY-MM-DD` of a Unix timestamp, in UTC.
-pub fn utc_date(timestamp: i64) -> Option<String> {
+fn utc_date(timestamp: i64) -> Option<String> {
     let date = time::OffsetDateTime::from_unix_timestamp(timestamp)
         .ok()?
         .date();

@@ -3,6 +3,8 @@
 //! with `vncbot demo`.
 #![allow(dead_code, unused_imports)]
 
+pub mod tencent;
+
 pub use vncbot_sandbox::{fake_discord, http, mock_cvm};
 pub use vncbot_sandbox::{GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 
