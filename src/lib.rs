@@ -17,6 +17,7 @@ pub mod link;
 pub mod metrics;
 pub mod sandbox;
 pub mod tencent;
+pub mod text;
 
 /// Where dependencies' logs stop, whatever `RUST_LOG` says. Below INFO, serenity records each
 /// HTTP request's Debug form (the DM body with a console link, as a byte array) and routes with

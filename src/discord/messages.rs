@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::{EndWhy, Grant, HeadsUp, Issued, Suppressed};
 use crate::link::VALID_FOR_SECS;
+use crate::text::is_format_char;
 
 /// Discord's limit for a link button's `url`.
 pub const BUTTON_URL_MAX: usize = 512;
@@ -166,17 +167,6 @@ pub fn suppressed_line(s: &Suppressed) -> String {
         "{} refused /vnc request(s) from {who} in the last minute were answered at once and not recorded one by one (too many refusals)",
         s.count
     )
-}
-
-/// Bidirectional controls and other invisible format characters: they can make a line read
-/// differently from what it says (U+202E reverses the text after it).
-fn is_format_char(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}'
-        | '\u{200B}'..='\u{200F}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}'
-        | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// User text made inert: no formatting, no mentions, no links or embeds, no invisible or
