@@ -9,7 +9,7 @@ use std::fmt::Write;
 use time::{Duration, OffsetDateTime};
 use vncbot::text::visible;
 
-use super::select::format_time;
+use super::select::{self, format_time};
 use super::{GrantRow, Report};
 
 const STYLE: &str = "
@@ -20,11 +20,12 @@ h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.4em 0 .4em}h3{fo
 .meta{color:#555}
 dl.summary{display:grid;grid-template-columns:repeat(auto-fill,minmax(10em,1fr));gap:.5em;margin:0}
 dl.summary div{border:1px solid #ccc;border-radius:4px;padding:.4em .6em}
-dl.summary dt{color:#555;font-size:.85em}dl.summary dd{margin:0;font-size:1.5em;font-weight:600}
+dl.summary dt{color:#555;font-size:.85em}dl.summary dd{margin:0;font-size:1.5em;font-weight:600}dl.summary small{display:block;font-size:.6em}
 dl.summary div.alert{border:2px solid #b00020;background:#fde2e1}
 table{border-collapse:collapse;width:100%}
-table.grants th,table.grants td{border-bottom:1px solid #ddd;padding:.3em .4em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-table.grants th{background:#f3f3f3;position:sticky;top:0}
+table.grants th,table.grants td{border-bottom:1px solid #ddd;padding:.3em .4em;text-align:left;vertical-align:top;overflow-wrap:break-word}
+table.grants th{background:#f3f3f3;position:sticky;top:0;white-space:nowrap}
+table.grants td.t{white-space:nowrap}
 tr.bg td:first-child{border-left:4px solid #e08a00}
 tr.unack{background:#fde2e1}tr.unack td:first-child{border-left:4px solid #b00020}
 .badge{display:inline-block;padding:0 .35em;border-radius:3px;font-size:.8em;font-weight:700;color:#fff;background:#e08a00}
@@ -79,20 +80,35 @@ pub fn render(r: &Report) -> String {
 }
 
 fn selection_line(r: &Report) -> String {
-    let t = |t: Option<OffsetDateTime>, none: &str| t.map(format_time).unwrap_or(none.into());
-    let mut s = format!(
-        "Grants that overlap {} to {}",
-        t(r.sel.since, "the first record"),
-        t(r.sel.until, "the last record")
-    );
+    let mut s = match (r.sel.since, r.sel.until) {
+        (None, None) => "Every grant in the journal".to_owned(),
+        (since, until) => format!(
+            "Grants open at any time from {} to {}",
+            since.map(short_time).unwrap_or("the first record".into()),
+            until.map(short_time).unwrap_or("the last record".into())
+        ),
+    };
     if let Some(m) = &r.sel.member {
         let _ = write!(s, ", member {}", m.as_str());
     }
     if let Some(i) = &r.sel.instance {
         let _ = write!(s, ", instance {}", i.as_str());
     }
-    let _ = write!(s, ". Made {}.", format_time(r.now));
+    let _ = write!(s, ". Made {}.", short_time(r.now));
     s
+}
+
+/// Times in the page are to the second (the JSON and CSV keep milliseconds).
+fn short_time(t: OffsetDateTime) -> String {
+    let full = format_time(t);
+    format!("{} {}Z", &full[..10], &full[11..19])
+}
+
+fn short(t: Option<&str>) -> String {
+    match t.and_then(select::parse_time) {
+        Some(t) => short_time(t),
+        None => "-".to_owned(),
+    }
 }
 
 fn summary(h: &mut String, r: &Report) {
@@ -124,7 +140,7 @@ fn summary(h: &mut String, r: &Report) {
     );
     let glass = if t.break_glass_unacknowledged > 0 {
         format!(
-            "{} ({} not acknowledged)",
+            "{} <small>({} not acknowledged)</small>",
             t.break_glass, t.break_glass_unacknowledged
         )
     } else {
@@ -195,8 +211,8 @@ fn timeline(h: &mut String, r: &Report) {
         let _ = writeln!(
             h,
             "<tr><th></th><td class=\"axis\"><span>{}</span><span>{}</span></td></tr></table>",
-            format_time(lo),
-            format_time(hi)
+            short_time(lo),
+            short_time(hi)
         );
     }
 }
@@ -251,6 +267,16 @@ fn bar(h: &mut String, g: &GrantRow, lo: OffsetDateTime, hi: OffsetDateTime) {
     );
 }
 
+/// The end's code, and who ended it when someone other than the holder did.
+fn why(g: &GrantRow, now: OffsetDateTime) -> String {
+    let mut why = esc(&g.ended_text(now));
+    let holder = format!("{} ({})", g.member_name, g.member_id);
+    if let Some(by) = g.ended_by.as_deref().filter(|by| *by != holder) {
+        let _ = write!(why, "<br><small>by {}</small>", esc(by));
+    }
+    why
+}
+
 fn grants(h: &mut String, r: &Report) {
     h.push_str("<h2>Grants</h2>\n<table class=\"grants\" id=\"grants\"><thead><tr>");
     for col in [
@@ -282,17 +308,17 @@ fn grants(h: &mut String, r: &Report) {
         }
         let _ = writeln!(
             h,
-            "<tr id=\"grant-{id}\" class=\"{class}\"><td>{id}</td><td>{member}</td><td>{instance}</td><td>{region}</td><td class=\"reason\">{reason}</td><td>{allowed}</td><td>{granted}</td><td>{until}</td><td>{ended}</td><td>{why}</td><td>{links}</td><td>{refused}</td></tr>",
+            "<tr id=\"grant-{id}\" class=\"{class}\"><td>{id}</td><td>{member}</td><td>{instance}</td><td>{region}</td><td class=\"reason\">{reason}</td><td>{allowed}</td><td class=\"t\">{granted}</td><td class=\"t\">{until}</td><td class=\"t\">{ended}</td><td>{why}</td><td>{links}</td><td>{refused}</td></tr>",
             id = g.grant,
             class = classes(g),
             member = esc(&g.member()),
             instance = esc(&g.instance_label()),
             region = dash(g.region.as_deref()),
             reason = dash(g.reason.as_deref()),
-            granted = dash(g.granted_at.as_deref()),
-            until = dash(g.until.as_deref()),
-            ended = dash(g.ended_at.as_deref()),
-            why = esc(&g.ended_text(r.now)),
+            granted = short(g.granted_at.as_deref()),
+            until = short(g.until.as_deref()),
+            ended = short(g.ended_at.as_deref()),
+            why = why(g, r.now),
             links = g.links_minted,
             refused = g.presses_refused,
         );

@@ -153,7 +153,7 @@ fn the_html_marks_break_glass_and_escapes_everything() {
     assert!(h.contains("<tr id=\"grant-2\" class=\"bg unack\">"));
     assert!(h.contains("<tr id=\"grant-3\" class=\"bg\">"));
     assert!(h.contains("break-glass: NOT acknowledged"));
-    assert!(h.contains("<div id=\"total-break-glass\" class=\"alert\"><dt>Break-glass uses</dt><dd>2 (1 not acknowledged)</dd>"));
+    assert!(h.contains("<div id=\"total-break-glass\" class=\"alert\"><dt>Break-glass uses</dt><dd>2 <small>(1 not acknowledged)</small></dd>"));
     assert!(h.contains("class=\"bar bg unack\" data-grant=\"2\""));
     for external in [
         "http:", "https:", "src=\"", "url(", "@import", "<link", "<script",
