@@ -145,7 +145,9 @@ pub fn main(config_path: &Path, opts: Options) -> Exit {
     };
     let read = read_raw(&path, |r| {
         seen_events.insert(r.event.clone());
-        if written.is_err() || !filter.keeps(&r) {
+        // Records appended after the verified head are not vouched for by this run's verdict.
+        let unverified = chain.head_seq.is_some_and(|head| r.seq > head);
+        if written.is_err() || unverified || !filter.keeps(&r) {
             return;
         }
         written = match &mut sink {

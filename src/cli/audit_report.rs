@@ -339,7 +339,13 @@ pub fn main(config_path: &Path, opts: Options) -> Exit {
     let read = || -> io::Result<(Chain, Vec<GrantRow>)> {
         let chain = Chain::check(&path)?;
         let mut p = Projection::default();
-        read_raw(&path, |r| p.add(&r))?;
+        // Records appended after the verified head are left for the next report: the header
+        // vouches for the rows up to it.
+        read_raw(&path, |r| {
+            if chain.head_seq.is_none_or(|head| r.seq <= head) {
+                p.add(&r)
+            }
+        })?;
         Ok((chain, p.rows(&sel)))
     };
     let (chain, rows) = match read() {
