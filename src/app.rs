@@ -5,19 +5,19 @@
 pub mod admin;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use serenity::all::Http;
-use tokio_util::task::TaskTracker;
 
+use crate::audit::{AuditError, Journal, Repair};
+use crate::clock::Clock;
 use crate::config::{discord_token_from_env, Config, TencentCredentials};
-use crate::core::{Core, Policy, StartError};
-use crate::discord::{self, audit_feed::AuditFeed};
-use crate::limits::RequestLimits;
-use crate::metrics::METRICS;
+use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
+use crate::discord::{self, Bot};
+use crate::limits::{ApiPacer, RequestLimits};
+use crate::tencent::catalog::Catalog;
+use crate::tencent::CvmClient;
 
 /// How long shutdown waits for requests in flight and the DM edits due.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -26,53 +26,78 @@ const FEED_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for the gateway client to close once asked.
 const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
+/// Why the core could not be built at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Builds the core from a validated config: opens (and if need be repairs) the journal, and
+/// builds the Tencent clients and the catalog.
+pub fn build_core(
+    config: &Config,
+    creds: TencentCredentials,
+    clock: Clock,
+) -> Result<Core, StartError> {
+    let (journal, repair) = Journal::open_clocked(&config.audit.path, clock.clone())?;
+    let path = config.audit.path.display();
+    match repair {
+        Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
+            "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain"),
+        Some(Repair::Completed { seq }) => tracing::warn!(seq, %path,
+            "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
+        None => {}
+    }
+    let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+    let catalog = if config.catalog.enabled {
+        // Its own client: DescribeInstances has its own pace and never queues behind (or
+        // ahead of) console calls.
+        let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+        let source = CvmClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+        Some(CatalogLink {
+            catalog: Arc::new(Catalog::new(&config.tencent.regions)),
+            source: Arc::new(source),
+        })
+    } else {
+        None
+    };
+    let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
+    let core = Core::new(
+        Policy::from_config(config),
+        RequestLimits::new(&config.limits),
+        journal,
+        cvm,
+    )
+    .with_clock(clock);
+    Ok(match catalog {
+        Some(link) => core.with_catalog(link),
+        None => core,
+    })
+}
+
 /// What every part of the running bot shares.
 pub struct App {
-    pub core: Core,
-    pub audit_feed: AuditFeed,
-    /// Commands being handled and DM edits still due: shutdown waits for them, and once it is
-    /// closed no new command is taken.
-    pub tasks: TaskTracker,
+    /// The Discord adapter, which holds the core.
+    pub bot: Arc<Bot>,
     /// The config in force (swapped by a reload).
     config: Mutex<Config>,
-    /// Set by the Discord adapter once the gateway is up.
-    pub http: OnceLock<Arc<Http>>,
-    http_ready: tokio::sync::Notify,
-    connected: AtomicBool,
 }
 
 impl App {
-    /// Called once the gateway is up.
-    pub fn set_http(&self, http: Arc<Http>) {
-        let _ = self.http.set(http);
-        self.http_ready.notify_waiters();
-    }
-
-    /// The REST client, once the gateway has come up.
-    pub async fn wait_for_http(&self) -> Arc<Http> {
-        loop {
-            let ready = self.http_ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            if let Some(h) = self.http.get() {
-                return Arc::clone(h);
-            }
-            ready.await;
-        }
-    }
-
-    pub fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::SeqCst);
-        METRICS.gateway_connected.set(i64::from(up));
+    fn core(&self) -> &Core {
+        &self.bot.core
     }
 
     /// Ready: connected to the gateway, with a journal that can be written.
     pub fn health(&self) -> Result<(), String> {
-        if !self.connected.load(Ordering::SeqCst) {
+        if !self.bot.is_connected() {
             return Err("not connected to the Discord gateway".into());
         }
         // Never blocks on the writer: the journal keeps the last write's result aside.
-        self.core
+        self.core()
             .journal()
             .health()
             .map_err(|e| format!("the audit journal cannot be written: {e}"))
@@ -81,7 +106,7 @@ impl App {
     /// What is degraded but does not make the bot unready: the catalog regions whose list is
     /// missing, failing or forbidden (requests by ID still work).
     pub fn health_detail(&self) -> Option<String> {
-        let link = self.core.catalog_link()?;
+        let link = self.core().catalog_link()?;
         let lines: Vec<String> = link
             .catalog
             .status()
@@ -96,21 +121,14 @@ impl App {
     /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.
     /// `vncbot audit verify --head N:HASH` then shows a journal truncated or replaced since.
     fn anchor_line(&self) -> String {
-        discord::messages::anchor_line(&self.core.journal().head())
+        discord::messages::anchor_line(&self.core().journal().head())
     }
 
-    /// Records the refusals suppressed in the last minute and posts one line per member.
+    /// Records the refusals suppressed in the last minute, one count per member (the audit
+    /// channel's line follows from the record).
     async fn flush_suppressed(&self) {
-        match self.core.flush_suppressed().await {
-            Ok(batch) => {
-                for s in batch {
-                    self.audit_feed
-                        .post_refusals(discord::messages::suppressed_line(&s));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "AUDIT WRITE FAILED for suppressed refusals")
-            }
+        if let Err(e) = self.core().flush_suppressed().await {
+            tracing::error!(error = %e, "AUDIT WRITE FAILED for suppressed refusals")
         }
     }
 }
@@ -143,12 +161,35 @@ pub fn run_from_path(path: &Path) -> Result<(), RunError> {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(run(
+    runtime.block_on(run_with(
         config,
         Some(path.to_owned()),
         token.expose_secret(),
         creds,
+        clock_from_env(),
     ))
+}
+
+/// The system clock; in a debug build, shifted forward by `VNCBOT_DEBUG_CLOCK_SKEW_SECS`, so a
+/// process test can start the bot after a window "ran out" without waiting for it. Release
+/// builds never read the variable.
+fn clock_from_env() -> Clock {
+    if !cfg!(debug_assertions) {
+        return Clock::system();
+    }
+    let Some(skew) = std::env::var("VNCBOT_DEBUG_CLOCK_SKEW_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Clock::system();
+    };
+    tracing::warn!(
+        skew_secs = skew,
+        "DEBUG BUILD: the clock runs ahead of the system's (VNCBOT_DEBUG_CLOCK_SKEW_SECS)"
+    );
+    let clock = Clock::adjustable();
+    clock.advance(Duration::from_secs(skew));
+    clock
 }
 
 /// Runs the bot until SIGINT or SIGTERM. With `config_path`, SIGHUP re-reads the config there.
@@ -158,18 +199,29 @@ pub async fn run(
     token: &str,
     creds: TencentCredentials,
 ) -> Result<(), RunError> {
+    run_with(config, config_path, token, creds, Clock::system()).await
+}
+
+/// [`run`], on the given clock (tests move it forward instead of waiting out a window).
+pub async fn run_with(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+) -> Result<(), RunError> {
+    let core = Arc::new(build_core(&config, creds, clock)?);
     let app = Arc::new(App {
-        core: Core::from_config(&config, creds)?,
-        audit_feed: AuditFeed::new(config.discord.audit_channel_id.map(|c| c.get())),
-        tasks: TaskTracker::new(),
+        bot: Bot::new(
+            Arc::clone(&core),
+            config.discord.audit_channel_id.map(|c| c.get()),
+        ),
         config: Mutex::new(config.clone()),
-        http: OnceLock::new(),
-        http_ready: tokio::sync::Notify::new(),
-        connected: AtomicBool::new(false),
     });
+    core.run_timers();
     // The catalog: filled now in the background and refreshed every `refresh_secs`; requests by
     // ID never wait for it.
-    if let Some(link) = app.core.catalog_link() {
+    if let Some(link) = core.catalog_link() {
         link.catalog
             .spawn_refresher(Arc::clone(&link.source), config.catalog.refresh);
     }
@@ -188,22 +240,15 @@ pub async fn run(
     }
     // Grants survive a restart: their buttons keep working, and those whose window ran out
     // while the bot was down are ended (and their DMs edited once the gateway is up).
-    match app.core.rebuild_grants(&config.audit.path) {
+    match core.resume_grants(&config.audit.path).await {
         Ok((live, lapsed)) => {
-            tracing::info!(
-                live = live.len(),
-                lapsed = lapsed.len(),
-                "grants rebuilt from the journal"
-            );
-            for g in live.into_iter().chain(lapsed) {
-                discord::grant_buttons::resume(&app, g);
-            }
+            tracing::info!(live, lapsed, "grants rebuilt from the journal");
         }
         Err(e) => {
             tracing::error!(error = %e, "could not rebuild grants from the journal; their buttons will be refused")
         }
     }
-    let mut client = discord::client(&config, token, Arc::clone(&app))
+    let mut client = discord::client(&config, token, Arc::clone(&app.bot))
         .await
         .map_err(|e| RunError::Discord(Box::new(e)))?;
 
@@ -215,7 +260,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            anchoring.audit_feed.post(anchoring.anchor_line());
+            anchoring.bot.audit_feed.post(anchoring.anchor_line());
         }
     });
     let housekeeping = Arc::clone(&app);
@@ -224,8 +269,8 @@ pub async fn run(
         tick.tick().await;
         loop {
             tick.tick().await;
-            housekeeping.core.limits().shrink();
-            housekeeping.core.shrink_grants();
+            housekeeping.core().limits().shrink();
+            housekeeping.core().shrink_grants();
             housekeeping.flush_suppressed().await;
         }
     });
@@ -260,7 +305,7 @@ pub async fn run(
             }
         }
     }
-    app.set_connected(false);
+    app.bot.set_connected(false);
     tracing::info!("stopped");
     Ok(())
 }
@@ -272,8 +317,8 @@ async fn shutdown(app: &App) {
         "shutting down: no new requests; finishing those in flight and the DM expiry edits due"
     );
     // A closed tracker refuses new commands (see the Discord handler) and waits for the rest.
-    app.tasks.close();
-    if tokio::time::timeout(DRAIN_LIMIT, app.tasks.wait())
+    app.bot.tasks.close();
+    if tokio::time::timeout(DRAIN_LIMIT, app.bot.tasks.wait())
         .await
         .is_err()
     {
@@ -281,8 +326,8 @@ async fn shutdown(app: &App) {
     }
     app.flush_suppressed().await;
     // The last anchor goes behind every line still queued, and shutdown waits for all of them.
-    app.audit_feed.post(app.anchor_line());
-    if tokio::time::timeout(FEED_DRAIN_LIMIT, app.audit_feed.drain())
+    app.bot.audit_feed.post(app.anchor_line());
+    if tokio::time::timeout(FEED_DRAIN_LIMIT, app.bot.audit_feed.drain())
         .await
         .is_err()
     {
@@ -379,11 +424,12 @@ async fn apply(app: &App, mut new: Config) {
         let commands_changed = old.tencent.regions != new.tencent.regions
             || old.audit.require_reason != new.audit.require_reason;
         let limits_changed = old.limits != new.limits;
-        app.core.reconfigure(
+        app.core().reconfigure(
             Policy::from_config(&new),
             limits_changed.then(|| RequestLimits::new(&new.limits)),
         );
-        app.audit_feed
+        app.bot
+            .audit_feed
             .set_channel(new.discord.audit_channel_id.map(|c| c.get()));
         *old = new;
         (commands_changed, limits_changed)
@@ -394,8 +440,8 @@ async fn apply(app: &App, mut new: Config) {
         "config reloaded: allowlist, limits and audit channel swapped"
     );
     if commands_changed {
-        if let Some(http) = app.http.get() {
-            discord::register_commands(http, app).await;
+        if let Some(http) = app.bot.http() {
+            discord::register_commands(&http, &app.bot).await;
         }
     }
 }

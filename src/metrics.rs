@@ -182,6 +182,15 @@ impl Metrics {
     }
 
     /// A request refused by a limit: `user`, `instance` or `refusals`.
+    /// `n` commands with one outcome (refusals counted, not recorded one by one).
+    pub fn command_n(&self, outcome: &str, n: u64) {
+        self.commands
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n);
+    }
+
     pub fn limited(&self, which: &str) {
         self.limited
             .get_or_create(&Outcome {

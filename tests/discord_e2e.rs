@@ -28,8 +28,9 @@ async fn start_bot_after(tweak: impl Fn(String) -> String, setup: impl FnOnce(&B
         secret_key: mock_cvm::SECRET_KEY.to_string().into(),
         session_token: None,
     };
+    let clock = bot.clock.clone();
     tokio::spawn(async move {
-        if let Err(e) = vncbot::app::run(config, None, TOKEN, creds).await {
+        if let Err(e) = vncbot::app::run_with(config, None, TOKEN, creds, clock).await {
             panic!("the bot stopped: {e}");
         }
     });
@@ -172,8 +173,15 @@ fn first_dm(bot: &Bot, dm_channel: u64) -> Call {
         .expect("a DM was sent")
 }
 
-/// The edit that scrubs an expired link from a DM.
+/// The edit that scrubs an expired link from a DM, once the link's 15 seconds have passed.
 async fn expiry_edit(bot: &Bot, dm_channel: u64) -> Call {
+    // The press records what became of its link right after the DM edit: let it finish, as 15 s
+    // of real time would, before the link's time is up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal_events(bot).last().is_some_and(|e| e == "issued") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bot.clock.advance(Duration::from_secs(16));
     bot.discord
         .wait_for(Duration::from_secs(25), "the expiry edit", |c| {
             c.method == "PATCH"
@@ -365,9 +373,12 @@ async fn refusals_never_reach_tencent() {
     );
 }
 
+/// Tencent's own errors, as Tencent gives them: with the catalog off, so that a stopped instance
+/// reaches Tencent instead of being refused from the catalog's list (which would race its
+/// first refresh).
 #[tokio::test]
 async fn tencent_errors_are_explained() {
-    let bot = start_bot(|t| t).await;
+    let bot = start_bot(|t| t.replace("[limits]", "[catalog]\nenabled = false\n\n[limits]")).await;
     let explain = |user: u64, instance: &'static str| {
         let bot = &bot;
         async move {
@@ -1285,7 +1296,7 @@ async fn tag_rules_match_only_what_the_catalog_vouches_for() {
 }
 
 /// The window runs out: `ended` (expired) is recorded, the DM says so with no buttons, and a
-/// press afterwards is told to run /vnc again. (`[grants] minutes` is at least 1: this waits.)
+/// press afterwards is told to run /vnc again. The clock is moved past the window.
 #[tokio::test]
 async fn a_grant_ends_when_its_window_runs_out() {
     let bot = start_bot(|t| t.replace("[limits]", "[grants]\nminutes = 1\n\n[limits]")).await;
@@ -1296,9 +1307,10 @@ async fn a_grant_ends_when_its_window_runs_out() {
         vec![("instance", "ins-running1")],
     )
     .await;
+    bot.clock.advance(Duration::from_secs(61));
     let ended = bot
         .discord
-        .wait_for(Duration::from_secs(75), "the grant's end in its DM", |c| {
+        .wait_for(Duration::from_secs(15), "the grant's end in its DM", |c| {
             c.method == "PATCH"
                 && c.path.ends_with(&format!("/messages/{}", g.dm_message))
                 && c.body["content"]
@@ -1320,4 +1332,55 @@ async fn a_grant_ends_when_its_window_runs_out() {
         .iter()
         .any(|r| r["event"] == "ended" && r["code"] == "expired" && r["refers_to"] == g.grant));
     assert!(bot.cvm.seen().is_empty());
+}
+
+/// The role is removed while Tencent is making the link: the roles are read again before the
+/// link is shown, so the link is discarded (and recorded), the grant ends, and the DM says so.
+#[tokio::test]
+async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
+    let bot = start_bot(|t| t).await;
+    let g = grant(
+        &bot,
+        7001,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-running1")],
+    )
+    .await;
+    // Slow, but inside the client's 2 s timeout (no retry).
+    bot.cvm
+        .script([Scripted::Delay(Duration::from_millis(1500))]);
+    let t = press_button(&bot, &g, "open");
+    bot.discord
+        .wait_for(Duration::from_secs(5), "the press's member fetch", |c| {
+            c.method == "GET" && c.path.ends_with("/members/7001")
+        })
+        .await;
+    bot.discord.set_roles(7001, vec![]);
+    let ended = press_result(&bot, &t).await;
+    let content = ended.body["content"].as_str().unwrap_or_default();
+    assert!(content.contains("no longer allow"), "{content}");
+    assert_eq!(bot.cvm.issued().len(), 1, "Tencent did make a link");
+    let link = &bot.cvm.issued()[0];
+    for c in bot.discord.calls() {
+        assert!(
+            !c.body.to_string().contains(link.as_str()),
+            "link shown in {}",
+            c.path
+        );
+    }
+    let records: Vec<Value> = std::fs::read_to_string(bot.journal())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rid = &bot.cvm.seen()[0].request_id;
+    assert!(records.iter().any(|r| r["event"] == "denied"
+        && r["code"] == "role_removed"
+        && r["request_id"] == rid.as_str()));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "ended" && r["refers_to"] == g.grant));
+    assert!(!records
+        .iter()
+        .any(|r| r["event"] == "delivered" && r["request_id"] == rid.as_str()));
 }

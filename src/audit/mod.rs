@@ -7,9 +7,15 @@
 //! the record actually at the end of the file, so concurrent requests can neither interleave bytes
 //! nor fork the chain. The console link is never a field.
 //!
-//! [`record`] is what a line holds, [`writer`] appends, [`verify`] walks the chain.
+//! [`record`] is what a line holds, [`writer`] queues appends for one committer thread, [`append`]
+//! writes a batch under the [`lock`], [`status`] is what health checks read, [`follow`] hands out
+//! every record as it joins the chain, [`verify`] walks the chain.
 
+mod append;
+mod follow;
+mod lock;
 mod record;
+mod status;
 mod verify;
 mod writer;
 
@@ -19,9 +25,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use record::{read_records, Entry, Record};
+pub use append::Repair;
+pub use follow::{Follower, Missed};
+pub use record::{format_time, read_records, Entry, Record};
 pub use verify::{verify_bytes, verify_file, verify_file_anchored, Problem, Summary, VerifyError};
-pub use writer::{Journal, Repair};
+pub use writer::Journal;
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -51,6 +59,9 @@ pub enum Event {
     Ended,
     /// A torn last line (a crash mid-write) was found and sealed.
     Sealed,
+    /// A live grant was rebuilt from the journal at start, and is honoured until `until`
+    /// (capped by the window in force).
+    Resumed,
 }
 
 /// Who asked.
@@ -124,6 +135,10 @@ fn local_name(
 pub enum AuditError {
     #[error("cannot open the audit journal {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
+    /// Opening follows no link: a link planted at the path could point the bot's writes (and its
+    /// chmod to 0600) at any file it can reach.
+    #[error("the audit journal {path} is a symbolic link, and the bot opens only a regular file there (it changed nothing the link points to). Set `[audit] path` to the file itself, or replace the link with the file")]
+    Symlink { path: PathBuf },
     #[error("cannot read the audit journal {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("the audit journal {path} is damaged: {problem}. Run `vncbot audit verify` and move the file aside once it has been examined")]
@@ -179,6 +194,7 @@ impl AuditError {
                 found: *found,
             },
             AuditError::Replaced { path } => AuditError::Replaced { path: path.clone() },
+            AuditError::Symlink { path } => AuditError::Symlink { path: path.clone() },
             AuditError::Locked { path, waited } => AuditError::Locked {
                 path: path.clone(),
                 waited: *waited,

@@ -4,9 +4,11 @@
 use std::fs::File;
 use std::io::{self, BufRead};
 use std::path::Path;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use super::{Actor, Event};
 
@@ -86,6 +88,18 @@ impl Record {
             },
         }
     }
+}
+
+/// A record's `time`: RFC 3339 in UTC with exactly three digits of milliseconds
+/// (`2025-01-02T03:04:05.120Z`), so that times sort as text and line up in a terminal. Readers
+/// accept any RFC 3339 time: the first journals dropped trailing zeros (`.12Z`, or no fraction).
+pub fn format_time(t: SystemTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::from(t)
+        .format(FORMAT)
+        .expect("UTC times always format")
 }
 
 /// `,"hash":"<64 hex>"}`: how every line ends.
@@ -295,5 +309,24 @@ mod tests {
         // Numeric IDs (a hand-written line) read too.
         let numeric: Entry = serde_json::from_str(r#"{"guild":5}"#).unwrap();
         assert_eq!(numeric.guild, Some(5));
+    }
+
+    #[test]
+    fn times_have_exactly_three_digits_of_milliseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |ms| format_time(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(17_120), "1970-01-01T00:00:17.120Z");
+        assert_eq!(at(17_000), "1970-01-01T00:00:17.000Z");
+        assert_eq!(at(17_001), "1970-01-01T00:00:17.001Z");
+        // Truncated, not rounded: a record is never stamped later than it was written.
+        assert_eq!(
+            format_time(UNIX_EPOCH + Duration::from_nanos(17_999_999_999)),
+            "1970-01-01T00:00:17.999Z"
+        );
+        assert_eq!(
+            at(1_735_787_045_678),
+            "2025-01-02T03:04:05.678Z",
+            "the same text as the first journals wrote when the milliseconds had no trailing zero"
+        );
     }
 }

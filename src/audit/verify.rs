@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::record::{body_hash, parse_line};
+use super::record::{body_hash, parse_line, Record};
 use super::{Appended, Event, GENESIS};
 
 /// An intact chain.
@@ -185,6 +185,9 @@ pub(crate) struct Verifier {
     pending_torn: Option<(usize, String)>,
     /// A record the journal must still hold.
     head: Option<Appended>,
+    /// Records after this seq are kept as they verify (for the writer's subscribers).
+    keep_after: Option<u64>,
+    kept: Vec<Record>,
 }
 
 impl Verifier {
@@ -206,7 +209,20 @@ impl Verifier {
             line_no,
             pending_torn: None,
             head,
+            keep_after: None,
+            kept: Vec::new(),
         }
+    }
+
+    /// Keeps every record with a seq above `after` that verifies, for [`Verifier::take_kept`].
+    pub(crate) fn keeping_after(mut self, after: u64) -> Self {
+        self.keep_after = Some(after);
+        self
+    }
+
+    /// The records kept so far, in seq order, each with its hash.
+    pub(crate) fn take_kept(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.kept)
     }
 
     pub(crate) fn line_no(&self) -> usize {
@@ -260,9 +276,16 @@ impl Verifier {
         s.records += 1;
         s.sealed += u64::from(record.event == Event::Sealed);
         s.first_time.get_or_insert_with(|| record.time.clone());
-        s.last_time = Some(record.time);
         s.last_seq = record.seq;
         s.last_hash = hash.to_owned();
+        if self.keep_after.is_some_and(|after| record.seq > after) {
+            s.last_time = Some(record.time.clone());
+            let mut record = record;
+            record.hash = hash.to_owned();
+            self.kept.push(record);
+        } else {
+            s.last_time = Some(record.time);
+        }
         Ok(())
     }
 
@@ -398,5 +421,47 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert_eq!((e.line, e.kind), (4, Problem::HeadMismatch { seq: 4 }));
+    }
+
+    /// The first journals wrote times with trailing zeros dropped; they still verify, read back
+    /// and continue.
+    #[test]
+    fn records_with_the_first_journals_times_still_verify_and_continue() {
+        use super::super::record::encode_line;
+        use super::super::{read_records, Record};
+        let mut bytes = Vec::new();
+        let mut prev = GENESIS.to_owned();
+        for (seq, time) in [(1, "2025-01-02T03:04:05Z"), (2, "2025-01-02T03:04:05.12Z")] {
+            let record = Record {
+                seq,
+                time: time.into(),
+                event: Event::Denied,
+                actor_id: "42".into(),
+                actor_name: "alice".into(),
+                entry: Entry::default(),
+                torn_sha256: None,
+                torn_bytes: None,
+                prev: prev.clone(),
+                hash: String::new(),
+            };
+            prev = encode_line(&record, &mut bytes);
+        }
+        let s = verify_bytes(&bytes).unwrap();
+        assert_eq!(s.first_time.as_deref(), Some("2025-01-02T03:04:05Z"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &bytes).unwrap();
+        let times: Vec<_> = read_records(&path)
+            .unwrap()
+            .map(|r| r.unwrap().time)
+            .collect();
+        assert_eq!(times, ["2025-01-02T03:04:05Z", "2025-01-02T03:04:05.12Z"]);
+        let (j, repair) = Journal::open(&path).unwrap();
+        assert!(repair.is_none());
+        j.append_blocking(Event::Denied, &alice(), Entry::default())
+            .unwrap();
+        let s = verify_file(&path).unwrap().unwrap();
+        assert_eq!(s.last_seq, 3);
+        assert_eq!(s.last_time.unwrap().len(), "2025-01-02T03:04:05.120Z".len());
     }
 }

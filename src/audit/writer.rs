@@ -1,54 +1,22 @@
-//! The journal's writer: a queue, one committer thread, and an advisory lock on the file so that
-//! several processes (the bot, `vncbot url`) can append to one chain.
+//! The journal's writer: a queue and one committer thread that writes what has queued as one
+//! batch ([`super::append`]), under an advisory lock on the file so that several processes (the
+//! bot, `vncbot url`) can append to one chain.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use rustix::fs::FlockOperation;
-use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use tokio::sync::broadcast;
 
-use super::record::body_hash;
-use super::record::{encode_line, Entry, Record};
-use super::verify::{scan, settled_prefix, LastLine, Scanned, Verifier};
-use super::{Actor, Appended, AuditError, Event, GENESIS};
+use super::append::Writer;
+use super::follow::{Follower, Reader};
+use super::record::{Entry, Record};
+use super::status::{Shared, Timing, TIMING};
+use super::{Actor, Appended, AuditError, Event, Repair};
+use crate::clock::Clock;
 
 /// Most records one batch writes.
 const MAX_BATCH: usize = 256;
-
-/// How long the writer may wait for the file lock, or for one batch's write and fsync, before
-/// health checks fail, how long it waits for the lock before failing the batch, and how often an
-/// idle writer checks that the file is still the one it opened.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    busy_limit: Duration,
-    lock_wait: Duration,
-    check_every: Duration,
-}
-
-const TIMING: Timing = Timing {
-    busy_limit: Duration::from_secs(5),
-    lock_wait: Duration::from_secs(10),
-    check_every: Duration::from_secs(5),
-};
-
-/// The longest pause between two attempts to take the lock.
-const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
-
-/// What opening (or a later batch) found at the end of the file and mended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Repair {
-    /// A torn last line (a crash mid-write) got a `sealed` record holding its hash.
-    Sealed(Appended),
-    /// The last record was whole but for its line end, which was added.
-    Completed { seq: u64 },
-}
 
 /// The journal's writer in this process. Cheap to clone; all clones append to the same chain.
 ///
@@ -59,32 +27,10 @@ pub enum Repair {
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Mutex<Writer>>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     queue: std::sync::mpsc::Sender<Job>,
-}
-
-/// What health checks read without waiting for the writer and without touching the disk.
-struct Shared {
-    path: PathBuf,
-    /// (device, inode) of the file we opened, to notice it being replaced under us.
-    identity: (u64, u64),
-    timing: Timing,
-    /// Updated by the writer; never held across I/O.
-    status: Mutex<Status>,
-    /// Signalled after each identity check.
-    checked: Condvar,
-}
-
-struct Status {
-    head: Appended,
-    /// The last batch's error, until a batch succeeds.
-    error: Option<String>,
-    /// Since when the writer has been waiting for the lock or the disk; `None` when idle.
-    busy_since: Option<Instant>,
-    /// The last identity check found another file (or none) at the path.
-    replaced: bool,
-    /// Identity checks so far.
-    checks: u64,
+    feed: broadcast::Sender<Arc<Record>>,
+    reader: Reader,
 }
 
 struct Job {
@@ -92,50 +38,6 @@ struct Job {
     actor: Actor,
     entry: Entry,
     done: tokio::sync::oneshot::Sender<Result<Appended, AuditError>>,
-}
-
-struct Writer {
-    shared: Arc<Shared>,
-    file: File,
-    end: End,
-    /// `end` was read without the lock; the start of its last line, to check under the lock that
-    /// the line is still there (a failed write of another process may have been undone since).
-    unconfirmed: Option<u64>,
-    /// Bytes read while holding the lock, which every other writer waits for.
-    read_locked: std::cell::Cell<u64>,
-    /// A failed write could not be undone: the file may end in garbage of ours.
-    poisoned: bool,
-}
-
-/// The end of the file as this process last saw it: its length, its line count and last record.
-#[derive(Clone)]
-struct End {
-    len: u64,
-    lines: usize,
-    seq: u64,
-    hash: String,
-}
-
-impl End {
-    fn genesis() -> Self {
-        End {
-            len: 0,
-            lines: 0,
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        }
-    }
-}
-
-/// A torn last line to mend before appending.
-enum Fix {
-    Complete { seq: u64 },
-    Seal(Vec<u8>),
-}
-
-struct Committed {
-    appended: Vec<Appended>,
-    repair: Option<Repair>,
 }
 
 impl Journal {
@@ -146,64 +48,33 @@ impl Journal {
     /// The chain is read without the lock (other writers keep appending meanwhile); only what was
     /// appended during that read is read again under the lock.
     pub fn open(path: &Path) -> Result<(Self, Option<Repair>), AuditError> {
-        Self::open_with(path, TIMING, || {})
+        Self::open_with(path, TIMING, Clock::system(), || {})
+    }
+
+    /// [`Journal::open`], with records stamped by `clock`.
+    pub fn open_clocked(path: &Path, clock: Clock) -> Result<(Self, Option<Repair>), AuditError> {
+        Self::open_with(path, TIMING, clock, || {})
     }
 
     /// [`Journal::open`] with other timing, and `unlocked` run between reading the chain and
     /// taking the lock (for tests).
-    fn open_with(
+    pub(super) fn open_with(
         path: &Path,
         timing: Timing,
+        clock: Clock,
         unlocked: impl FnOnce(),
     ) -> Result<(Self, Option<Repair>), AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(open_err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
-        if !meta.is_file() {
-            return Err(open_err(io::Error::other("not a regular file")));
-        }
-        if meta.permissions().mode() & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(open_err)?;
-        }
-        let genesis = Appended {
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        };
-        let shared = Arc::new(Shared {
-            path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
-            timing,
-            status: Mutex::new(Status {
-                head: genesis,
-                error: None,
-                busy_since: None,
-                replaced: false,
-                checks: 0,
-            }),
-            checked: Condvar::new(),
-        });
-        let mut writer = Writer {
+        let mut writer = Writer::open(path, timing, clock)?;
+        let shared = Arc::clone(&writer.shared);
+        let reader = Reader {
             shared: Arc::clone(&shared),
-            file,
-            end: End::genesis(),
-            unconfirmed: None,
-            read_locked: std::cell::Cell::new(0),
-            poisoned: false,
+            file: Arc::new(writer.file.try_clone().map_err(open_err)?),
         };
-        writer.read_unlocked()?;
+        let feed = writer.feed.clone();
         unlocked();
         // Catching up with what was appended meanwhile is a batch with no records of its own.
         let repair = writer.commit(Vec::new())?.repair;
@@ -219,6 +90,8 @@ impl Journal {
                 inner,
                 shared,
                 queue,
+                feed,
+                reader,
             },
             repair,
         ))
@@ -299,6 +172,27 @@ impl Journal {
     pub fn is_healthy(&self) -> bool {
         self.health().is_ok()
     }
+
+    /// Every record that joins the chain from now on, in seq order: this process's own (sent once
+    /// they are on disk), and those other processes appended, as this process finds them (before
+    /// its next batch, or within a few seconds when idle). A receiver that falls more than 1024
+    /// records behind gets `Lagged` and reads the rest with [`Journal::records_after`], or uses
+    /// [`Journal::follow`], which does that itself.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.feed.subscribe()
+    }
+
+    /// Every record after seq `after`: those already in the file, then each new one, gapless.
+    pub fn follow(&self, after: u64) -> Follower {
+        Follower::new(self.reader.clone(), self.feed.subscribe(), after)
+    }
+
+    /// The records after seq `after` up to the head, read back from the file and checked against
+    /// the chain and the head. Blocking; cheap for a recent `after` (it starts at the nearest
+    /// recent batch), a full read for an old one.
+    pub fn records_after(&self, after: u64) -> Result<Vec<Record>, AuditError> {
+        self.reader.records_after(after)
+    }
 }
 
 /// The committer thread: takes what has queued, writes it as one batch, answers each caller; when
@@ -314,10 +208,11 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
                 // A blocking append holding the writer checks the file itself.
-                if let Ok(_writer) = writer.try_lock() {
+                if let Ok(mut writer) = writer.try_lock() {
                     shared.busy(|| {
                         let _ = shared.check_identity();
                     });
+                    writer.follow_others();
                 }
                 continue;
             }
@@ -363,331 +258,17 @@ fn log_repair(path: &Path, repair: Option<&Repair>) {
     }
 }
 
-impl Shared {
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` (which waits for the lock or the disk) with the writer marked busy. Only ever
-    /// called holding the writer, so one busy span never ends another.
-    fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.status().busy_since = Some(Instant::now());
-        let result = f();
-        self.status().busy_since = None;
-        result
-    }
-
-    fn replaced(&self) -> AuditError {
-        AuditError::Replaced {
-            path: self.path.clone(),
-        }
-    }
-
-    /// Whether the path still names the file opened; the answer is kept for health checks.
-    fn check_identity(&self) -> Result<(), AuditError> {
-        let same = matches!(std::fs::metadata(&self.path),
-            Ok(m) if m.is_file() && (m.dev(), m.ino()) == self.identity);
-        let mut status = self.status();
-        status.replaced = !same;
-        status.checks += 1;
-        drop(status);
-        self.checked.notify_all();
-        if same {
-            Ok(())
-        } else {
-            Err(self.replaced())
-        }
-    }
-}
-
-/// An exclusive `flock` on the journal, released on drop. Advisory: it orders writers that take
-/// it (every vncbot on this host), not other programs, and not other hosts.
-struct FileLock<'a>(&'a File);
-
-impl<'a> FileLock<'a> {
-    /// Tries without blocking until `wait` has passed: a holder that never lets go (a stopped
-    /// `vncbot url`, `flock FILE sleep 1d`) fails this batch, not every request forever.
-    fn exclusive(file: &'a File, path: &Path, wait: Duration) -> Result<Self, AuditError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Self(file)),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    let waited = start.elapsed();
-                    if waited >= wait {
-                        return Err(AuditError::Locked {
-                            path: path.to_owned(),
-                            waited,
-                        });
-                    }
-                    std::thread::sleep(pause.min(wait - waited));
-                    pause = (pause * 2).min(LOCK_POLL_MAX);
-                }
-                Err(e) => {
-                    return Err(AuditError::Write {
-                        path: path.to_owned(),
-                        source: e.into(),
-                    })
-                }
-            }
-        }
-    }
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        let _ = rustix::fs::flock(self.0, FlockOperation::Unlock);
-    }
-}
-
-impl Writer {
-    /// Writes `records` as one batch and records the outcome where health checks see it.
-    fn commit(&mut self, records: Vec<(Event, Actor, Entry)>) -> Result<Committed, AuditError> {
-        let shared = Arc::clone(&self.shared);
-        let result = shared.busy(|| self.commit_locked(records));
-        let mut status = self.shared.status();
-        match &result {
-            Ok(_) => {
-                status.error = None;
-                status.head = Appended {
-                    seq: self.end.seq,
-                    hash: self.end.hash.clone(),
-                };
-            }
-            Err(e) => status.error = Some(e.to_string()),
-        }
-        result
-    }
-
-    /// Under the file lock: catch up with what other writers appended, mend a torn tail, append,
-    /// fsync. A failure leaves this process's view of the file as it was before the batch.
-    fn commit_locked(
-        &mut self,
-        records: Vec<(Event, Actor, Entry)>,
-    ) -> Result<Committed, AuditError> {
-        if self.poisoned {
-            return Err(AuditError::Poisoned);
-        }
-        let _lock =
-            FileLock::exclusive(&self.file, &self.shared.path, self.shared.timing.lock_wait)?;
-        self.shared.check_identity()?;
-        if let Some(line_start) = self.unconfirmed {
-            if !self.still_ends_with(line_start)? {
-                // Rare: what was read unlocked was undone since. Read it all again, locked.
-                self.end = End::genesis();
-            }
-            self.unconfirmed = None;
-        }
-        let (start, mut end, fix) = self.catch_up()?;
-        let mut buf = Vec::with_capacity(records.len() * 400);
-        let repair = match fix {
-            None => None,
-            Some(Fix::Complete { seq }) => {
-                buf.push(b'\n');
-                Some(Repair::Completed { seq })
-            }
-            Some(Fix::Seal(fragment)) => {
-                // End the torn fragment's line so the seal starts on a line of its own.
-                buf.push(b'\n');
-                end.lines += 1;
-                let actor = Actor::Local {
-                    user: "vncbot".into(),
-                };
-                let torn = (hex::encode(Sha256::digest(&fragment)), fragment.len());
-                let sealed = encode(
-                    &mut end,
-                    Event::Sealed,
-                    &actor,
-                    Entry::default(),
-                    Some(torn),
-                    &mut buf,
-                );
-                Some(Repair::Sealed(sealed))
-            }
-        };
-        let appended = records
-            .into_iter()
-            .map(|(event, actor, entry)| encode(&mut end, event, &actor, entry, None, &mut buf))
-            .collect();
-        if !buf.is_empty() {
-            let result = (&self.file)
-                .write_all(&buf)
-                .and_then(|()| self.file.sync_data());
-            if let Err(source) = result {
-                // Undo a partial line so the next record starts clean, but only back to where
-                // the file ended when we took the lock: what other writers fsynced stays. If even
-                // that fails, refuse every later write rather than glue records onto garbage.
-                if self.file.set_len(start).is_err() {
-                    self.poisoned = true;
-                }
-                return Err(self.write_err(source));
-            }
-            end.len = start + buf.len() as u64;
-        }
-        self.end = end;
-        Ok(Committed { appended, repair })
-    }
-
-    /// At open, without the lock: verifies the chain as far as it is settled, so that only what
-    /// other writers append meanwhile is read under the lock. Damage is reported by the locked
-    /// catch-up that continues from there.
-    fn read_unlocked(&mut self) -> Result<(), AuditError> {
-        let read_err = |source| AuditError::Read {
-            path: self.shared.path.clone(),
-            source,
-        };
-        let len = self.file.metadata().map_err(read_err)?.len();
-        (&self.file).seek(SeekFrom::Start(0)).map_err(read_err)?;
-        let mut reader = io::BufReader::with_capacity(64 * 1024, (&self.file).take(len));
-        if let Some(s) = settled_prefix(&mut reader).map_err(read_err)? {
-            self.end = End {
-                len: s.len,
-                lines: s.lines,
-                seq: s.seq,
-                hash: s.hash,
-            };
-            self.unconfirmed = Some(s.line_start);
-        }
-        Ok(())
-    }
-
-    /// Under the lock: whether the line from `line_start` to `self.end.len` is still the record
-    /// read without the lock.
-    fn still_ends_with(&self, line_start: u64) -> Result<bool, AuditError> {
-        let read_err = |source| AuditError::Read {
-            path: self.shared.path.clone(),
-            source,
-        };
-        if self.file.metadata().map_err(read_err)?.len() < self.end.len {
-            return Ok(false);
-        }
-        let mut line = vec![0; (self.end.len - line_start) as usize];
-        (&self.file)
-            .seek(SeekFrom::Start(line_start))
-            .map_err(read_err)?;
-        (&self.file).read_exact(&mut line).map_err(read_err)?;
-        self.count_read_locked(line.len() as u64);
-        let same = line.pop() == Some(b'\n')
-            && super::record::parse_line(&line)
-                .is_some_and(|(_, claimed)| claimed == self.end.hash)
-            && body_hash(&line) == self.end.hash;
-        Ok(same)
-    }
-
-    /// Reads whatever other writers appended since this process last wrote, checks that it
-    /// continues the chain, and returns the file's length now, its end, and a torn tail to mend.
-    fn catch_up(&self) -> Result<(u64, End, Option<Fix>), AuditError> {
-        let path = &self.shared.path;
-        let read_err = |source| AuditError::Read {
-            path: path.clone(),
-            source,
-        };
-        let damaged = |problem| AuditError::Damaged {
-            path: path.clone(),
-            problem,
-        };
-        let len = self.file.metadata().map_err(read_err)?.len();
-        if len == self.end.len {
-            return Ok((len, self.end.clone(), None));
-        }
-        if len < self.end.len {
-            return Err(AuditError::Truncated {
-                path: path.clone(),
-                expected: self.end.len,
-                found: len,
-            });
-        }
-        (&self.file)
-            .seek(SeekFrom::Start(self.end.len))
-            .map_err(read_err)?;
-        self.count_read_locked(len - self.end.len);
-        let mut reader =
-            io::BufReader::with_capacity(64 * 1024, (&self.file).take(len - self.end.len));
-        let verifier = Verifier::resume(self.end.seq, &self.end.hash, self.end.lines, None);
-        let (verifier, fix) = match scan(&mut reader, verifier).map_err(read_err)? {
-            Scanned::Damaged(problem) => return Err(damaged(problem)),
-            Scanned::Clean(verifier) => (verifier, None),
-            Scanned::Torn {
-                mut verifier,
-                fragment,
-            } => match verifier.last_line(&fragment).map_err(damaged)? {
-                LastLine::Record { seq } => (verifier, Some(Fix::Complete { seq })),
-                LastLine::Fragment => (verifier, Some(Fix::Seal(fragment))),
-            },
-        };
-        let lines = verifier.line_no();
-        let s = verifier.finish().map_err(damaged)?;
-        let end = End {
-            len,
-            lines,
-            seq: s.last_seq,
-            hash: s.last_hash,
-        };
-        Ok((len, end, fix))
-    }
-
-    fn count_read_locked(&self, bytes: u64) {
-        self.read_locked.set(self.read_locked.get() + bytes);
-    }
-
-    fn write_err(&self, source: io::Error) -> AuditError {
-        AuditError::Write {
-            path: self.shared.path.clone(),
-            source,
-        }
-    }
-}
-
-/// Appends one record's line to `out` and advances `end` past it.
-fn encode(
-    end: &mut End,
-    event: Event,
-    actor: &Actor,
-    entry: Entry,
-    torn: Option<(String, usize)>,
-    out: &mut Vec<u8>,
-) -> Appended {
-    let (actor_id, actor_name) = match actor {
-        Actor::Discord { id, name } => (id.to_string(), name.clone()),
-        Actor::Local { user } => ("local".to_owned(), user.clone()),
-    };
-    let (torn_sha256, torn_bytes) = torn.unzip();
-    let record = Record {
-        seq: end.seq + 1,
-        time: now_rfc3339(),
-        event,
-        actor_id,
-        actor_name,
-        entry,
-        torn_sha256,
-        torn_bytes,
-        prev: std::mem::take(&mut end.hash),
-        hash: String::new(),
-    };
-    end.hash = encode_line(&record, out);
-    end.seq = record.seq;
-    end.lines += 1;
-    Appended {
-        seq: end.seq,
-        hash: end.hash.clone(),
-    }
-}
-
-fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&Rfc3339).expect("UTC times always format")
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::append::{encode, End};
     use super::super::tests::{alice, journal_with};
     use super::super::{verify_bytes, verify_file};
     use super::*;
+    use rustix::fs::FlockOperation;
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn torn_tail_is_sealed_on_open_and_the_chain_continues() {
@@ -808,6 +389,54 @@ mod tests {
         ));
     }
 
+    /// A link planted at the journal's path could aim the bot's writes and its chmod anywhere.
+    #[test]
+    fn a_symbolic_link_at_the_path_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("someone-elses.txt");
+        std::fs::write(&target, "not a journal\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = Journal::open(&path).err().expect("a link was followed");
+        assert!(matches!(err, AuditError::Symlink { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains("symbolic link")
+                && text.contains("[audit] path"),
+            "{text}"
+        );
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o644,
+            "the target was chmod-ed"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not a journal\n");
+
+        // A dangling link does not create its target either.
+        let nowhere = dir.path().join("created-through-the-link.jsonl");
+        let dangling = dir.path().join("dangling.jsonl");
+        std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+        assert!(matches!(
+            Journal::open(&dangling),
+            Err(AuditError::Symlink { .. })
+        ));
+        assert!(!nowhere.exists());
+
+        // A link put in place of an open journal, even to the journal itself, is a replacement.
+        let real = dir.path().join("real.jsonl");
+        let (j, _) = Journal::open(&real).unwrap();
+        let moved = dir.path().join("moved.jsonl");
+        std::fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &real).unwrap();
+        assert!(matches!(
+            j.append_blocking(Event::Denied, &alice(), Entry::default()),
+            Err(AuditError::Replaced { .. })
+        ));
+    }
+
     /// Two opens of one file are two writers, as two processes would be: `flock` locks belong to
     /// the open file, not the process.
     #[test]
@@ -900,9 +529,8 @@ mod tests {
             };
             encode(
                 &mut end,
-                Event::Requested,
-                &alice(),
-                entry,
+                &Clock::system(),
+                (Event::Requested, &alice(), entry),
                 None,
                 &mut bytes,
             );
@@ -920,7 +548,7 @@ mod tests {
     async fn a_lock_held_elsewhere_fails_the_batch_in_bounded_time_and_shows_in_health() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let (j, _) = Journal::open_with(&path, FAST, || {}).unwrap();
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
         j.append(Event::Denied, &alice(), Entry::default())
             .await
             .unwrap();
@@ -974,7 +602,7 @@ mod tests {
         let (bytes, _) = chain(5000);
         std::fs::write(&path, &bytes).unwrap();
         let (other, _) = Journal::open(&path).unwrap();
-        let (j, repair) = Journal::open_with(&path, FAST, || {
+        let (j, repair) = Journal::open_with(&path, FAST, Clock::system(), || {
             // Between reading the chain and taking the lock: the lock is free, and another writer
             // appends without waiting.
             drop(hold_lock(&path));
@@ -1007,14 +635,13 @@ mod tests {
         let mut bytes = kept.clone();
         encode(
             &mut end.clone(),
-            Event::Denied,
-            &alice(),
-            Entry::default(),
+            &Clock::system(),
+            (Event::Denied, &alice(), Entry::default()),
             None,
             &mut bytes,
         );
         std::fs::write(&path, &bytes).unwrap();
-        let (j, _) = Journal::open_with(&path, FAST, || {
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {
             let mut other = kept.clone();
             let entry = Entry {
                 reason: Some("a longer record in place of the undone one".into()),
@@ -1022,9 +649,8 @@ mod tests {
             };
             encode(
                 &mut end.clone(),
-                Event::Denied,
-                &alice(),
-                entry,
+                &Clock::system(),
+                (Event::Denied, &alice(), entry),
                 None,
                 &mut other,
             );
@@ -1050,7 +676,7 @@ mod tests {
     fn health_reads_only_memory_and_the_idle_writer_checks_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let (j, _) = Journal::open_with(&path, FAST, || {}).unwrap();
+        let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
         {
             // While the writer is held (as by a batch stuck on the disk), replace the file:
             // health answers from memory, so it cannot know yet.

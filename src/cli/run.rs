@@ -7,7 +7,7 @@ use super::Exit;
 pub fn main(config_path: &Path) -> Exit {
     match vncbot::app::run_from_path(config_path) {
         Ok(()) => Exit::Ok,
-        Err(vncbot::app::RunError::Start(vncbot::core::StartError::Audit(e))) => {
+        Err(vncbot::app::RunError::Start(vncbot::app::StartError::Audit(e))) => {
             eprintln!("error: {e}");
             Exit::Audit
         }

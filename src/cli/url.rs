@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use vncbot::audit::Actor;
+use vncbot::clock::Clock;
 use vncbot::config::{Config, TencentCredentials};
-use vncbot::core::{Authority, Core, Outcome, Request};
+use vncbot::core::{Authority, Outcome, Request};
 
 use super::Exit;
 
@@ -35,7 +36,7 @@ pub fn main(
         .build()
         .expect("a current-thread runtime starts");
     runtime.block_on(async {
-        let core = match Core::from_config(&config, creds) {
+        let core = match vncbot::app::build_core(&config, creds, Clock::system()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");

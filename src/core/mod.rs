@@ -15,17 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::audit::{Actor, AuditError, Entry, Event, Journal, Repair};
-use crate::config::Config;
+use crate::audit::{Actor, AuditError, Entry, Event, Journal};
+use crate::clock::Clock;
 use crate::ids::{InstanceId, Quoted, Region, Snowflake};
-use crate::limits::{ApiPacer, Limited, RequestLimits, Spend};
+use crate::limits::{Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
 use crate::metrics::METRICS;
 use crate::tencent::catalog::{self, Catalog, View};
 use crate::tencent::{Console, CvmClient};
 
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, HeadsUp, Minted, Press};
+pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -57,57 +57,12 @@ pub struct Core<C = CvmClient> {
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
+    timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
+    clock: Clock,
 }
 
-/// Why the core could not be built at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("cannot set up the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
-impl Core {
-    /// Builds the core from a validated config: opens (and if need be repairs) the journal.
-    pub fn from_config(
-        config: &Config,
-        creds: crate::config::TencentCredentials,
-    ) -> Result<Self, StartError> {
-        let (journal, repair) = Journal::open(&config.audit.path)?;
-        let path = config.audit.path.display();
-        match repair {
-            Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
-                "the audit journal ended in a torn line (a crash mid-write); sealed it and continued the chain"),
-            Some(Repair::Completed { seq }) => tracing::warn!(seq, %path,
-                "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
-            None => {}
-        }
-        let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-        let catalog = if config.catalog.enabled {
-            // Its own client: DescribeInstances has its own pace and never queues behind (or
-            // ahead of) console calls.
-            let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-            let source = CvmClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
-            Some(CatalogLink {
-                catalog: Arc::new(Catalog::new(&config.tencent.regions)),
-                source: Arc::new(source),
-            })
-        } else {
-            None
-        };
-        let cvm = CvmClient::new(&config.tencent, creds, pacer, Default::default())?;
-        let mut core = Self::new(
-            Policy::from_config(config),
-            RequestLimits::new(&config.limits),
-            journal,
-            cvm,
-        );
-        core.catalog = catalog;
-        Ok(core)
-    }
-
+impl<C> Core<C> {
     /// Lists every region now (for `vncbot url NAME`, which has no background refresher).
     pub async fn refresh_catalog(&self) {
         if let Some(link) = &self.catalog {
@@ -118,6 +73,12 @@ impl Core {
     /// The catalog and the client that refreshes it, when `[catalog] enabled`.
     pub fn catalog_link(&self) -> Option<&CatalogLink> {
         self.catalog.as_ref()
+    }
+
+    /// Resolves names, vouches for tags and re-reads stopped instances through this catalog.
+    pub fn with_catalog(mut self, link: CatalogLink) -> Self {
+        self.catalog = Some(link);
+        self
     }
 }
 
@@ -138,8 +99,26 @@ impl<C: Console> Core<C> {
             console,
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
+            timers: grants::timers::Timers::default(),
             catalog: None,
+            clock: Clock::system(),
         }
+    }
+
+    /// The clock every deadline and record time of this core is read from.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// What becomes of grants: ends, expired links, grants resumed at start. Adapters render
+    /// these; they decide nothing.
+    pub fn grant_events(&self) -> tokio::sync::broadcast::Receiver<GrantEvent> {
+        self.grants.subscribe()
     }
 
     /// The catalog as it stands (a cheap snapshot), when there is one.
@@ -304,11 +283,7 @@ impl<C: Console> Core<C> {
                 } = *rejected;
                 let outcome = refusal.outcome();
                 if let Refusal::Limited(l) = &refusal {
-                    let which = match l {
-                        Limited::User { .. } => "user",
-                        Limited::Instance { .. } => "instance",
-                    };
-                    METRICS.limited(which);
+                    self.count_limited(l);
                 }
                 // A refusal stays a refusal even when it cannot be recorded; the failure to
                 // record it is what the user needs to hear about, and admins see it logged.
@@ -325,7 +300,10 @@ impl<C: Console> Core<C> {
                     )
                     .await
                 {
-                    Ok(_) => Err(refusal),
+                    Ok(_) => {
+                        self.count(&outcome);
+                        Err(refusal)
+                    }
                     Err(e) => Err(Refusal::AuditUnavailable(e)),
                 }
             }
@@ -358,7 +336,11 @@ impl<C: Console> Core<C> {
                 count: Some(s.count),
                 ..Entry::default()
             };
-            if let Err(e) = self.journal.append(Event::Limited, &s.actor, entry).await {
+            let written = self.journal.append(Event::Limited, &s.actor, entry).await;
+            if written.is_ok() {
+                METRICS.command_n(Outcome::TooManyRefusals.code(), s.count);
+            }
+            if let Err(e) = written {
                 // Keep the counts not yet written for the next flush.
                 let mut map = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
                 for s in &batch[i..] {
@@ -412,16 +394,7 @@ impl<C: Console> Core<C> {
         // The state check costs a Tencent read: only for a request still allowed and live.
         if denied_now().is_none() && still_live() {
             if let Some(refusal) = self.not_ready(&a.instance, &a.region).await {
-                let outcome = refusal.outcome();
-                self.journal
-                    .append(
-                        outcome.event(),
-                        &a.actor,
-                        Entry {
-                            code: Some(outcome.code().to_owned()),
-                            ..entry()
-                        },
-                    )
+                self.note(&refusal.outcome(), &a.actor, entry())
                     .await
                     .map_err(Refusal::AuditUnavailable)?;
                 return Err(refusal);
@@ -450,19 +423,16 @@ impl<C: Console> Core<C> {
             };
             tracing::warn!(instance = %a.instance, audit_seq = a.audit_seq,
                 "an approved request lost its rule (or its grant) before Tencent was called");
-            let outcome = refusal.outcome();
-            self.journal
-                .append(
-                    outcome.event(),
-                    &a.actor,
-                    Entry {
-                        code: Some(outcome.code().to_owned()),
-                        rule: None,
-                        ..entry()
-                    },
-                )
-                .await
-                .map_err(Refusal::AuditUnavailable)?;
+            self.note(
+                &refusal.outcome(),
+                &a.actor,
+                Entry {
+                    rule: None,
+                    ..entry()
+                },
+            )
+            .await
+            .map_err(Refusal::AuditUnavailable)?;
             return Err(refusal);
         }
         match result {
@@ -483,8 +453,12 @@ impl<C: Console> Core<C> {
                     instance = %a.instance, region = %a.region, request_id = %vnc.request_id,
                     attempts = vnc.attempts, audit_seq = appended.seq, "console URL issued"
                 );
+                // The link's 15 s run from Tencent's answer, read on this core's clock.
+                let age = std::time::SystemTime::now()
+                    .duration_since(vnc.issued_at)
+                    .unwrap_or_default();
                 Ok(Issued {
-                    expires_at: vnc.issued_at + Duration::from_secs(VALID_FOR_SECS),
+                    expires_at: self.clock.now() - age + Duration::from_secs(VALID_FOR_SECS),
                     url: vnc.url,
                     instance: a.instance.clone(),
                     region: a.region.clone(),
@@ -502,18 +476,17 @@ impl<C: Console> Core<C> {
                     tracing::warn!(instance = %a.instance, region = %a.region, code = %code,
                         request_id, error = %error, "Tencent call failed");
                 }
-                self.journal
-                    .append(
-                        Event::Failed,
-                        &a.actor,
-                        Entry {
-                            code: Some(code),
-                            request_id: error.request_id().map(str::to_owned),
-                            ..entry()
-                        },
-                    )
-                    .await
-                    .map_err(Refusal::AuditUnavailable)?;
+                let _ = code;
+                self.note(
+                    &Outcome::tencent(&error),
+                    &a.actor,
+                    Entry {
+                        request_id: error.request_id().map(str::to_owned),
+                        ..entry()
+                    },
+                )
+                .await
+                .map_err(Refusal::AuditUnavailable)?;
                 let message = error.user_message(&a.instance, &a.region);
                 Err(Refusal::Tencent {
                     error: Box::new(error),
@@ -530,22 +503,49 @@ impl<C: Console> Core<C> {
         issued: &Issued,
         outcome: &Outcome,
     ) -> Result<(), AuditError> {
-        let code = (*outcome != Outcome::Delivered).then(|| outcome.code().to_owned());
-        self.journal
-            .append(
-                outcome.event(),
-                actor,
-                Entry {
-                    instance: Some(issued.instance.to_string()),
-                    region: Some(issued.region.to_string()),
-                    code,
-                    request_id: Some(issued.request_id.clone()),
-                    refers_to: Some(issued.audit_seq),
-                    ..Entry::default()
-                },
-            )
-            .await
-            .map(|_| ())
+        self.note(
+            outcome,
+            actor,
+            Entry {
+                instance: Some(issued.instance.to_string()),
+                region: Some(issued.region.to_string()),
+                request_id: Some(issued.request_id.clone()),
+                refers_to: Some(issued.audit_seq),
+                ..Entry::default()
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records an outcome (its event, and its code where the event alone does not say it) and
+    /// counts it: the one place an outcome becomes a record and a metric.
+    pub(crate) async fn note(
+        &self,
+        outcome: &Outcome,
+        actor: &Actor,
+        entry: Entry,
+    ) -> Result<u64, AuditError> {
+        let code = (!matches!(outcome, Outcome::Delivered | Outcome::Granted))
+            .then(|| outcome.code().to_owned());
+        let appended = self
+            .journal
+            .append(outcome.event(), actor, Entry { code, ..entry })
+            .await?;
+        self.count(outcome);
+        Ok(appended.seq)
+    }
+
+    /// Counts an outcome whose record was written.
+    pub(crate) fn count(&self, outcome: &Outcome) {
+        METRICS.command(outcome.code());
+    }
+
+    pub(crate) fn count_limited(&self, l: &Limited) {
+        METRICS.limited(match l {
+            Limited::User { .. } => "user",
+            Limited::Instance { .. } => "instance",
+        });
     }
 
     async fn record(
@@ -1296,5 +1296,154 @@ mod tests {
         }
         assert_eq!(minted, 10, "per_instance_per_minute is 10");
         assert_eq!(f.calls(), 10);
+    }
+
+    /// Presses spend the member's own budget (at their rate, apart from `/vnc`): one member
+    /// pressing over and over cannot use up an instance and lock the others out of it.
+    #[tokio::test]
+    async fn presses_spend_the_members_budget_too() {
+        let f = Fixture::new(None, None);
+        let mut minted = 0;
+        // Member 1: two grants of 3 links each; their press budget is 5 a minute.
+        for _ in 0..2 {
+            let g = f
+                .core
+                .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+                .await
+                .unwrap();
+            for _ in 0..3 {
+                let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+                match f.core.finish_press(press, roles(&[ONCALL])).await {
+                    Ok(_) => minted += 1,
+                    Err(Refusal::Limited(crate::limits::Limited::User { .. })) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }
+        assert_eq!(minted, 5, "per_user_per_minute is 5");
+        // Someone else still gets the instance.
+        let g = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(2)).await.unwrap();
+        f.core
+            .finish_press(press, roles(&[ONCALL]))
+            .await
+            .expect("another member is not locked out");
+    }
+
+    /// The role is removed while Tencent makes the link: the link is discarded (recorded with
+    /// its RequestId), the grant ends, and nothing is shown.
+    #[tokio::test]
+    async fn a_link_made_after_the_role_went_is_discarded_and_the_grant_ends() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(1)).await.unwrap();
+        let minted = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        let refusal = f.core.confirm_link(minted, roles(&[])).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::RoleRemoved { .. }), "{refusal}");
+        assert!(!f.core.grant_is_live(g.id));
+        let text = std::fs::read_to_string(f.dir.path().join("audit.jsonl")).unwrap();
+        let denied = text
+            .lines()
+            .find(|l| l.contains(r#""event":"denied""#))
+            .expect("the discarded link is recorded");
+        assert!(denied.contains(r#""code":"role_removed""#) && denied.contains("rid-ok"));
+        // Roles Discord cannot give now: discarded too, and the grant stays for a retry.
+        let g = f
+            .core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let press = f.core.begin_press(g.id, &discord(2)).await.unwrap();
+        let minted = f.core.finish_press(press, roles(&[ONCALL])).await.unwrap();
+        assert!(matches!(
+            f.core.confirm_link(minted, None).await,
+            Err(Refusal::RolesUnavailable)
+        ));
+        assert!(f.core.grant_is_live(g.id));
+    }
+
+    /// A grant whose DM could not be recorded is ended, and stays ended once the journal can
+    /// be written again.
+    #[tokio::test]
+    async fn a_grant_whose_dm_was_not_recorded_stays_ended() {
+        let f = Fixture::new(None, None);
+        let g = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let path = f.dir.path().join("audit.jsonl");
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(matches!(
+            f.core.record_grant_dm(&g, Ok((77, 88))).await,
+            Err(Refusal::AuditUnavailable(_))
+        ));
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, kept).unwrap();
+        assert!(!f.core.grant_is_live(g.id));
+        assert!(matches!(
+            f.core.begin_press(g.id, &discord(1)).await,
+            Err(Refusal::GrantEnded | Refusal::AuditUnavailable(_))
+        ));
+    }
+
+    /// A `granted` record that claims more than the window in force (appended correctly
+    /// chained, or written with a time far in the future) is honoured only for the window in
+    /// force from now, and its resumption is recorded.
+    #[tokio::test]
+    async fn a_forged_grant_is_capped_at_the_window_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let now = SystemTime::now();
+        let forge = |clock: Clock, until: SystemTime| {
+            let (journal, _) = Journal::open_clocked(&path, clock).unwrap();
+            journal
+                .append_blocking(
+                    Event::Granted,
+                    &discord(1),
+                    Entry {
+                        guild: Some(GUILD),
+                        instance: Some("ins-a1b2c3d4".into()),
+                        region: Some("ap-guangzhou".into()),
+                        until: Some(grants::rfc3339_for_tests(until)),
+                        ..Entry::default()
+                    },
+                )
+                .unwrap()
+                .seq
+        };
+        let long = forge(Clock::system(), now + Duration::from_secs(59 * 60));
+        let future = Clock::adjustable();
+        future.advance(Duration::from_secs(72 * 365 * 24 * 3600));
+        let far = forge(future.clone(), future.now() + Duration::from_secs(3000));
+        let (journal, _) = Journal::open(&path).unwrap();
+        let tencent = FakeTencent {
+            calls: AtomicUsize::new(0),
+            fail_with: None,
+            gate: None,
+        };
+        let core = Core::new(policy(), limits(3), journal, tencent);
+        let (live, lapsed) = core.resume_grants(&path).await.unwrap();
+        assert_eq!((live, lapsed), (2, 0));
+        for id in [long, far] {
+            let g = core.grant_by_id(id).unwrap();
+            assert!(
+                g.until <= SystemTime::now() + Duration::from_secs(600),
+                "grant {id} capped at the 10-minute window from now: {:?}",
+                g.until.duration_since(now)
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(r#""event":"resumed""#).count(), 2);
     }
 }

@@ -122,6 +122,49 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome but Tencent's (whose code is Tencent's own).
+    pub const OURS: [Outcome; 25] = [
+        Self::NotInGuild,
+        Self::OtherGuild,
+        Self::BadInstance,
+        Self::BadRegion,
+        Self::BadReason,
+        Self::Denied,
+        Self::LimitedMember,
+        Self::LimitedInstance,
+        Self::TooManyRefusals,
+        Self::AuditUnavailable,
+        Self::BadButton,
+        Self::GrantEnded,
+        Self::NotHolder,
+        Self::LinksUsed,
+        Self::PressInProgress,
+        Self::RolesUnavailable,
+        Self::RoleRemoved,
+        Self::UnknownName,
+        Self::AmbiguousName,
+        Self::NotReady,
+        Self::Granted,
+        Self::Delivered,
+        Self::DmsClosed,
+        Self::DmFailed,
+        Self::NotPrinted,
+    ];
+
+    /// The outcome a record's `code` names (read back from the journal). A `failed` record's
+    /// code is Tencent's, or ours for a network failure: read it with [`Outcome::failed`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::OURS.into_iter().find(|o| o.code() == code)
+    }
+
+    /// A `failed` record's outcome, as read back (the failure's kind is not recorded).
+    pub fn failed(code: &str) -> Self {
+        Self::Tencent {
+            code: code.to_owned(),
+            kind: FailureKind::Transient,
+        }
+    }
+
     pub fn tencent(e: &TencentError) -> Self {
         Self::Tencent {
             code: e.code(),
@@ -278,6 +321,17 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_reads_back_as_its_outcome() {
+        for o in Outcome::OURS {
+            assert_eq!(Outcome::from_code(o.code()), Some(o.clone()), "{o:?}");
+        }
+        assert_eq!(Outcome::from_code("InvalidInstanceId.NotFound"), None);
+        let codes: std::collections::HashSet<&str> =
+            Outcome::OURS.iter().map(|o| o.code()).collect();
+        assert_eq!(codes.len(), Outcome::OURS.len(), "codes are distinct");
+    }
 
     fn api(code: &str) -> TencentError {
         TencentError::Api {

@@ -168,6 +168,12 @@ impl Refusal {
         }
     }
 
+    /// A denial only because the catalog cannot vouch for a tag rule right now: a passing
+    /// problem, not a lost role.
+    pub fn needs_tags(&self) -> bool {
+        matches!(self, Refusal::Denied { needs_tags, .. } if !needs_tags.is_empty())
+    }
+
     /// Tencent's RequestId, where the refusal came from Tencent.
     pub fn request_id(&self) -> Option<&str> {
         match self {

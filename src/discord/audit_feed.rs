@@ -13,7 +13,9 @@ use std::time::Duration;
 use serenity::all::{ChannelId, CreateMessage, Http};
 use tokio::sync::{mpsc, Notify};
 
+use super::audit_lines::{Line, Lines};
 use super::no_mentions;
+use crate::audit::Follower;
 
 /// Link lines waiting to be posted; past this (hours of a dead channel), lines are dropped and
 /// logged. Refusals never take their room.
@@ -126,6 +128,32 @@ impl AuditFeed {
                 let c = channel.load(Ordering::Relaxed);
                 if c != 0 {
                     post(&http, ChannelId::new(c), line).await;
+                }
+            }
+        });
+    }
+
+    /// Follows the journal from `follower` on and queues each record's line: the channel is a
+    /// projection of the journal, whichever process wrote the record.
+    pub fn project(self: &Arc<Self>, mut follower: Follower) {
+        let feed = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut lines = Lines::default();
+            while let Some(next) = follower.next().await {
+                match next {
+                    Ok(record) => match lines.line(&record) {
+                        Some(Line::Access(text)) => feed.post(text),
+                        Some(Line::Refusal { user, text }) => feed.post_refusal(user, text),
+                        Some(Line::Summary(text)) => feed.post_refusals(text),
+                        None => {}
+                    },
+                    Err(missed) => {
+                        tracing::error!(error = %missed, "the audit channel skipped records it could not read back");
+                        feed.post(format!(
+                            "audit journal: records {} to {} could not be read back for this channel (run `vncbot audit verify`)",
+                            missed.from, missed.to
+                        ));
+                    }
                 }
             }
         });

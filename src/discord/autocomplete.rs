@@ -6,7 +6,7 @@ use serenity::all::{
     CreateInteractionResponse,
 };
 
-use crate::app::App;
+use super::Bot as App;
 use crate::ids::Snowflake;
 
 pub async fn run(ctx: &Context, app: &App, ac: &CommandInteraction) {

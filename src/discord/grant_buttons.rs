@@ -2,17 +2,15 @@
 //! the grant. A `custom_id` carries only the grant's id (`vnc:open:<seq>`), never a secret.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use serenity::all::{
-    ButtonStyle, ChannelId, ComponentInteraction, Context, CreateActionRow, CreateButton,
-    CreateEmbed, CreateInteractionResponse, CreateInteractionResponseFollowup,
-    EditInteractionResponse, EditMessage, GuildId, Http, MessageId,
+    ButtonStyle, ComponentInteraction, Context, CreateActionRow, CreateButton, CreateEmbed,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, EditInteractionResponse, GuildId,
 };
 
 use super::messages::{self, BUTTON_URL_MAX, EMBED_DESCRIPTION_MAX, MESSAGE_MAX};
 use super::no_mentions;
-use crate::app::App;
+use super::Bot as App;
 use crate::audit::Actor;
 use crate::core::{EndWhy, Grant, Minted, Outcome, Refusal};
 use crate::ids::Snowflake;
@@ -93,26 +91,6 @@ fn link_view(m: &Minted, name: Option<&str>) -> Option<EditInteractionResponse> 
     })
 }
 
-/// The DM waiting for a press, or ended, as the grant stands now.
-fn grant_view(app: &App, grant: &Grant) -> EditMessage {
-    let edit = EditMessage::new()
-        .embeds(vec![])
-        .allowed_mentions(no_mentions());
-    let name = app.core.instance_name(&grant.instance);
-    if app.core.grant_is_live(grant.id) {
-        edit.content(messages::grant_dm(grant, name.as_deref()))
-            .components(grant_buttons(grant.id))
-    } else {
-        edit.content(messages::grant_ended_dm(
-            grant,
-            name.as_deref(),
-            EndWhy::Expired,
-            SystemTime::now(),
-        ))
-        .components(vec![])
-    }
-}
-
 /// Says something to the presser only (an ephemeral follow-up).
 async fn tell(ctx: &Context, comp: &ComponentInteraction, text: &str) {
     let msg = CreateInteractionResponseFollowup::new()
@@ -138,33 +116,13 @@ async fn show_ended(
             grant,
             name.as_deref(),
             why,
-            SystemTime::now(),
+            app.core.clock().now(),
         ))
         .components(vec![])
         .embeds(vec![])
         .allowed_mentions(no_mentions());
     if let Err(e) = comp.edit_response(&ctx.http, edit).await {
         tracing::warn!(grant = grant.id, error = %e, "could not mark the DM as ended");
-    }
-}
-
-fn post_line(app: &App, user: u64, grant: &Grant, outcome: &Outcome, request_id: Option<&str>) {
-    if !outcome.posts_to_channel() {
-        return;
-    }
-    let text = format!("{} (grant {})", outcome.channel_text(), grant.id);
-    let line = messages::audit_line(
-        user,
-        grant.instance.as_str(),
-        Some(grant.region.as_str()),
-        None,
-        &text,
-        request_id,
-    );
-    if outcome.is_link_line() {
-        app.audit_feed.post(line);
-    } else {
-        app.audit_feed.post_refusal(user, line);
     }
 }
 
@@ -187,17 +145,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
             tell(ctx, comp, &refusal.to_string()).await;
         }
         Some(Press::Done(id)) => match app.core.end_grant(id, &actor, EndWhy::Done).await {
-            Ok(Some(grant)) => {
-                show_ended(ctx, app, comp, &grant, EndWhy::Done).await;
-                app.audit_feed.post(messages::audit_line(
-                    actor_id(&actor),
-                    grant.instance.as_str(),
-                    Some(grant.region.as_str()),
-                    None,
-                    &format!("ended by the member (grant {})", grant.id),
-                    None,
-                ));
-            }
+            Ok(Some(grant)) => show_ended(ctx, app, comp, &grant, EndWhy::Done).await,
             Ok(None) => {
                 // It had ended already (expired, or Done pressed twice): say so, plainly.
                 if let Some(grant) = app.core.grant_by_id(id) {
@@ -225,32 +173,15 @@ async fn acknowledge(ctx: &Context, comp: &ComponentInteraction) -> bool {
     }
 }
 
-fn actor_id(actor: &Actor) -> u64 {
-    match actor {
-        Actor::Discord { id, .. } => *id,
-        Actor::Local { .. } => 0,
-    }
-}
-
 async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor: &Actor, id: u64) {
     // The acknowledgement goes out at once; meanwhile the grant is checked and, when it may be
     // pressed, the member's roles are fetched (a button in a DM carries no member). Neither
     // delays the acknowledgement, and together they save a round trip per press.
     let prepare = async {
-        let press = app.core.begin_press(id, actor).await?;
-        let guild = GuildId::new(press.grant.guild.get());
-        let roles = match ctx.http.get_member(guild, comp.user.id).await {
-            Ok(m) => Some(
-                m.roles
-                    .iter()
-                    .filter_map(|r| Snowflake::new(r.get()))
-                    .collect(),
-            ),
-            Err(e) => {
-                tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
-                None
-            }
-        };
+        let mut press = app.core.begin_press(id, actor).await?;
+        // Where the link will be shown and later scrubbed: the DM Discord says was pressed.
+        press.dm = Some((comp.channel_id.get(), comp.message.id.get()));
+        let roles = member_roles(ctx, press.grant.guild, comp).await;
         Ok::<_, Refusal>((press, roles))
     };
     let (acked, prepared) = tokio::join!(acknowledge(ctx, comp), prepare);
@@ -269,19 +200,47 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
         }
     };
     let grant = press.grant.clone();
-    match app.core.finish_press(press, roles).await {
+    let minted = match app.core.finish_press(press, roles).await {
+        // The role may have gone while Tencent was asked: the roles are read once more before
+        // the link is shown.
+        Ok(minted) => {
+            let roles = member_roles(ctx, grant.guild, comp).await;
+            app.core.confirm_link(minted, roles).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match minted {
         Ok(minted) => show_link(ctx, app, comp, actor, minted).await,
         Err(refusal) => {
-            let outcome = refusal.outcome();
-            // The core counts the refusals it records for a press; Tencent's are counted here.
-            if matches!(refusal, Refusal::Tencent { .. }) {
-                METRICS.command(outcome.code());
-            }
-            post_line(app, actor_id(actor), &grant, &outcome, refusal.request_id());
             if let Refusal::RoleRemoved { .. } = refusal {
                 show_ended(ctx, app, comp, &grant, EndWhy::RoleRemoved).await;
             }
             tell(ctx, comp, &refusal.to_string()).await;
+        }
+    }
+}
+
+/// The presser's roles as Discord gives them now (a button in a DM carries no member); `None`
+/// when Discord could not be asked.
+async fn member_roles(
+    ctx: &Context,
+    guild: Snowflake,
+    comp: &ComponentInteraction,
+) -> Option<Vec<Snowflake>> {
+    match ctx
+        .http
+        .get_member(GuildId::new(guild.get()), comp.user.id)
+        .await
+    {
+        Ok(m) => Some(
+            m.roles
+                .iter()
+                .filter_map(|r| Snowflake::new(r.get()))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
+            None
         }
     }
 }
@@ -305,7 +264,10 @@ async fn show_link(
     } else {
         Outcome::DmFailed
     };
-    METRICS.command(outcome.code());
+    let dm = (comp.channel_id.get(), comp.message.id.get());
+    // Shutdown waits for this DM's scrub (rendered from the core's LinkExpired), even when the
+    // edit failed, in case Discord took it.
+    app.link_shown(dm);
     if let Err(e) = app
         .core
         .record_delivery(actor, &minted.issued, &outcome)
@@ -313,13 +275,6 @@ async fn show_link(
     {
         tracing::error!(error = %e, audit_seq = minted.issued.audit_seq, "AUDIT WRITE FAILED after showing a link");
     }
-    post_line(
-        app,
-        actor_id(actor),
-        &minted.grant,
-        &outcome,
-        Some(&minted.issued.request_id),
-    );
     if let Err(e) = &shown {
         METRICS.dm_failures.inc();
         let error = e.as_ref().map_or_else(
@@ -330,72 +285,6 @@ async fn show_link(
             "could not show the console link in the DM; it was discarded");
         tell(ctx, comp, messages::PRESS_NOT_SHOWN).await;
     }
-    // Scrub the link once it is dead (and on a failed edit too, in case Discord took it),
-    // putting Open console back while the grant lasts.
-    let wait = minted
-        .issued
-        .expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    let (channel, message) = (comp.channel_id, comp.message.id);
-    let (app2, http) = (Arc::clone(app), Arc::clone(&ctx.http));
-    app.tasks.spawn(async move {
-        tokio::time::sleep(wait).await;
-        restore(&http, &app2, channel, message, &minted.grant).await;
-    });
-}
-
-async fn restore(http: &Http, app: &App, channel: ChannelId, message: MessageId, grant: &Grant) {
-    if let Err(e) = channel
-        .edit_message(http, message, grant_view(app, grant))
-        .await
-    {
-        tracing::warn!(grant = grant.id, error = %e, "could not scrub the expired link from the DM");
-    }
-}
-
-/// Ends `grant` when its window runs out and says so in its DM. Not counted by shutdown (a
-/// grant lasts up to an hour): a restart rebuilds it from the journal instead.
-pub fn schedule_end(app: &Arc<App>, grant: Grant) {
-    let app = Arc::clone(app);
-    tokio::spawn(async move {
-        let wait = grant
-            .until
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait).await;
-        match app.core.expire_grant(grant.id).await {
-            Ok(Some(g)) => {
-                app.audit_feed.post(messages::audit_line(
-                    g.user,
-                    g.instance.as_str(),
-                    Some(g.region.as_str()),
-                    None,
-                    &format!("access ended: window over (grant {})", g.id),
-                    None,
-                ));
-                if let Some((c, m)) = g.dm {
-                    let http = app.wait_for_http().await;
-                    restore(&http, &app, ChannelId::new(c), MessageId::new(m), &g).await;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(grant = grant.id, error = %e, "could not end a grant"),
-        }
-    });
-}
-
-/// A grant rebuilt at start: its DM is put back as the grant stands (a link that was on screen
-/// when the bot stopped is dead by now, and Open console returns), and its end is scheduled.
-pub fn resume(app: &Arc<App>, grant: Grant) {
-    if let Some((c, m)) = grant.dm {
-        let (app, grant) = (Arc::clone(app), grant.clone());
-        tokio::spawn(async move {
-            let http = app.wait_for_http().await;
-            restore(&http, &app, ChannelId::new(c), MessageId::new(m), &grant).await;
-        });
-    }
-    schedule_end(app, grant);
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::core::{EndWhy, Grant, HeadsUp, Issued, Suppressed};
+use crate::core::{EndWhy, Grant, HeadsUp, Issued};
 use crate::link::VALID_FOR_SECS;
 use crate::text::is_format_char;
 
@@ -120,14 +120,22 @@ pub const REPLY_UNKNOWN_COMMAND: &str = "This bot does not know that command.";
 /// One line for the audit channel. Everything the member typed is escaped; the link is never
 /// an argument.
 pub fn audit_line(
-    user: u64,
+    actor: &crate::audit::Actor,
     instance: &str,
     region: Option<&str>,
     reason: Option<&str>,
     outcome: &str,
     request_id: Option<&str>,
 ) -> String {
-    let mut s = format!("/vnc by <@{user}>: {}", escape(instance, 40));
+    let by = match actor {
+        crate::audit::Actor::Discord { .. } => "/vnc",
+        crate::audit::Actor::Local { .. } => "vncbot url",
+    };
+    let mut s = format!(
+        "{by} by {}: {}",
+        super::audit_lines::who(actor),
+        escape(instance, 40)
+    );
     if let Some(r) = region {
         s.push_str(&format!(" ({})", escape(r, 40)));
     }
@@ -154,18 +162,6 @@ pub fn refusals_line(user: u64, count: u64, window: Duration) -> String {
     format!(
         "{count} more refused /vnc request(s) from <@{user}> in the last {} seconds (each is in the journal)",
         window.as_secs()
-    )
-}
-
-/// The refusals suppressed past a member's refusal budget (recorded as one count).
-pub fn suppressed_line(s: &Suppressed) -> String {
-    let who = match &s.actor {
-        crate::audit::Actor::Discord { id, .. } => format!("<@{id}>"),
-        crate::audit::Actor::Local { user } => escape(user, 60),
-    };
-    format!(
-        "{} refused /vnc request(s) from {who} in the last minute were answered at once and not recorded one by one (too many refusals)",
-        s.count
     )
 }
 
@@ -222,7 +218,10 @@ mod tests {
         assert_eq!(e.matches('\u{FFFD}').count(), 4);
         // Tencent's error code in the outcome is escaped too.
         let l = audit_line(
-            1,
+            &crate::audit::Actor::Discord {
+                id: 1,
+                name: "m".into(),
+            },
             "ins-a1b2c3d4",
             None,
             None,
@@ -235,7 +234,10 @@ mod tests {
     #[test]
     fn audit_lines_escape_what_members_typed() {
         let l = audit_line(
-            42,
+            &crate::audit::Actor::Discord {
+                id: 42,
+                name: "m".into(),
+            },
             "ins-a1b2c3d4",
             Some("ap-guangzhou"),
             Some("@everyone *now*"),

@@ -9,10 +9,10 @@ use serenity::all::{
 };
 
 use super::messages;
+use super::Bot as App;
 use super::{grant_buttons, no_mentions, reply};
-use crate::app::App;
 use crate::audit::Actor;
-use crate::core::{Authority, Grant, Outcome, Refusal, Request, MAX_REASON_CHARS};
+use crate::core::{Authority, Grant, Outcome, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
 use crate::metrics::METRICS;
 
@@ -98,63 +98,16 @@ fn request(cmd: &CommandInteraction) -> Request {
 /// Runs `/vnc` on an interaction that has already been deferred: a grant, whose DM carries the
 /// Open console and Done buttons. No link and no Tencent call yet.
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
-    let req = request(cmd);
-    let (instance, region, reason) = (req.instance.clone(), req.region.clone(), req.reason.clone());
-    let note = |outcome: &Outcome, instance: &str, region: Option<&str>, detail: Option<String>| {
-        METRICS.command(outcome.code());
-        if !outcome.posts_to_channel() {
-            return;
-        }
-        let text = match detail {
-            Some(d) => format!("{} ({d})", outcome.channel_text()),
-            None => outcome.channel_text().into_owned(),
-        };
-        let line = messages::audit_line(
-            cmd.user.id.get(),
-            instance,
-            region,
-            reason.as_deref(),
-            &text,
-            None,
-        );
-        if outcome.is_link_line() || *outcome == Outcome::Granted {
-            app.audit_feed.post(line);
-        } else {
-            app.audit_feed.post_refusal(cmd.user.id.get(), line);
-        }
-    };
-    match app.core.grant(req).await {
-        Ok(grant) => {
-            let outcome = deliver(ctx, app, cmd, grant.clone()).await;
-            let detail = format!("grant {}", grant.id);
-            // The instance granted, not what was typed (a name may be shared).
-            note(
-                &outcome,
-                grant.instance.as_str(),
-                Some(grant.region.as_str()),
-                Some(detail),
-            );
-        }
-        Err(refusal) => {
-            if let Refusal::AuditUnavailable(e) = &refusal {
-                tracing::error!(error = %e, "refused /vnc: the audit journal cannot be written");
-            }
-            let outcome = refusal.outcome();
-            // A member past the refusal budget is answered, not announced again.
-            if outcome != Outcome::TooManyRefusals {
-                note(&outcome, &instance, region.as_deref(), None);
-            } else {
-                METRICS.command(outcome.code());
-            }
-            reply(ctx, cmd, &refusal.to_string()).await;
-        }
+    match app.core.grant(request(cmd)).await {
+        Ok(grant) => deliver(ctx, app, cmd, grant).await,
+        Err(refusal) => reply(ctx, cmd, &refusal.to_string()).await,
     }
 }
 
 /// DMs the grant with its buttons; returns the outcome. A DM whose fate is unknown (Discord's
 /// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
 /// its ID is known and the buttons' DM can be edited later.
-async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) -> Outcome {
+async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) {
     let name = app.core.instance_name(&grant.instance);
     let message = CreateMessage::new()
         .content(messages::grant_dm(&grant, name.as_deref()))
@@ -189,38 +142,21 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
             (outcome.clone(), Err(outcome))
         }
     };
-    let recorded = app.core.record_grant_dm(&grant, dm.clone()).await;
-    match (dm, recorded) {
-        (Ok((c, m)), Ok(())) => {
+    let sent = dm.is_ok();
+    match app.core.record_grant_dm(&grant, dm).await {
+        Ok(()) if sent => {
             reply(ctx, cmd, &messages::grant_reply(&grant, name.as_deref())).await;
-            grant_buttons::schedule_end(
-                app,
-                Grant {
-                    dm: Some((c, m)),
-                    ..grant
-                },
-            );
-            outcome
         }
-        (_, Err(refusal)) => {
-            // Fail closed: a grant whose DM cannot be recorded is not left usable.
-            tracing::error!(error = %refusal, grant = grant.id, "AUDIT WRITE FAILED for a grant's DM");
-            let _ = app
-                .core
-                .end_grant(grant.id, &grant.holder(), crate::core::EndWhy::DmFailed)
-                .await;
-            reply(ctx, cmd, &refusal.to_string()).await;
-            Outcome::AuditUnavailable
-        }
-        (Err(_), Ok(())) => {
+        Ok(()) => {
             let text = if outcome == Outcome::DmsClosed {
                 messages::REPLY_DMS_CLOSED
             } else {
                 messages::REPLY_DM_FAILED
             };
             reply(ctx, cmd, text).await;
-            outcome
         }
+        // Fail closed: the core has ended a grant whose DM it could not record.
+        Err(refusal) => reply(ctx, cmd, &refusal.to_string()).await,
     }
 }
 

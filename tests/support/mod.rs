@@ -93,6 +93,8 @@ pub struct Fakes {
     pub cvm: mock_cvm::MockCvm,
     pub dir: TempDir,
     pub config: String,
+    /// The clock an in-process bot runs on: tests move it instead of waiting out a window.
+    pub clock: vncbot::clock::Clock,
 }
 
 impl Fakes {
@@ -106,6 +108,7 @@ impl Fakes {
             cvm,
             dir,
             config,
+            clock: vncbot::clock::Clock::adjustable(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
+use time::{Date, Duration, OffsetDateTime, Time};
 use vncbot::audit::verify_file;
 use vncbot::config::Config;
 
@@ -110,14 +110,10 @@ pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
-/// Every time in a report is UTC with milliseconds, whatever precision the record was written
-/// with, so the text sorts as the times do.
+/// Every time in a report is UTC with milliseconds, as the journal writes them now (older records
+/// have other precisions), so the text sorts as the times do.
 pub fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC)
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        ))
-        .unwrap_or_default()
+    vncbot::audit::format_time(t.into())
 }
 
 /// What the chain verification says, for the report's header.

@@ -1,0 +1,161 @@
+//! Grants survive a restart: rebuilt from the journal, so the buttons in DMs keep working.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::lifecycle::{bot, parse_rfc3339, rfc3339};
+use super::timers::Due;
+use super::{Grant, GrantEvent, GrantState, REMEMBER_ENDED};
+use crate::audit::{read_records, Actor, Entry, Event};
+use crate::core::Core;
+use crate::ids::{InstanceId, Region, Snowflake};
+use crate::tencent::Console;
+
+/// The longest window any config allows (`[grants] minutes` is at most 60).
+const MAX_GRANT: Duration = Duration::from_secs(60 * 60);
+
+impl<C: Console> Core<C> {
+    /// Rebuilds grants from the journal: every `granted` record of the last day, with its DM,
+    /// the links it minted and whether it ended. Returns the grants still live and those whose
+    /// window ran out while the bot was down. [`Core::resume_grants`] also acts on them.
+    pub fn rebuild_grants(&self, journal: &Path) -> std::io::Result<(Vec<Grant>, Vec<Grant>)> {
+        let now = self.clock.now();
+        let window = self.policy().grant_for;
+        let mut slots: HashMap<u64, GrantState> = HashMap::new();
+        // `requested` seq → its grant, to count `issued` records per grant.
+        let mut requested: HashMap<u64, u64> = HashMap::new();
+        for record in read_records(journal)? {
+            let r = record?;
+            let e = &r.entry;
+            match r.event {
+                Event::Granted => {
+                    let Actor::Discord { id: user, name } = r.actor() else {
+                        continue;
+                    };
+                    let parsed = (
+                        e.until.as_deref().and_then(parse_rfc3339),
+                        e.guild.and_then(Snowflake::new),
+                        e.instance
+                            .as_deref()
+                            .and_then(|i| InstanceId::parse(i).ok()),
+                        e.region.as_deref().and_then(|i| Region::parse(i).ok()),
+                    );
+                    let (Some(until), Some(guild), Some(instance), Some(region)) = parsed else {
+                        tracing::warn!(
+                            seq = r.seq,
+                            "a granted record could not be read back; skipped"
+                        );
+                        continue;
+                    };
+                    // The chain is unkeyed, so a record may be forged or its time rewritten:
+                    // never honour a window longer than any config allows from when it was
+                    // written, nor longer than the window in force from now.
+                    let written = parse_rfc3339(&r.time).unwrap_or(now);
+                    let until = until.min(written + MAX_GRANT).min(now + window);
+                    if until + REMEMBER_ENDED < now {
+                        continue;
+                    }
+                    slots.insert(
+                        r.seq,
+                        GrantState::new(Grant {
+                            id: r.seq,
+                            user,
+                            name,
+                            guild,
+                            instance,
+                            region,
+                            reason: e.reason.clone(),
+                            until,
+                            dm: None,
+                        }),
+                    );
+                }
+                Event::Delivered => {
+                    if let (Some(s), Some(c), Some(m)) = (
+                        e.refers_to.and_then(|g| slots.get_mut(&g)),
+                        e.channel.filter(|c| *c != 0),
+                        e.message.filter(|m| *m != 0),
+                    ) {
+                        s.grant.dm = Some((c, m));
+                    }
+                }
+                Event::Requested => {
+                    if let Some(g) = e.refers_to.filter(|g| slots.contains_key(g)) {
+                        requested.insert(r.seq, g);
+                    }
+                }
+                Event::Issued => {
+                    if let Some(s) = e
+                        .refers_to
+                        .and_then(|q| requested.get(&q))
+                        .and_then(|g| slots.get_mut(g))
+                    {
+                        s.links += 1;
+                    }
+                }
+                Event::Ended => {
+                    if let Some(s) = e.refers_to.and_then(|g| slots.get_mut(&g)) {
+                        s.ended = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (mut live, mut lapsed) = (Vec::new(), Vec::new());
+        for s in slots.values() {
+            if s.ended {
+                continue;
+            }
+            if s.grant.is_over(now) {
+                lapsed.push(s.grant.clone());
+            } else {
+                live.push(s.grant.clone());
+            }
+        }
+        *self.grants.slots() = slots;
+        Ok((live, lapsed))
+    }
+
+    /// At start: rebuilds the grants, ends those whose window ran out while the bot was down,
+    /// schedules the end of the others and announces them ([`GrantEvent::Resumed`]), so their
+    /// DMs can be put back as they stand. Returns how many are live and how many lapsed.
+    pub async fn resume_grants(&self, journal: &Path) -> std::io::Result<(usize, usize)> {
+        let (live, lapsed) = self.rebuild_grants(journal)?;
+        for g in &lapsed {
+            if let Err(e) = self.expire_grant(g.id).await {
+                tracing::error!(grant = g.id, error = %e, "could not record the end of a grant that lapsed while the bot was down");
+            }
+        }
+        let mut resumed = 0;
+        for g in &live {
+            // Recorded (and so posted in the audit channel) before it is honoured: an auditor
+            // sees every grant a restart brought back, and until when.
+            let written = self
+                .journal
+                .append(
+                    Event::Resumed,
+                    &bot(),
+                    Entry {
+                        instance: Some(g.instance.to_string()),
+                        region: Some(g.region.to_string()),
+                        refers_to: Some(g.id),
+                        until: Some(rfc3339(g.until)),
+                        ..Entry::default()
+                    },
+                )
+                .await;
+            if let Err(e) = written {
+                tracing::error!(grant = g.id, error = %e, "AUDIT WRITE FAILED: a rebuilt grant is not resumed");
+                if let Some(s) = self.grants.slots().get_mut(&g.id) {
+                    s.ended = true;
+                }
+                continue;
+            }
+            resumed += 1;
+            self.timers.schedule(g.until, Due::GrantEnds(g.id));
+            self.grants.emit(GrantEvent::Resumed { grant: g.clone() });
+        }
+        Ok((resumed, lapsed.len()))
+    }
+}

@@ -1,0 +1,96 @@
+//! Renders what the core says became of grants ([`GrantEvent`]) in their DMs: a window's end, a
+//! link's expiry, a grant resumed at start. Decides nothing: the state is the core's.
+
+use std::sync::Arc;
+
+use serenity::all::{ChannelId, EditMessage, Http, MessageId};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::grant_buttons::grant_buttons;
+use super::{messages, no_mentions, Bot};
+use crate::core::{EndWhy, Grant, GrantEvent};
+
+/// Subscribes to the core's grant events now and renders them once the gateway is up.
+pub(super) fn spawn(bot: &Arc<Bot>) {
+    let mut events = bot.core.grant_events();
+    let bot = Arc::clone(bot);
+    tokio::spawn(async move {
+        let http = bot.wait_for_http().await;
+        loop {
+            match events.recv().await {
+                // Each on its own task: one slow edit never holds up the others.
+                Ok(event) => {
+                    let (bot, http) = (Arc::clone(&bot), Arc::clone(&http));
+                    tokio::spawn(async move { render(&http, &bot, event).await });
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "fell behind on grant events; some DMs were not edited"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
+    match event {
+        // A press that ended its grant shows the end on its own interaction.
+        GrantEvent::Ended { grant, why } if !why.answered_by_press() => {
+            if let Some(dm) = grant.dm {
+                edit(http, dm, ended_view(bot, &grant, why), grant.id).await;
+            }
+        }
+        GrantEvent::Ended { .. } => {}
+        GrantEvent::LinkExpired { grant, dm, live } => {
+            let view = if live {
+                waiting_view(bot, &grant)
+            } else {
+                ended_view(bot, &grant, EndWhy::Expired)
+            };
+            edit(http, dm, view, grant.id).await;
+            bot.link_scrubbed(dm);
+        }
+        GrantEvent::Resumed { grant } => {
+            if let Some(dm) = grant.dm {
+                edit(http, dm, waiting_view(bot, &grant), grant.id).await;
+            }
+        }
+    }
+}
+
+/// The DM waiting for a press: its text and Open console and Done.
+fn waiting_view(bot: &Bot, grant: &Grant) -> EditMessage {
+    let name = bot.core.instance_name(&grant.instance);
+    EditMessage::new()
+        .embeds(vec![])
+        .allowed_mentions(no_mentions())
+        .content(messages::grant_dm(grant, name.as_deref()))
+        .components(grant_buttons(grant.id))
+}
+
+/// The DM of an ended grant: why and when, and no buttons.
+fn ended_view(bot: &Bot, grant: &Grant, why: EndWhy) -> EditMessage {
+    let name = bot.core.instance_name(&grant.instance);
+    EditMessage::new()
+        .embeds(vec![])
+        .allowed_mentions(no_mentions())
+        .content(messages::grant_ended_dm(
+            grant,
+            name.as_deref(),
+            why,
+            bot.core.clock().now(),
+        ))
+        .components(vec![])
+}
+
+async fn edit(http: &Http, (channel, message): (u64, u64), view: EditMessage, grant: u64) {
+    if let Err(e) = ChannelId::new(channel)
+        .edit_message(http, MessageId::new(message), view)
+        .await
+    {
+        tracing::warn!(grant, error = %e, "could not edit a grant's DM");
+    }
+}
