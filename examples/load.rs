@@ -12,8 +12,8 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::fake_discord::Invocation;
-use support::{Fakes, GUILD, ONCALL_ROLE};
+use support::fake_discord::vnc;
+use support::{Fakes, ONCALL_ROLE};
 
 const MEMBERS: usize = 300;
 const PRESSES: usize = 200;
@@ -80,14 +80,11 @@ async fn main() {
     }
     for (i, id) in ids.iter().enumerate() {
         let t = Instant::now();
-        let token = discord.invoke(Invocation {
-            user: 10_000 + i as u64,
-            name: "member",
-            guild: Some(GUILD),
-            roles: vec![ONCALL_ROLE],
-            command: "vnc",
-            options: vec![("instance", id)],
-        });
+        let token = discord.invoke(vnc(
+            10_000 + i as u64,
+            vec![ONCALL_ROLE],
+            vec![("instance", id)],
+        ));
         sent.push((token, t));
     }
     // Wait for every reply edit.

@@ -103,18 +103,21 @@ impl App {
             .map_err(|e| format!("the audit journal cannot be written: {e}"))
     }
 
-    /// What is degraded but does not make the bot unready: the catalog regions whose list is
-    /// missing, failing or forbidden (requests by ID still work).
+    /// What is degraded but does not make the bot unready: failing Discord REST calls, a stalled
+    /// audit channel feed, and the catalog regions whose list is missing, failing or forbidden
+    /// (requests by ID still work).
     pub fn health_detail(&self) -> Option<String> {
-        let link = self.core().catalog_link()?;
-        let lines: Vec<String> = link
-            .catalog
-            .status()
-            .iter()
-            // A region still on its first listing is not degraded yet.
-            .filter(|r| r.failures > 0 || r.permission_missing)
-            .map(|r| format!("catalog: {r}"))
-            .collect();
+        let mut lines = self.bot.degraded();
+        if let Some(link) = self.core().catalog_link() {
+            lines.extend(
+                link.catalog
+                    .status()
+                    .iter()
+                    // A region still on its first listing is not degraded yet.
+                    .filter(|r| r.failures > 0 || r.permission_missing)
+                    .map(|r| format!("catalog: {r}")),
+            );
+        }
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
@@ -251,6 +254,7 @@ pub async fn run_with(
     let mut client = discord::client(&config, token, Arc::clone(&app.bot))
         .await
         .map_err(|e| RunError::Discord(Box::new(e)))?;
+    discord::watch_gateway(Arc::clone(&app.bot), &client);
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;
     // a no-op while no audit channel is configured (a reload may add one).

@@ -15,7 +15,6 @@ pub mod ids;
 pub mod limits;
 pub mod link;
 pub mod metrics;
-pub mod sandbox;
 pub mod tencent;
 pub mod text;
 

@@ -1,7 +1,7 @@
 //! Request limits: per member and per instance (refuse, saying when to retry), and the
 //! account-wide Tencent API pace (wait your turn, up to a bound).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard};
@@ -185,18 +185,23 @@ impl LimitsGuard<'_> {
     }
 }
 
-/// The account-wide pace for Tencent calls.
+/// The account-wide pace for Tencent calls: at most `per_second` calls in any window of
+/// [`PACER_WINDOW`] (a second and a margin).
 ///
 /// Tencent allows 10 DescribeInstanceVncUrl calls a second and, we assume, counts them in any
 /// sliding one-second window. A token bucket with a burst of 10 breaks that (10 at the end of one
-/// second, 10 at the start of the next). Instead every call gets its own slot, evenly spaced a
-/// little over `1 / per_second` apart, so no one-second window ever holds more than `per_second`
-/// arrivals even with some network jitter. Slots are handed out first come, first served, which
-/// a polling rate limiter does not promise.
+/// second, 10 at the start of the next); fixed spacing keeps it but makes a burst within the
+/// budget wait (the fifth of five presses waited 440 ms). So each call gets a slot no earlier
+/// than the window after the call `per_second` places before it: a burst within the budget goes
+/// out at once, and the next call waits for the first to leave the window. The margin over one
+/// second leaves room for jitter between us and Tencent. Slots are handed out first come, first
+/// served (which a polling rate limiter does not promise), and a caller whose slot is further
+/// away than the queue limit is refused at once.
 pub struct ApiPacer {
-    spacing: Duration,
+    per_window: usize,
     max_wait: Duration,
-    next_free: Mutex<Instant>,
+    /// The slots of the last `per_window` calls, oldest first (some may lie ahead).
+    slots: Mutex<VecDeque<Instant>>,
 }
 
 /// The queue ahead is longer than the caller may wait.
@@ -206,31 +211,38 @@ pub struct QueueFull {
     pub retry_after: Duration,
 }
 
-/// Ten percent over the exact spacing leaves room for jitter between us and Tencent.
-const SPACING_MARGIN_PERCENT: u32 = 10;
+/// The window [`ApiPacer`] counts calls in: a second, and 100 ms (the old spacing's 10 %) for
+/// jitter between us and Tencent: a call held up 100 ms on its way still counts in the right
+/// second at Tencent.
+pub const PACER_WINDOW: Duration = Duration::from_millis(1100);
 
 impl ApiPacer {
     pub fn new(per_second: NonZeroU32, max_wait: Duration) -> Self {
-        let spacing =
-            Duration::from_secs(1) / per_second.get() * (100 + SPACING_MARGIN_PERCENT) / 100;
+        let per_window = usize::try_from(per_second.get()).unwrap_or(usize::MAX);
         Self {
-            spacing,
+            per_window,
             max_wait,
-            next_free: Mutex::new(Instant::now()),
+            slots: Mutex::new(VecDeque::with_capacity(per_window.min(64))),
         }
     }
 
+    /// The average time between calls at the full rate: the window over the calls it holds.
     pub fn spacing(&self) -> Duration {
-        self.spacing
+        PACER_WINDOW / u32::try_from(self.per_window).unwrap_or(u32::MAX)
     }
 
-    /// A fresh pacer with the same spacing and queue limit: a second budget of the same size
+    /// How many calls any window of [`PACER_WINDOW`] may hold.
+    pub fn per_window(&self) -> usize {
+        self.per_window
+    }
+
+    /// A fresh pacer with the same budget and queue limit: a second budget of the same size
     /// (Tencent counts each product's console action on its own).
     pub fn twin(&self) -> Self {
         Self {
-            spacing: self.spacing,
+            per_window: self.per_window,
             max_wait: self.max_wait,
-            next_free: Mutex::new(Instant::now()),
+            slots: Mutex::new(VecDeque::with_capacity(self.per_window.min(64))),
         }
     }
 
@@ -238,17 +250,27 @@ impl ApiPacer {
     pub async fn acquire(&self) -> Result<Duration, QueueFull> {
         let now = Instant::now();
         let slot = {
-            // A poisoned lock only means another caller panicked mid-update of an `Instant`;
-            // the value is still a valid slot.
-            let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = (*next).max(now);
+            // A poisoned lock only means another caller panicked mid-update of the deque; every
+            // entry is still a valid slot.
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            // No earlier than the last slot (first come, first served), and once the window
+            // holds `per_window` slots, no earlier than the window after the oldest of them.
+            let mut slot = slots.back().map_or(now, |last| (*last).max(now));
+            if slots.len() >= self.per_window {
+                if let Some(oldest) = slots.front() {
+                    slot = slot.max(*oldest + PACER_WINDOW);
+                }
+            }
             let wait = slot - now;
             if wait > self.max_wait {
                 return Err(QueueFull {
                     retry_after: wait - self.max_wait,
                 });
             }
-            *next = slot + self.spacing;
+            if slots.len() >= self.per_window {
+                slots.pop_front();
+            }
+            slots.push_back(slot);
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -336,35 +358,126 @@ mod tests {
         g.check("mallory", &i).unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn pacer_spaces_calls_first_come_first_served_and_bounds_the_wait() {
-        let pacer = ApiPacer::new(NonZeroU32::new(10).unwrap(), Duration::from_millis(500));
-        assert_eq!(pacer.spacing(), Duration::from_millis(110));
+    fn pacer(per_second: u32, max_wait_ms: u64) -> ApiPacer {
+        ApiPacer::new(
+            NonZeroU32::new(per_second).unwrap(),
+            Duration::from_millis(max_wait_ms),
+        )
+    }
+
+    /// When each of `n` callers, all arriving now, gets its slot (ms from now), or its refusal.
+    async fn burst(pacer: &ApiPacer, n: usize) -> Vec<Result<u128, QueueFull>> {
         let start = Instant::now();
-        let calls = (0..7).map(|_| async {
+        let calls = (0..n).map(|_| async {
             let r = pacer.acquire().await;
-            (r, Instant::now() - start)
+            r.map(|waited| {
+                assert_eq!(waited, Instant::now() - start, "acquire reports its wait");
+                waited.as_millis()
+            })
         });
-        let results = futures_util::future::join_all(calls).await;
-        let ms: Vec<_> = results
-            .iter()
-            .map(|(r, at)| r.map(|_| at.as_millis()))
-            .collect();
+        futures_util::future::join_all(calls).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_within_the_budget_goes_at_once_and_the_next_waits_for_the_window() {
+        let p = pacer(10, 5_000);
+        assert_eq!(p.per_window(), 10);
+        assert_eq!(p.spacing(), Duration::from_millis(110));
+        let at = burst(&p, 11).await;
+        assert_eq!(at[..10], [Ok(0); 10], "ten at once");
+        // The eleventh waits until the first has left the window: a second and the margin.
+        assert_eq!(at[10], Ok(1100));
+        // Later, the window has emptied: a burst goes at once again.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(burst(&p, 10).await, vec![Ok(0); 10]);
+        // A twin has a budget of its own.
+        assert_eq!(burst(&p.twin(), 10).await, vec![Ok(0); 10]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_window_of_a_second_ever_holds_more_than_the_budget() {
+        let p = std::sync::Arc::new(pacer(10, 60_000));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        // Irregular arrivals: bursts, trickles and pauses (a fixed pseudo-random sequence).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let gap = match x % 10 {
+                0..=4 => 0,
+                5..=7 => x % 90,
+                8 => 400,
+                _ => 1_300,
+            };
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            let p = std::sync::Arc::clone(&p);
+            tasks.push(tokio::spawn(async move {
+                p.acquire().await.unwrap();
+                Instant::now() - start
+            }));
+        }
+        let mut sent = Vec::new();
+        for t in tasks {
+            sent.push(t.await.unwrap());
+        }
+        sent.sort_unstable();
+        for (i, w) in sent.windows(11).enumerate() {
+            assert!(
+                w[10] - w[0] >= Duration::from_secs(1),
+                "calls {i} to {} within {:?}",
+                i + 10,
+                w[10] - w[0]
+            );
+        }
+        // Bursts did go out together: the pacer does not space calls it need not.
+        let together = sent.windows(2).filter(|w| w[0] == w[1]).count();
+        assert!(together > 100, "{together}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_queue_up_to_the_limit_and_are_refused_past_it() {
+        let p = pacer(10, 500);
+        let at = burst(&p, 12).await;
+        assert_eq!(at[..10], [Ok(0); 10]);
+        // The 11th's slot is 1100 ms away, past the 500 ms limit: refused at once, nothing spent.
+        let full = Err(QueueFull {
+            retry_after: Duration::from_millis(600),
+        });
+        assert_eq!(at[10..], [full, full]);
+        // 700 ms on, the slot is 400 ms away: within the limit, it queues.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(burst(&p, 1).await, vec![Ok(400)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_callers_go_first_come_first_served() {
+        let p = std::sync::Arc::new(pacer(10, 10_000));
+        let start = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..30 {
+            let (p, tx) = (std::sync::Arc::clone(&p), tx.clone());
+            tokio::spawn(async move {
+                p.acquire().await.unwrap();
+                tx.send((i, (Instant::now() - start).as_millis())).unwrap();
+            });
+            // Each asks before the next is spawned.
+            tokio::task::yield_now().await;
+        }
+        drop(tx);
+        let mut order = Vec::new();
+        while let Some(sent) = rx.recv().await {
+            order.push(sent);
+        }
+        let slots: Vec<_> = (0..30).map(|i| (i, [0, 1100, 2200][i / 10])).collect();
+        let mut by_caller = order.clone();
+        by_caller.sort_unstable();
         assert_eq!(
-            ms,
-            vec![
-                Ok(0),
-                Ok(110),
-                Ok(220),
-                Ok(330),
-                Ok(440),
-                Err(QueueFull {
-                    retry_after: Duration::from_millis(50)
-                }),
-                Err(QueueFull {
-                    retry_after: Duration::from_millis(50)
-                }),
-            ]
+            by_caller, slots,
+            "each ten share a window, in the order they asked"
         );
+        // Nobody who asked later went out earlier.
+        assert!(order.windows(2).all(|w| w[0].1 <= w[1].1), "{order:?}");
     }
 }

@@ -46,6 +46,9 @@ enum Command {
     },
     /// Play the whole flow on loopback with built-in stand-ins for Discord and Tencent Cloud:
     /// no accounts, no config, no network
+    // Only with the default `demo` feature: deploy builds (`--no-default-features`) carry no
+    // stand-in code, and clap answers `demo` there as an unknown subcommand.
+    #[cfg(feature = "demo")]
     Demo {
         /// Leave the stand-ins and the bot running after the tour, until Ctrl-C
         #[arg(long)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         } => cli::url::main(&args.config, instance_id, region, reason),
         Command::CheckConfig => cli::check_config::main(&args.config),
         Command::Instances { region } => cli::instances::main(&args.config, region),
+        #[cfg(feature = "demo")]
         Command::Demo { keep } => cli::demo::main(keep),
         Command::Audit {
             command: AuditCommand::Verify { head, file },

@@ -127,6 +127,8 @@ async fn slow_clients_cannot_hold_the_endpoint() {
         // Far beyond the two rounds of header timeouts (1 s), so that closing within it shows
         // the header timeout at work.
         connection_timeout: Duration::from_secs(6),
+        // One peer may hold every slot: this test is about the global cap.
+        max_per_peer: 4,
     };
     let addr = admin::start_with(localhost(), Checks::ready_only(Arc::new(|| Ok(()))), limits)
         .await
@@ -200,6 +202,7 @@ async fn no_connection_outlives_the_connection_timeout() {
         max_connections: 1,
         header_read_timeout: Duration::from_secs(600),
         connection_timeout: Duration::from_millis(500),
+        max_per_peer: 1,
     };
     let addr = admin::start_with(localhost(), Checks::ready_only(Arc::new(|| Ok(()))), limits)
         .await
@@ -211,6 +214,33 @@ async fn no_connection_outlives_the_connection_timeout() {
     let closed = closed_by_server(silent).await - t0;
     assert!(closed >= limits.connection_timeout, "{closed:?}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
+
+/// As the issue reproduced it: 400 idle connections from loopback, then 10 liveness probes from
+/// the same address. Each connection past the peer's cap closes the peer's oldest idle one, so
+/// the probes find room at once instead of waiting behind rounds of header timeouts.
+#[tokio::test]
+async fn probes_are_answered_under_a_flood_of_idle_connections() {
+    let addr = admin::start(localhost(), Arc::new(|| Ok(())))
+        .await
+        .unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut answered = 0;
+    for _ in 0..10 {
+        // A kubelet gives up after 1 s by default; 3 s leaves room for a loaded machine and is
+        // still below one round of the header timeout the probes used to wait behind.
+        let probe = tokio::time::timeout(Duration::from_secs(3), request(addr, "GET", "/livez"));
+        if let Ok(a) = probe.await {
+            assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 10, "probes answered under the flood");
+    // The flood's oldest connections were closed by the server, not left to hold a slot.
+    closed_by_server(flood.remove(0)).await;
 }
 
 #[tokio::test]

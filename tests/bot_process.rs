@@ -7,9 +7,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_discord::{FakeDiscord, GrantDm, Invocation};
+use support::fake_discord::{vnc, Invocation};
 use support::mock_cvm::Scripted;
-use support::{Fakes, GUILD, ONCALL_ROLE};
+use support::{Fakes, ONCALL_ROLE};
 use tokio::process::{Child, Command};
 
 fn spawn_bot(cfg: &Path) -> Child {
@@ -27,37 +27,9 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
 }
 
-fn vnc(user: u64, instance: &str) -> Invocation<'_> {
-    Invocation {
-        user,
-        name: "member",
-        guild: Some(GUILD),
-        roles: vec![ONCALL_ROLE],
-        command: "vnc",
-        options: vec![("instance", instance)],
-    }
-}
-
-async fn reply(d: &FakeDiscord, token: &str) -> String {
-    let c = d
-        .wait_for(Duration::from_secs(15), "a reply", |c| {
-            c.path.contains(token) && (c.path.ends_with("@original") || c.body["type"] == 4)
-        })
-        .await;
-    let content = if c.path.ends_with("@original") {
-        &c.body["content"]
-    } else {
-        &c.body["data"]["content"]
-    };
-    content.as_str().unwrap_or_default().to_owned()
-}
-
-/// `/vnc` by `user` (with the on-call role, as Discord also reports it), up to its grant's DM.
-async fn grant(d: &FakeDiscord, user: u64, instance: &str) -> GrantDm {
-    d.set_roles(user, vec![ONCALL_ROLE]);
-    let t = d.invoke(vnc(user, instance));
-    assert!(reply(d, &t).await.contains("in your DMs"));
-    d.grant_dm(user).expect("the grant's DM")
+/// `/vnc` on `instance` by an on-call member.
+fn on_call(user: u64, instance: &str) -> Invocation<'_> {
+    vnc(user, vec![ONCALL_ROLE], vec![("instance", instance)])
 }
 
 async fn verify(path: &Path) -> (Option<i32>, String) {
@@ -83,7 +55,7 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
 
-    let g = grant(discord, 1, "ins-running1").await;
+    let g = discord.grant(on_call(1, "ins-running1")).await;
     cvm.script([Scripted::Delay(Duration::from_millis(1500))]);
     let slow = discord.press_open(&g);
     discord
@@ -93,8 +65,8 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         .await;
     signal(&bot, libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let late = discord.invoke(vnc(2, "ins-web00001"));
-    assert!(reply(discord, &late).await.contains("restarting"));
+    let late = discord.invoke(on_call(2, "ins-web00001"));
+    assert!(discord.reply(&late).await.content().contains("restarting"));
     let shown = discord.press_result(&slow).await;
     assert!(
         shown.path.ends_with("@original") && shown.body.to_string().contains("once"),
@@ -135,7 +107,7 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     let ids: Vec<String> = (0..40).map(|i| format!("ins-load{i:04}")).collect();
     let mut grants = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        grants.push(grant(discord, 100 + i as u64, id).await);
+        grants.push(discord.grant(on_call(100 + i as u64, id)).await);
     }
     for g in &grants {
         discord.press_open(g);
@@ -182,7 +154,7 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     let before = grants.last().unwrap();
     let shown = discord.press_result(&discord.press_open(before)).await;
     assert!(shown.path.ends_with("@original"), "{shown:?}");
-    let after = grant(discord, 999, "ins-running1").await;
+    let after = discord.grant(on_call(999, "ins-running1")).await;
     let shown = discord.press_result(&discord.press_open(&after)).await;
     assert!(shown.path.ends_with("@original"), "{shown:?}");
     signal(&bot, libc::SIGTERM);
@@ -228,16 +200,14 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     let cfg = f.write_config(&text);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
-    let web = |user: u64, instance: &'static str| Invocation {
-        user,
-        name: "member",
-        guild: Some(GUILD),
-        roles: vec![WEB_ROLE],
-        command: "vnc",
-        options: vec![("instance", instance)],
-    };
+    let web =
+        |user: u64, instance: &'static str| vnc(user, vec![WEB_ROLE], vec![("instance", instance)]);
     let t = discord.invoke(web(1, "ins-running1"));
-    assert!(reply(discord, &t).await.contains("None of your roles"));
+    assert!(discord
+        .reply(&t)
+        .await
+        .content()
+        .contains("None of your roles"));
 
     // Good config: the web role may now open every instance.
     f.write_config(&text.replace("instances = [\"ins-web*\"]", "instances = [\"*\"]"));
@@ -246,7 +216,7 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     for user in 2..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = discord.invoke(web(user, "ins-running1"));
-        if reply(discord, &t).await.contains("in your DMs") {
+        if discord.reply(&t).await.content().contains("in your DMs") {
             allowed = true;
             break;
         }
@@ -259,12 +229,12 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = discord.invoke(web(100, "ins-web00001"));
     assert!(
-        reply(discord, &t).await.contains("in your DMs"),
+        discord.reply(&t).await.content().contains("in your DMs"),
         "still serving with the last good config"
     );
     discord.set_roles(101, vec![WEB_ROLE]);
     let t = discord.invoke(web(101, "ins-stopped1"));
-    assert!(reply(discord, &t).await.contains("in your DMs"));
+    assert!(discord.reply(&t).await.content().contains("in your DMs"));
     let g = discord.grant_dm(101).unwrap();
     let answer = discord.press_result(&discord.press_open(&g)).await;
     // Refused for its state (by the catalog, before Tencent), not for the member's role.
@@ -291,7 +261,7 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
         .spawn()
         .unwrap();
     discord.wait_ready().await;
-    let g = grant(discord, 1, "ins-running1").await;
+    let g = discord.grant(on_call(1, "ins-running1")).await;
     discord.press_result(&discord.press_open(&g)).await;
     signal(&bot, libc::SIGTERM);
     let out = bot.wait_with_output().await.unwrap();
@@ -367,8 +337,8 @@ async fn the_journal_head_is_anchored_at_start_and_at_shutdown() {
     discord
         .wait_for(Duration::from_secs(10), "the anchor at start", is_anchor)
         .await;
-    let t = discord.invoke(vnc(1, "ins-running1"));
-    assert!(reply(discord, &t).await.contains("in your DMs"));
+    let t = discord.invoke(on_call(1, "ins-running1"));
+    assert!(discord.reply(&t).await.content().contains("in your DMs"));
     signal(&bot, libc::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(40), bot.wait())
         .await
@@ -416,7 +386,7 @@ async fn grants_that_lapsed_while_the_bot_was_down_are_ended_at_start() {
     let cfg = f.write_config(&config);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
-    let g = grant(discord, 1, "ins-running1").await;
+    let g = discord.grant(on_call(1, "ins-running1")).await;
     signal(&bot, libc::SIGTERM);
     assert_eq!(bot.wait().await.unwrap().code(), Some(0));
     // The window runs out while the bot is down: the next start's clock is a minute ahead (a

@@ -239,7 +239,7 @@ async fn check_config_prints_the_policy_and_fails_on_problems() {
         "region ap-shanghai-fsi",
         "[1] roles 555000000000000002 may open ins-web* in ap-guangzhou",
         "3 per member per minute",
-        "spaced 110 ms",
+        "Tencent calls at most 10 in any 1100 ms",
         "will be created on first start",
         "OK:",
     ] {

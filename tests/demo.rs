@@ -1,5 +1,7 @@
 //! `vncbot demo` as a user runs it: a clean environment, no config, no accounts; it plays the
 //! tour against the built-in stand-ins and exits 0.
+// Deploy builds (`--no-default-features`) have no `demo` command.
+#![cfg(feature = "demo")]
 
 use std::process::Command;
 

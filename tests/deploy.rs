@@ -204,6 +204,78 @@ fn the_kubernetes_manifests_agree() {
     }
 }
 
+/// The admin endpoint is for the scraper and the probes only (issue: 400 idle connections from
+/// anyone in the cluster made the liveness probe fail).
+#[test]
+fn the_network_policy_admits_only_the_scraper_and_the_probes_to_the_admin_port() {
+    let m = manifests();
+    let (policy, deploy) = (&m["NetworkPolicy"], &m["Deployment"]);
+    let spec = &policy["spec"];
+    // It selects the bot's pods.
+    let template = &deploy["spec"]["template"]["metadata"]["labels"];
+    let selector = spec["podSelector"]["matchLabels"].as_mapping().unwrap();
+    assert!(
+        !selector.is_empty(),
+        "an empty podSelector selects every pod"
+    );
+    for (k, v) in selector {
+        assert_eq!(
+            &template[k], v,
+            "the policy selects pods labelled {k:?}: {v:?}"
+        );
+    }
+    // Ingress only: the bot's egress to Discord and Tencent Cloud is not this policy's business.
+    assert_eq!(spec["policyTypes"], Value::Sequence(vec!["Ingress".into()]));
+
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let admin = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("the admin port is named");
+    let rules = spec["ingress"].as_sequence().unwrap();
+    assert!(!rules.is_empty());
+    for rule in rules {
+        // Only the admin port, by name or number. A rule without ports admits every port.
+        let ports = rule["ports"]
+            .as_sequence()
+            .expect("every rule names its ports");
+        assert_eq!(ports.len(), 1, "{rule:?}");
+        assert!(
+            ports[0]["port"] == admin["name"] || ports[0]["port"] == admin["containerPort"],
+            "{rule:?}"
+        );
+        assert_eq!(ports[0]["protocol"], "TCP");
+        // Only named peers. A rule without `from`, or a peer with an empty selector, admits all.
+        let peers = rule["from"]
+            .as_sequence()
+            .expect("every rule names its peers");
+        assert!(!peers.is_empty());
+        let mut scraper = false;
+        for peer in peers {
+            let m = peer.as_mapping().unwrap();
+            if let Some(block) = m.get("ipBlock") {
+                // The kubelet's nodes: a range, never everything.
+                let cidr = block["cidr"].as_str().unwrap();
+                assert!(!cidr.ends_with("/0"), "{cidr}");
+                assert_eq!(m.len(), 1, "{peer:?}");
+                continue;
+            }
+            let namespaces = peer["namespaceSelector"]["matchLabels"].as_mapping();
+            let pods = peer["podSelector"]["matchLabels"].as_mapping();
+            assert!(
+                namespaces.is_some_and(|l| !l.is_empty()) && pods.is_some_and(|l| !l.is_empty()),
+                "a peer must name both the scraper's namespace and its pods: {peer:?}"
+            );
+            scraper = true;
+        }
+        assert!(scraper, "the scraper is admitted");
+    }
+    // The README tells operators to fill in the placeholders.
+    assert!(read("README.md").contains("networkpolicy.yaml"));
+}
+
 #[test]
 fn the_dockerfile_copies_what_exists_and_runs_unprivileged() {
     let docker = read("deploy/Dockerfile");
@@ -228,4 +300,48 @@ fn the_dockerfile_copies_what_exists_and_runs_unprivileged() {
     assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/vncbot\"]"));
     assert!(docker.contains("VOLUME [\"/var/lib/vncbot\"]"));
     assert!(docker.contains("--locked"));
+}
+
+/// The deploy build line: `cargo build` with the flags every deploy build uses.
+const DEPLOY_BUILD: &str = "cargo build --release --locked --no-default-features -p vncbot";
+
+#[test]
+fn deploy_builds_leave_the_demo_and_the_stand_ins_out() {
+    // The flag turns off exactly what brings the stand-ins in: the default `demo` feature, the
+    // only way the sandbox crate is a normal dependency.
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).unwrap();
+    let features = &manifest["features"];
+    assert_eq!(
+        features["default"].as_array().unwrap(),
+        &[toml::Value::from("demo")]
+    );
+    assert!(features["demo"]
+        .as_array()
+        .unwrap()
+        .contains(&toml::Value::from("dep:vncbot-sandbox")));
+    assert_eq!(
+        manifest["dependencies"]["vncbot-sandbox"]["optional"].as_bool(),
+        Some(true),
+        "the stand-ins are a normal dependency only behind `demo`"
+    );
+
+    let docker = read("deploy/Dockerfile");
+    let build = docker
+        .lines()
+        .find(|l| l.starts_with("RUN cargo build"))
+        .expect("the Dockerfile builds with cargo");
+    assert!(build.contains(DEPLOY_BUILD), "{build}");
+    let unit = read("deploy/systemd/vncbot.service");
+    assert!(unit.contains(DEPLOY_BUILD), "the unit says how to build");
+    let readme = read("README.md");
+    let systemd = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("- **systemd**"))
+        .take_while(|l| !l.starts_with("- **Kubernetes**"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        systemd.contains(DEPLOY_BUILD),
+        "the README's systemd steps build with {DEPLOY_BUILD}"
+    );
 }

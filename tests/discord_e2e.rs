@@ -5,9 +5,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::fake_discord::{Call, Invocation, TOKEN};
+use support::fake_discord::{vnc, Call, GrantDm, Invocation, TOKEN};
 use support::mock_cvm::{self, Scripted};
-use support::{Fakes, GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
+use support::{Fakes, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 use vncbot::config::{Config, TencentCredentials};
 use vncbot::link::CONSOLE_PAGE;
 
@@ -40,100 +40,25 @@ async fn start_bot_after(tweak: impl Fn(String) -> String, setup: impl FnOnce(&B
     bot
 }
 
-fn vnc<'a>(user: u64, roles: Vec<u64>, options: Vec<(&'a str, &'a str)>) -> Invocation<'a> {
-    Invocation {
-        user,
-        name: "member",
-        guild: Some(GUILD),
-        roles,
-        command: "vnc",
-        options,
-    }
-}
-
 /// The final text of the ephemeral reply for an interaction.
 async fn reply_text(bot: &Bot, token: &str) -> String {
-    let call = bot
-        .discord
-        .wait_for(Duration::from_secs(15), "the reply edit", |c| {
-            c.method == "PATCH" && c.path.contains(token) && c.path.ends_with("@original")
-        })
-        .await;
+    let call = bot.discord.reply(token).await;
+    assert!(call.path.ends_with("@original"), "{call:?}");
     assert_eq!(
         call.body["allowed_mentions"]["parse"],
         serde_json::json!([]),
         "{:?}",
         call.body
     );
-    call.body["content"].as_str().unwrap_or_default().to_owned()
-}
-
-/// A grant as the member sees it: the ephemeral reply and the DM with its buttons.
-struct Granted {
-    dm_channel: u64,
-    dm_message: u64,
-    grant: u64,
-    user: u64,
-}
-
-/// `/vnc` by `user` with `roles` (also what a member fetch answers), up to the grant's DM.
-async fn grant(bot: &Bot, user: u64, roles: Vec<u64>, options: Vec<(&str, &str)>) -> Granted {
-    bot.discord.set_roles(user, roles.clone());
-    let token = bot.discord.invoke(vnc(user, roles, options));
-    let reply = reply_text(bot, &token).await;
-    assert!(reply.contains("in your DMs"), "{reply}");
-    let dm_channel = *bot.discord.dm_channels_of(user).last().unwrap();
-    let dm = bot
-        .discord
-        .calls()
-        .into_iter()
-        .rev()
-        .find(|c| {
-            c.method == "POST"
-                && c.path == format!("/api/v10/channels/{dm_channel}/messages")
-                && c.status == 200
-        })
-        .expect("the grant's DM was sent");
-    let custom_id = dm.body["components"][0]["components"][0]["custom_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Granted {
-        dm_message: dm.reply["id"].as_str().unwrap().parse().unwrap(),
-        grant: custom_id
-            .strip_prefix("vnc:open:")
-            .unwrap()
-            .parse()
-            .unwrap(),
-        dm_channel,
-        user,
-    }
-}
-
-/// Presses a button of the grant's DM; returns the press's token.
-fn press_button(bot: &Bot, g: &Granted, which: &str) -> String {
-    bot.discord.press(
-        g.user,
-        g.dm_channel,
-        g.dm_message,
-        &format!("vnc:{which}:{}", g.grant),
-    )
+    call.content()
 }
 
 /// Presses Open console and waits for what the press did: the DM edited (a link, or the grant
 /// ended) or an ephemeral follow-up.
-async fn press(bot: &Bot, g: &Granted) -> (String, Call) {
-    let token = press_button(bot, g, "open");
-    let shown = press_result(bot, &token).await;
+async fn press(bot: &Bot, g: &GrantDm) -> (String, Call) {
+    let token = bot.discord.press_button(g, "open");
+    let shown = bot.discord.press_result(&token).await;
     (token, shown)
-}
-
-async fn press_result(bot: &Bot, token: &str) -> Call {
-    bot.discord
-        .wait_for(Duration::from_secs(15), "the press's answer", |c| {
-            c.path.contains(token) && !c.path.ends_with("/callback")
-        })
-        .await
 }
 
 /// The ephemeral follow-up a press got.
@@ -155,8 +80,8 @@ async fn open_console(
     user: u64,
     roles: Vec<u64>,
     options: Vec<(&str, &str)>,
-) -> (Granted, Call) {
-    let g = grant(bot, user, roles, options).await;
+) -> (GrantDm, Call) {
+    let g = bot.discord.grant(vnc(user, roles, options)).await;
     let (_, shown) = press(bot, &g).await;
     assert!(shown.path.ends_with("@original"), "{shown:?}");
     (g, shown)
@@ -247,12 +172,12 @@ async fn allowed_member_gets_the_link_by_dm_only() {
         content.contains("ins-running1") && content.contains(":t>") && content.contains(":R>"),
         "{content}"
     );
-    let g = Granted {
-        dm_message: dm.reply["id"].as_str().unwrap().parse().unwrap(),
+    let g = GrantDm {
+        message: dm.reply["id"].as_str().unwrap().parse().unwrap(),
         grant: buttons[0]["custom_id"].as_str().unwrap()[9..]
             .parse()
             .unwrap(),
-        dm_channel,
+        channel: dm_channel,
         user: 111,
     };
 
@@ -382,8 +307,11 @@ async fn tencent_errors_are_explained() {
     let explain = |user: u64, instance: &'static str| {
         let bot = &bot;
         async move {
-            let g = grant(bot, user, vec![ONCALL_ROLE], vec![("instance", instance)]).await;
-            let token = press_button(bot, &g, "open");
+            let g = bot
+                .discord
+                .grant(vnc(user, vec![ONCALL_ROLE], vec![("instance", instance)]))
+                .await;
+            let token = bot.discord.press_button(&g, "open");
             press_followup(bot, &token).await
         }
     };
@@ -426,15 +354,16 @@ async fn closed_dms_mean_no_link_anywhere() {
 async fn a_slow_tencent_does_not_delay_the_deferral() {
     let bot = start_bot(|t| t.replace("timeout_secs = 2", "timeout_secs = 10")).await;
     bot.cvm.script([Scripted::Delay(Duration::from_secs(4))]);
-    let g = grant(
-        &bot,
-        501,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            501,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
     let sent = Instant::now();
-    let token = press_button(&bot, &g, "open");
+    let token = bot.discord.press_button(&g, "open");
     let callback = bot
         .discord
         .wait_for(Duration::from_secs(3), "the deferral", |c| {
@@ -442,7 +371,7 @@ async fn a_slow_tencent_does_not_delay_the_deferral() {
         })
         .await;
     assert!(callback.at.duration_since(sent) < Duration::from_secs(3));
-    let shown = press_result(&bot, &token).await;
+    let shown = bot.discord.press_result(&token).await;
     assert!(shown.path.ends_with("@original"));
     assert!(shown.body["content"]
         .as_str()
@@ -455,7 +384,9 @@ async fn the_per_member_limit_says_when_to_retry() {
     let bot = start_bot(|t| t).await;
     for i in 0..3 {
         let id = format!("ins-load{i:04}");
-        grant(&bot, 601, vec![ONCALL_ROLE], vec![("instance", &id)]).await;
+        bot.discord
+            .grant(vnc(601, vec![ONCALL_ROLE], vec![("instance", &id)]))
+            .await;
     }
     let t = bot.discord.invoke(vnc(
         601,
@@ -477,22 +408,22 @@ async fn fifty_members_at_once_are_all_served_within_tencents_limit() {
     let mut grants = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         grants.push(
-            grant(
-                &bot,
-                7000 + i as u64,
-                vec![ONCALL_ROLE],
-                vec![("instance", id)],
-            )
-            .await,
+            bot.discord
+                .grant(vnc(
+                    7000 + i as u64,
+                    vec![ONCALL_ROLE],
+                    vec![("instance", id)],
+                ))
+                .await,
         );
     }
     // All fifty press at once.
     let tokens: Vec<String> = grants
         .iter()
-        .map(|g| press_button(&bot, g, "open"))
+        .map(|g| bot.discord.press_button(g, "open"))
         .collect();
     for t in &tokens {
-        let shown = press_result(&bot, t).await;
+        let shown = bot.discord.press_result(t).await;
         assert!(shown.path.ends_with("@original"), "{shown:?}");
     }
     let seen = bot.cvm.seen();
@@ -591,16 +522,17 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
     let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
     // The first two posts fail: the line is retried, and the member is not kept waiting.
     d.fail("POST", &path, 500, 2);
-    let g = grant(
-        &bot,
-        901,
-        vec![ONCALL_ROLE],
-        vec![
-            ("instance", "ins-running1"),
-            ("reason", "@everyone **now** INC-1"),
-        ],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            901,
+            vec![ONCALL_ROLE],
+            vec![
+                ("instance", "ins-running1"),
+                ("reason", "@everyone **now** INC-1"),
+            ],
+        ))
+        .await;
     press(&bot, &g).await;
     let denied = d.invoke(vnc(902, vec![WEB_ROLE], vec![("instance", "ins-running1")]));
     assert!(reply_text(&bot, &denied)
@@ -721,14 +653,15 @@ async fn healthz_and_metrics() {
         vec![("instance", "ins-running1")],
     )
     .await;
-    let g = grant(
-        &bot,
-        1102,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-nothere1")],
-    )
-    .await;
-    let t = press_button(&bot, &g, "open");
+    let g = bot
+        .discord
+        .grant(vnc(
+            1102,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-nothere1")],
+        ))
+        .await;
+    let t = bot.discord.press_button(&g, "open");
     press_followup(&bot, &t).await;
     let (status, metrics) = get(&admin, "/metrics").await;
     assert_eq!(status, 200);
@@ -833,16 +766,17 @@ async fn a_required_reason_is_enforced_and_offered_as_required() {
         vec![("instance", "ins-running1"), ("reason", "fix")],
     ));
     assert!(reply_text(&bot, &short).await.contains("too short"));
-    let g = grant(
-        &bot,
-        1303,
-        vec![ONCALL_ROLE],
-        vec![
-            ("instance", "ins-running1"),
-            ("reason", "INC-42 disk full on web"),
-        ],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            1303,
+            vec![ONCALL_ROLE],
+            vec![
+                ("instance", "ins-running1"),
+                ("reason", "INC-42 disk full on web"),
+            ],
+        ))
+        .await;
     press(&bot, &g).await;
     assert_eq!(bot.cvm.seen().len(), 1);
     let journal = std::fs::read_to_string(bot.journal()).unwrap();
@@ -868,7 +802,7 @@ async fn a_link_too_long_for_the_message_text_goes_in_an_embed() {
     assert!(description.contains(&link), "{}", dm.body);
     assert!(description.chars().count() <= 4096);
     // The expiry edit drops the embed as well as the text.
-    let expired = expiry_edit(&bot, g.dm_channel).await;
+    let expired = expiry_edit(&bot, g.channel).await;
     assert_eq!(
         journal_events(&bot),
         ["granted", "delivered", "requested", "issued", "delivered"]
@@ -883,22 +817,23 @@ async fn a_link_too_long_for_the_message_text_goes_in_an_embed() {
 async fn a_dm_whose_answer_was_lost_is_still_recorded_and_usable() {
     let bot = start_bot(|t| t).await;
     bot.discord.lose_answer("POST", "/messages", 1);
-    let g = grant(
-        &bot,
-        1401,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            1401,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
     let posts = bot.discord.calls().into_iter().filter(|c| {
-        c.method == "POST" && c.path == format!("/api/v10/channels/{}/messages", g.dm_channel)
+        c.method == "POST" && c.path == format!("/api/v10/channels/{}/messages", g.channel)
     });
     assert_eq!(posts.count(), 2, "sent once more after the lost answer");
     assert_eq!(journal_events(&bot), ["granted", "delivered"]);
     let (_, shown) = press(&bot, &g).await;
     assert!(shown.path.ends_with("@original"));
-    let expired = expiry_edit(&bot, g.dm_channel).await;
-    assert!(expired.path.ends_with(&g.dm_message.to_string()));
+    let expired = expiry_edit(&bot, g.channel).await;
+    assert!(expired.path.ends_with(&g.message.to_string()));
     assert!(!expired.body.to_string().contains(&bot.cvm.issued()[0]));
 }
 
@@ -973,15 +908,16 @@ async fn grant_buttons_refuse_what_they_must_and_keep_the_grant_usable() {
     let bot =
         start_bot(|t| t.replace("[limits]", "[grants]\nlinks_per_grant = 3\n\n[limits]")).await;
     let d = &bot.discord;
-    let g = grant(
-        &bot,
-        2001,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            2001,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
     let followup = |user: u64, custom: String| {
-        let t = d.press(user, g.dm_channel, g.dm_message, &custom);
+        let t = d.press(user, g.channel, g.message, &custom);
         let bot = &bot;
         async move { press_followup(bot, &t).await }
     };
@@ -1030,61 +966,67 @@ async fn grant_buttons_refuse_what_they_must_and_keep_the_grant_usable() {
     );
 
     // Two presses at once on one grant: one link, one "already being made".
-    let g4 = grant(
-        &bot,
-        2004,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-web00001")],
-    )
-    .await;
+    let g4 = bot
+        .discord
+        .grant(vnc(
+            2004,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-web00001")],
+        ))
+        .await;
     bot.cvm
         .script([Scripted::Delay(Duration::from_millis(800))]);
-    let first = press_button(&bot, &g4, "open");
+    let first = bot.discord.press_button(&g4, "open");
     d.wait_for(
         Duration::from_secs(5),
         "the first press's member fetch",
         |c| c.method == "GET" && c.path.ends_with("/members/2004"),
     )
     .await;
-    let second = press_button(&bot, &g4, "open");
+    let second = bot.discord.press_button(&g4, "open");
     assert!(press_followup(&bot, &second)
         .await
         .contains("already being made"));
-    assert!(press_result(&bot, &first).await.path.ends_with("@original"));
+    assert!(bot
+        .discord
+        .press_result(&first)
+        .await
+        .path
+        .ends_with("@original"));
     // Up to the last link (3 per grant here), then refused.
     for _ in 0..2 {
         let (_, shown) = press(&bot, &g4).await;
         assert!(shown.path.ends_with("@original"), "{shown:?}");
     }
-    let t = press_button(&bot, &g4, "open");
+    let t = bot.discord.press_button(&g4, "open");
     assert!(press_followup(&bot, &t)
         .await
         .contains("all of its 3 links"));
 
     // Done ends the grant: the DM says so, and a later press is refused.
-    let t = press_button(&bot, &g4, "done");
-    let ended = press_result(&bot, &t).await;
+    let t = bot.discord.press_button(&g4, "done");
+    let ended = bot.discord.press_result(&t).await;
     let content = ended.body["content"].as_str().unwrap();
     assert!(
         content.contains("ended") && content.contains("Done"),
         "{content}"
     );
     assert_eq!(ended.body["components"], serde_json::json!([]));
-    let t = press_button(&bot, &g4, "open");
+    let t = bot.discord.press_button(&g4, "open");
     assert!(press_followup(&bot, &t)
         .await
         .contains("has ended; run /vnc again"));
 
     // The role is removed: the next press ends the grant, and the DM says so.
     d.set_roles(2001, vec![]);
-    let t = press_button(&bot, &g, "open");
-    let ended = press_result(&bot, &t).await;
+    let t = bot.discord.press_button(&g, "open");
+    let ended = bot.discord.press_result(&t).await;
     assert!(ended.body["content"]
         .as_str()
         .unwrap()
         .contains("no longer allow"));
     assert!(press_followup(&bot, &t).await.contains("no longer allow"));
-    let t = press_button(&bot, &g, "open");
+    let t = bot.discord.press_button(&g, "open");
     assert!(press_followup(&bot, &t).await.contains("has ended"));
 
     // Every press on the first grant is in the journal and refers to it.
@@ -1198,8 +1140,11 @@ async fn names_resolve_to_one_instance_or_say_why_not() {
     let bot = start_bot_after(|t| t, catalog_fixture).await;
     when_listed(&bot, "web-01").await;
     // A unique name: the grant is for its ID, and the DM names it.
-    let g = grant(&bot, 5101, vec![ONCALL_ROLE], vec![("instance", "web-01")]).await;
-    let dm = first_dm(&bot, g.dm_channel);
+    let g = bot
+        .discord
+        .grant(vnc(5101, vec![ONCALL_ROLE], vec![("instance", "web-01")]))
+        .await;
+    let dm = first_dm(&bot, g.channel);
     let content = dm.body["content"].as_str().unwrap();
     assert!(
         content.contains("**web-01** (ins-web00001, ap-guangzhou)"),
@@ -1241,9 +1186,12 @@ async fn names_resolve_to_one_instance_or_say_why_not() {
 async fn a_stopped_instance_is_refused_before_tencent_is_asked() {
     let bot = start_bot_after(|t| t, catalog_fixture).await;
     when_listed(&bot, "db-01").await;
-    let g = grant(&bot, 5201, vec![ONCALL_ROLE], vec![("instance", "db-01")]).await;
+    let g = bot
+        .discord
+        .grant(vnc(5201, vec![ONCALL_ROLE], vec![("instance", "db-01")]))
+        .await;
     let catalog_reads = bot.cvm.seen_catalog().len();
-    let t = press_button(&bot, &g, "open");
+    let t = bot.discord.press_button(&g, "open");
     let text = press_followup(&bot, &t).await;
     assert!(
         text.contains("`db-01` (ins-stopped1) is STOPPED: start it first"),
@@ -1275,7 +1223,9 @@ async fn tag_rules_match_only_what_the_catalog_vouches_for() {
     )
     .await;
     when_listed(&bot, "stage-01").await;
-    grant(&bot, 5301, vec![TAG_ROLE], vec![("instance", "stage-01")]).await;
+    bot.discord
+        .grant(vnc(5301, vec![TAG_ROLE], vec![("instance", "stage-01")]))
+        .await;
     // Untagged, and unknown to the catalog: refused, and the refusal says why.
     let t = bot.discord.invoke(vnc(
         5302,
@@ -1300,26 +1250,27 @@ async fn tag_rules_match_only_what_the_catalog_vouches_for() {
 #[tokio::test]
 async fn a_grant_ends_when_its_window_runs_out() {
     let bot = start_bot(|t| t.replace("[limits]", "[grants]\nminutes = 1\n\n[limits]")).await;
-    let g = grant(
-        &bot,
-        6001,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    let g = bot
+        .discord
+        .grant(vnc(
+            6001,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
     bot.clock.advance(Duration::from_secs(61));
     let ended = bot
         .discord
         .wait_for(Duration::from_secs(15), "the grant's end in its DM", |c| {
             c.method == "PATCH"
-                && c.path.ends_with(&format!("/messages/{}", g.dm_message))
+                && c.path.ends_with(&format!("/messages/{}", g.message))
                 && c.body["content"]
                     .as_str()
                     .is_some_and(|t| t.contains("ended"))
         })
         .await;
     assert_eq!(ended.body["components"], serde_json::json!([]));
-    let t = press_button(&bot, &g, "open");
+    let t = bot.discord.press_button(&g, "open");
     assert!(press_followup(&bot, &t)
         .await
         .contains("has ended; run /vnc again"));
@@ -1339,24 +1290,26 @@ async fn a_grant_ends_when_its_window_runs_out() {
 #[tokio::test]
 async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
     let bot = start_bot(|t| t).await;
-    let g = grant(
-        &bot,
-        7001,
-        vec![ONCALL_ROLE],
-        vec![("instance", "ins-running1")],
-    )
-    .await;
+    bot.discord.set_roles(7001, vec![ONCALL_ROLE]);
+    let g = bot
+        .discord
+        .grant(vnc(
+            7001,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
     // Slow, but inside the client's 2 s timeout (no retry).
     bot.cvm
         .script([Scripted::Delay(Duration::from_millis(1500))]);
-    let t = press_button(&bot, &g, "open");
+    let t = bot.discord.press_button(&g, "open");
     bot.discord
         .wait_for(Duration::from_secs(5), "the press's member fetch", |c| {
             c.method == "GET" && c.path.ends_with("/members/7001")
         })
         .await;
     bot.discord.set_roles(7001, vec![]);
-    let ended = press_result(&bot, &t).await;
+    let ended = bot.discord.press_result(&t).await;
     let content = ended.body["content"].as_str().unwrap_or_default();
     assert!(content.contains("no longer allow"), "{content}");
     assert_eq!(bot.cvm.issued().len(), 1, "Tencent did make a link");

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::fake_discord::{Invocation, TOKEN};
+use support::fake_discord::{vnc, TOKEN};
 use support::mock_cvm::{self, Scripted};
-use support::{Fakes, GUILD, ONCALL_ROLE};
+use support::{Fakes, ONCALL_ROLE};
 use vncbot::config::{Config, TencentCredentials};
 
 #[derive(Clone, Default)]
@@ -49,17 +49,14 @@ async fn no_secret_or_console_url_in_logs_or_journal() {
     discord.wait_ready().await;
 
     let invoke = |user: u64| {
-        discord.invoke(Invocation {
+        discord.invoke(vnc(
             user,
-            name: "member",
-            guild: Some(GUILD),
-            roles: vec![ONCALL_ROLE],
-            command: "vnc",
-            options: vec![
+            vec![ONCALL_ROLE],
+            vec![
                 ("instance", "ins-running1"),
                 ("reason", "incident 1234 hygiene"),
             ],
-        })
+        ))
     };
     // `/vnc`, then Open console on the grant's DM when there is one.
     let open = |user: u64| {
@@ -149,14 +146,11 @@ async fn rust_log_trace_leaks_no_link_and_no_interaction_token() {
         .unwrap();
     discord.wait_ready().await;
     let invoke = |user: u64| {
-        discord.invoke(Invocation {
+        discord.invoke(vnc(
             user,
-            name: "member",
-            guild: Some(GUILD),
-            roles: vec![ONCALL_ROLE],
-            command: "vnc",
-            options: vec![("instance", "ins-running1")],
-        })
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
     };
     // `/vnc`, then Open console on the grant's DM when there is one: both tokens.
     let open = |user: u64| {

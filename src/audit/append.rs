@@ -165,6 +165,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         match shared.busy(|| self.commit_locked(records)) {
             Ok(batch) => {
+                self.shared.status().error = None;
                 self.published(&batch.from, batch.records);
                 Ok(batch.committed)
             }
@@ -179,11 +180,7 @@ impl Writer {
     /// subscribes): health and readers see the new head before subscribers hear of it, so that a
     /// subscriber told of a record can always read it back.
     fn published(&mut self, from: &End, records: Vec<Record>) {
-        {
-            let mut status = self.shared.status();
-            status.error = None;
-            status.advanced(from.mark(), self.end.mark());
-        }
+        self.shared.status().advanced(from.mark(), self.end.mark());
         for record in records {
             // Err only when nobody listens any more.
             let _ = self.feed.send(Arc::new(record));
@@ -193,7 +190,7 @@ impl Writer {
     /// When idle, and only if the lock is free at once: reads what other processes appended
     /// since, so that subscribers hear of it without waiting for this process's next write. A
     /// torn tail is left for the next batch to mend (reading never writes), and a held lock for
-    /// the next try.
+    /// the next try. A failed batch's error stays: reading proves nothing about writing.
     pub(super) fn follow_others(&mut self) {
         if self.poisoned || self.feed.receiver_count() == 0 || self.unconfirmed.is_some() {
             return;

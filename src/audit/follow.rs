@@ -341,6 +341,38 @@ mod tests {
         seqs
     }
 
+    /// Reading other processes' records proves the file readable, not writable: a failed batch's
+    /// error stays in health until a batch succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_read_does_not_clear_a_failed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let bot = open(&path);
+        let (url, _) = Journal::open(&path).unwrap();
+        let mut rx = bot.subscribe();
+        let held = std::fs::File::open(&path).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        let err = bot
+            .append(Event::Denied, &alice(), Entry::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Locked { .. }), "{err}");
+        drop(held);
+        url.append_blocking(Event::Requested, &alice(), reason("url"))
+            .unwrap();
+        let r = recv(&mut rx).await;
+        assert_eq!(
+            r.entry.reason.as_deref(),
+            Some("url"),
+            "the idle bot read it"
+        );
+        assert!(bot.health().unwrap_err().contains("stayed locked"));
+        bot.append(Event::Denied, &alice(), Entry::default())
+            .await
+            .unwrap();
+        assert_eq!(bot.health(), Ok(()));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_follower_that_falls_behind_reads_what_it_missed_from_the_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -160,12 +160,12 @@ fn report(path: &Path, c: &Config) -> (String, Vec<String>) {
     let pacer = ApiPacer::new(c.limits.api_per_second, std::time::Duration::ZERO);
     let _ = writeln!(
         out,
-        "limits: {} per member per minute ({} refused), {} per instance per minute, Tencent calls at most {}/s (spaced {} ms){}",
+        "limits: {} per member per minute ({} refused), {} per instance per minute, Tencent calls at most {} in any {} ms{}",
         c.limits.per_user_per_minute,
         c.limits.refusals_per_user_per_minute,
         c.limits.per_instance_per_minute,
-        c.limits.api_per_second,
-        pacer.spacing().as_millis(),
+        pacer.per_window(),
+        vncbot::limits::PACER_WINDOW.as_millis(),
         if c.tencent.products.len() > 1 {
             " for each product on its own"
         } else {

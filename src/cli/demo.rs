@@ -1,14 +1,14 @@
 //! `vncbot demo`: the whole flow on loopback, with the built-in stand-ins for Discord and
-//! Tencent Cloud (`vncbot::sandbox`), a temporary config and journal, and the real bot (the same
+//! Tencent Cloud (the `vncbot-sandbox` crate, built with the default `demo` feature), a temporary config and journal, and the real bot (the same
 //! code path as `vncbot run`). Prints what each member sees, then the audit trail.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vncbot::config::{Config, TencentCredentials};
-use vncbot::sandbox::fake_discord::{Call, FakeDiscord, Invocation, TOKEN};
-use vncbot::sandbox::mock_cvm::{MockCvm, MockInstance, SECRET_ID, SECRET_KEY};
-use vncbot::sandbox::{GUILD, ONCALL_ROLE};
+use vncbot_sandbox::fake_discord::{self, Call, FakeDiscord, Invocation, TOKEN};
+use vncbot_sandbox::mock_cvm::{MockCvm, MockInstance, SECRET_ID, SECRET_KEY};
+use vncbot_sandbox::{GUILD, ONCALL_ROLE};
 
 use super::Exit;
 
@@ -129,36 +129,27 @@ fn buttons(body: &Value) -> String {
 }
 
 fn show(who: &str, c: &Call) {
-    let content = render(c.body["content"].as_str().unwrap_or_default());
+    let content = render(&c.content());
     for (i, line) in content.lines().enumerate() {
         say(&format!("   {}{line}", if i == 0 { who } else { "   " }));
     }
-    let b = buttons(&c.body);
+    let b = buttons(c.message());
     if !b.is_empty() {
         say(&format!("      {b}"));
     }
 }
 
-async fn reply(d: &FakeDiscord, token: &str) -> Call {
-    d.wait_for(Duration::from_secs(15), "the reply", |c| {
-        c.path.contains(token) && c.method == "PATCH"
-    })
-    .await
-}
-
+/// `/vnc` by a member named `name`, with the demo's reason.
 fn vnc(
     user: u64,
     name: &'static str,
     roles: Vec<u64>,
     instance: &'static str,
 ) -> Invocation<'static> {
+    let options = vec![("instance", instance), ("reason", "INC-4711 web is down")];
     Invocation {
-        user,
         name,
-        guild: Some(GUILD),
-        roles,
-        command: "vnc",
-        options: vec![("instance", instance), ("reason", "INC-4711 web is down")],
+        ..fake_discord::vnc(user, roles, options)
     }
 }
 
@@ -243,7 +234,7 @@ path = {journal}
 
     step("2. Alice runs /vnc instance:web-01 reason:\"INC-4711 web is down\"");
     let t = discord.invoke(vnc(ALICE, "alice", vec![ONCALL_ROLE], "web-01"));
-    show("only Alice sees: ", &reply(&discord, &t).await);
+    show("only Alice sees: ", &discord.reply(&t).await);
     let Some(g) = discord.grant_dm(ALICE) else {
         eprintln!("error: no grant DM was sent");
         return Exit::Temporary;
@@ -271,11 +262,11 @@ path = {journal}
 
     step("5. Bob, without the on-call role, runs /vnc instance:ins-web00001");
     let t = discord.invoke(vnc(BOB, "bob", vec![], "ins-web00001"));
-    show("only Bob sees:   ", &reply(&discord, &t).await);
+    show("only Bob sees:   ", &discord.reply(&t).await);
 
     step("6. Alice opens db-01, which is stopped: refused before Tencent is asked");
     let t = discord.invoke(vnc(ALICE, "alice", vec![ONCALL_ROLE], "db-01"));
-    reply(&discord, &t).await;
+    discord.reply(&t).await;
     if let Some(db) = discord.grant_dm(ALICE) {
         let answer = discord.press_result(&discord.press_open(&db)).await;
         show("only Alice sees: ", &answer);
@@ -286,12 +277,7 @@ path = {journal}
     ));
 
     step("7. Alice presses Done on web-01");
-    let done = discord.press(
-        g.user,
-        g.channel,
-        g.message,
-        &format!("vnc:done:{}", g.grant),
-    );
+    let done = discord.press_button(&g, "done");
     show("Alice's DM now:  ", &discord.press_result(&done).await);
 
     step("The audit channel (a line per event, never the link)");

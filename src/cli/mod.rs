@@ -4,6 +4,7 @@ pub mod audit_query;
 pub mod audit_report;
 pub mod audit_verify;
 pub mod check_config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod instances;
 pub mod run;

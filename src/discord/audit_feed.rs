@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serenity::all::{ChannelId, CreateMessage, Http};
 use tokio::sync::{mpsc, Notify};
@@ -24,6 +24,9 @@ const QUEUE: usize = 4096;
 const REFUSALS_QUEUE: usize = 256;
 /// Attempts per line, with 1 s, 2 s, 4 s between them.
 const ATTEMPTS: u32 = 4;
+/// A post waiting this long on Discord makes the feed stalled in `/healthz` (each attempt is
+/// bounded at 10 s by the REST client).
+const STALLED_AFTER: Duration = Duration::from_secs(15);
 /// How often counted refusals are summed up.
 const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
@@ -47,6 +50,10 @@ pub struct AuditFeed {
     /// Set by `drain`: the poster sums up refusals, empties both queues, then says so.
     draining: Arc<AtomicBool>,
     drained: Arc<Notify>,
+    /// Since when the line being posted has been waiting on Discord.
+    posting: Arc<Mutex<Option<Instant>>>,
+    /// When a line was last given up on.
+    gave_up: Arc<Mutex<Option<Instant>>>,
 }
 
 impl AuditFeed {
@@ -61,11 +68,36 @@ impl AuditFeed {
             started: AtomicBool::new(false),
             draining: Arc::default(),
             drained: Arc::default(),
+            posting: Arc::default(),
+            gave_up: Arc::default(),
         }
+    }
+
+    /// Why the feed is behind, for `/healthz`: a post waiting on Discord for long, or a line
+    /// given up on in the last minute.
+    pub fn stalled(&self) -> Option<String> {
+        let queued = QUEUE - self.tx.capacity() + lock(&self.refusals).lines.len();
+        if let Some(since) = *lock_at(&self.posting) {
+            if since.elapsed() >= STALLED_AFTER {
+                return Some(format!(
+                    "audit channel: a line has waited on Discord for {} s; {queued} more queued (the journal has them all)",
+                    since.elapsed().as_secs()
+                ));
+            }
+        }
+        let gave_up = (*lock_at(&self.gave_up)).filter(|t| t.elapsed() < Duration::from_secs(60));
+        gave_up.map(|_| {
+            format!("audit channel: Discord refused or timed out a line in the last minute (given up after {ATTEMPTS} attempts); {queued} queued")
+        })
     }
 
     pub fn set_channel(&self, channel: Option<u64>) {
         self.channel.store(channel.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The audit channel in force, if any.
+    pub fn channel(&self) -> Option<u64> {
+        Some(self.channel.load(Ordering::Relaxed)).filter(|c| *c != 0)
     }
 
     fn enabled(&self) -> bool {
@@ -84,6 +116,7 @@ impl AuditFeed {
             Arc::clone(&self.channel),
         );
         let (draining, drained) = (Arc::clone(&self.draining), Arc::clone(&self.drained));
+        let (posting, gave_up) = (Arc::clone(&self.posting), Arc::clone(&self.gave_up));
         let mut summed_for_drain = false;
         tokio::spawn(async move {
             let mut window = tokio::time::interval(REFUSAL_WINDOW);
@@ -127,7 +160,12 @@ impl AuditFeed {
                 };
                 let c = channel.load(Ordering::Relaxed);
                 if c != 0 {
-                    post(&http, ChannelId::new(c), line).await;
+                    *lock_at(&posting) = Some(Instant::now());
+                    let posted = post(&http, ChannelId::new(c), line).await;
+                    *lock_at(&posting) = None;
+                    if !posted {
+                        *lock_at(&gave_up) = Some(Instant::now());
+                    }
                 }
             }
         });
@@ -213,6 +251,10 @@ impl AuditFeed {
     }
 }
 
+fn lock_at(m: &Mutex<Option<Instant>>) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock(r: &Mutex<Refusals>) -> std::sync::MutexGuard<'_, Refusals> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -228,22 +270,25 @@ fn summarise(refusals: &Mutex<Refusals>) {
     }
 }
 
-async fn post(http: &Http, channel: ChannelId, line: String) {
+/// Posts one line, retrying what may mend itself; false when it was given up on.
+async fn post(http: &Http, channel: ChannelId, line: String) -> bool {
     for attempt in 1..=ATTEMPTS {
         let msg = CreateMessage::new()
             .content(line.clone())
             .allowed_mentions(no_mentions());
         match channel.send_message(http, msg).await {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) if attempt < ATTEMPTS && worth_retrying(&e) => {
                 tracing::warn!(%channel, attempt, error = %e, "could not post to the audit channel; retrying");
                 tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
             }
             Err(e) => {
                 tracing::error!(%channel, error = %e, "gave up posting to the audit channel (the journal has the record)");
+                return false;
             }
         }
     }
+    false
 }
 
 /// A wrong channel or a missing permission (4xx) will not mend itself in seconds; retrying it

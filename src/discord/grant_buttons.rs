@@ -92,14 +92,15 @@ fn link_view(m: &Minted, name: Option<&str>) -> Option<EditInteractionResponse> 
 }
 
 /// Says something to the presser only (an ephemeral follow-up).
-async fn tell(ctx: &Context, comp: &ComponentInteraction, text: &str) {
+async fn tell(ctx: &Context, app: &App, comp: &ComponentInteraction, text: &str) {
     let msg = CreateInteractionResponseFollowup::new()
         .ephemeral(true)
         .content(text)
         .allowed_mentions(no_mentions());
-    if let Err(e) = comp.create_followup(&ctx.http, msg).await {
-        tracing::warn!(interaction = %comp.id, error = %e, "could not answer a button press");
-    }
+    app.rest(
+        "answer a button press",
+        comp.create_followup(&ctx.http, msg).await,
+    );
 }
 
 /// Shows the grant as ended in the DM the button sits on.
@@ -121,9 +122,10 @@ async fn show_ended(
         .components(vec![])
         .embeds(vec![])
         .allowed_mentions(no_mentions());
-    if let Err(e) = comp.edit_response(&ctx.http, edit).await {
-        tracing::warn!(grant = grant.id, error = %e, "could not mark the DM as ended");
-    }
+    app.rest(
+        "mark a grant's DM as ended",
+        comp.edit_response(&ctx.http, edit).await,
+    );
 }
 
 /// A button press in a DM.
@@ -136,13 +138,13 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
     if let Some(Press::Open(id)) = press {
         return open(ctx, app, comp, &actor, id).await;
     }
-    if !acknowledge(ctx, comp).await {
+    if !acknowledge(ctx, app, comp).await {
         return;
     }
     match press {
         None => {
             let refusal = app.core.refuse_button(&actor).await;
-            tell(ctx, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &refusal.to_string()).await;
         }
         Some(Press::Done(id)) => match app.core.end_grant(id, &actor, EndWhy::Done).await {
             Ok(Some(grant)) => show_ended(ctx, app, comp, &grant, EndWhy::Done).await,
@@ -152,7 +154,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
                     show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
                 }
             }
-            Err(refusal) => tell(ctx, comp, &refusal.to_string()).await,
+            Err(refusal) => tell(ctx, app, comp, &refusal.to_string()).await,
         },
         Some(Press::Open(_)) => {}
     }
@@ -160,17 +162,11 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
 
 /// Answers within Discord's 3 s with a deferred update; the DM is edited once there is
 /// something to show. False when Discord did not take it (nothing more can be said then).
-async fn acknowledge(ctx: &Context, comp: &ComponentInteraction) -> bool {
-    match comp
+async fn acknowledge(ctx: &Context, app: &App, comp: &ComponentInteraction) -> bool {
+    let acked = comp
         .create_response(&ctx.http, CreateInteractionResponse::Acknowledge)
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(interaction = %comp.id, error = %e, "could not acknowledge a button press");
-            false
-        }
-    }
+        .await;
+    app.rest("acknowledge a button press", acked).is_some()
 }
 
 async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor: &Actor, id: u64) {
@@ -179,12 +175,16 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
     // delays the acknowledgement, and together they save a round trip per press.
     let prepare = async {
         let mut press = app.core.begin_press(id, actor).await?;
+        // A press in a DM by the grant's holder: Discord says this channel is their DM.
+        if comp.guild_id.is_none() {
+            app.dm_is(comp.channel_id.get(), comp.user.id.get());
+        }
         // Where the link will be shown and later scrubbed: the DM Discord says was pressed.
         press.dm = Some((comp.channel_id.get(), comp.message.id.get()));
-        let roles = member_roles(ctx, press.grant.guild, comp).await;
+        let roles = member_roles(ctx, app, press.grant.guild, comp).await;
         Ok::<_, Refusal>((press, roles))
     };
-    let (acked, prepared) = tokio::join!(acknowledge(ctx, comp), prepare);
+    let (acked, prepared) = tokio::join!(acknowledge(ctx, app, comp), prepare);
     if !acked {
         // Dropping the press frees the grant; nothing was minted.
         return;
@@ -195,7 +195,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             if let (Refusal::GrantEnded, Some(grant)) = (&refusal, app.core.grant_by_id(id)) {
                 show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
             }
-            tell(ctx, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &refusal.to_string()).await;
             return;
         }
     };
@@ -204,7 +204,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
         // The role may have gone while Tencent was asked: the roles are read once more before
         // the link is shown.
         Ok(minted) => {
-            let roles = member_roles(ctx, grant.guild, comp).await;
+            let roles = member_roles(ctx, app, grant.guild, comp).await;
             app.core.confirm_link(minted, roles).await
         }
         Err(refusal) => Err(refusal),
@@ -215,7 +215,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             if let Refusal::RoleRemoved { .. } = refusal {
                 show_ended(ctx, app, comp, &grant, EndWhy::RoleRemoved).await;
             }
-            tell(ctx, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &refusal.to_string()).await;
         }
     }
 }
@@ -224,25 +224,22 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
 /// when Discord could not be asked.
 async fn member_roles(
     ctx: &Context,
+    app: &App,
     guild: Snowflake,
     comp: &ComponentInteraction,
 ) -> Option<Vec<Snowflake>> {
-    match ctx
+    let member = ctx
         .http
         .get_member(GuildId::new(guild.get()), comp.user.id)
-        .await
-    {
-        Ok(m) => Some(
-            m.roles
-                .iter()
-                .filter_map(|r| Snowflake::new(r.get()))
-                .collect(),
-        ),
-        Err(e) => {
-            tracing::warn!(user = %comp.user.id, error = %e, "could not read the member's roles");
-            None
-        }
-    }
+        .await;
+    let member = app.rest("read a member's roles", member)?;
+    Some(
+        member
+            .roles
+            .iter()
+            .filter_map(|r| Snowflake::new(r.get()))
+            .collect(),
+    )
 }
 
 async fn show_link(
@@ -283,7 +280,7 @@ async fn show_link(
         );
         tracing::warn!(user = %comp.user.id, request_id = %minted.issued.request_id, error,
             "could not show the console link in the DM; it was discarded");
-        tell(ctx, comp, messages::PRESS_NOT_SHOWN).await;
+        tell(ctx, app, comp, messages::PRESS_NOT_SHOWN).await;
     }
 }
 

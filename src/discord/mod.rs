@@ -13,15 +13,16 @@ pub mod messages;
 mod render;
 pub mod vnc;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serenity::all::{
-    Client, CommandInteraction, ConnectionStage, Context, CreateAllowedMentions, CreateCommand,
-    CreateInteractionResponse, CreateInteractionResponseMessage, EditInteractionResponse,
-    EventHandler, GatewayIntents, GuildId, Http, Interaction, Ready, ShardStageUpdateEvent,
+    Channel, ChannelId, Client, CommandInteraction, ConnectionStage, Context,
+    CreateAllowedMentions, CreateCommand, CreateInteractionResponse,
+    CreateInteractionResponseMessage, EditInteractionResponse, EventHandler, GatewayIntents,
+    GuildId, Http, Interaction, Ready, ShardStageUpdateEvent,
 };
 use serenity::async_trait;
 use serenity::http::HttpBuilder;
@@ -52,6 +53,11 @@ pub struct Bot {
     connected: AtomicBool,
     /// DMs showing a live link, each holding shutdown until its scrub is rendered.
     links_shown: Mutex<HashMap<(u64, u64), TaskTrackerToken>>,
+    /// DM channels known to be a member's: opened by the bot, pressed in by the member, or
+    /// confirmed by Discord. channel → user.
+    dms: Mutex<HashMap<u64, u64>>,
+    /// Recent failed REST calls, for `/healthz`.
+    rest_failures: Mutex<VecDeque<(std::time::Instant, &'static str, String)>>,
 }
 
 impl Bot {
@@ -69,6 +75,8 @@ impl Bot {
             http_ready: tokio::sync::Notify::new(),
             connected: AtomicBool::new(false),
             links_shown: Mutex::default(),
+            dms: Mutex::default(),
+            rest_failures: Mutex::default(),
         });
         // Subscribed now, before grants are resumed: no event is missed while the gateway
         // comes up (they wait in the channel until the REST client exists).
@@ -108,6 +116,80 @@ impl Bot {
         self.connected.load(Ordering::SeqCst)
     }
 
+    /// How a Discord REST call went: a failure is logged with what was tried and remembered
+    /// for `/healthz`. The value on success.
+    pub fn rest<T>(&self, what: &'static str, result: serenity::Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "Discord REST call failed: could not {what}");
+                let mut failures = lock(&self.rest_failures);
+                if failures.len() >= REST_FAILURES_KEPT {
+                    failures.pop_front();
+                }
+                failures.push_back((std::time::Instant::now(), what, e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// What is degraded in the adapter: failing REST calls in the last minute, a stalled
+    /// audit channel feed.
+    pub fn degraded(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        {
+            let mut failures = lock(&self.rest_failures);
+            failures.retain(|(at, ..)| at.elapsed() < REST_FAILURE_WINDOW);
+            if let Some((_, what, error)) = failures.back() {
+                lines.push(format!(
+                    "discord: {} REST call(s) failed in the last {} s (last: could not {what}: {error})",
+                    failures.len(),
+                    REST_FAILURE_WINDOW.as_secs()
+                ));
+            }
+        }
+        lines.extend(self.audit_feed.stalled());
+        lines
+    }
+
+    /// Discord says this channel is `user`'s DM (it opened it for the bot, or the member
+    /// pressed a button there).
+    fn dm_is(&self, channel: u64, user: u64) {
+        let mut dms = lock(&self.dms);
+        if dms.len() >= MAX_KNOWN_DMS {
+            dms.clear();
+        }
+        dms.insert(channel, user);
+    }
+
+    /// Whether a DM target may be edited for `user`: it is not the audit channel, and Discord
+    /// confirms it is a DM whose recipient is `user`. A target read back from the journal is
+    /// only a claim (the chain is unkeyed): anyone who can append to the file could point it
+    /// at the audit channel's anchor.
+    async fn may_edit_dm_of(&self, http: &Http, channel: u64, user: u64) -> bool {
+        if Some(channel) == self.audit_feed.channel() {
+            tracing::warn!(channel, "refused to edit a message in the audit channel");
+            return false;
+        }
+        if lock(&self.dms).get(&channel) == Some(&user) {
+            return true;
+        }
+        match ChannelId::new(channel).to_channel(http).await {
+            Ok(Channel::Private(dm)) if dm.recipient.id.get() == user => {
+                self.dm_is(channel, user);
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(channel, user, "a grant's DM target is not the holder's DM; it was not edited (the journal may have been tampered with)");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(channel, user, error = %e, "could not confirm a grant's DM target; it was not edited");
+                false
+            }
+        }
+    }
+
     /// A link is on screen in this DM: shutdown waits until its scrub has been rendered.
     fn link_shown(&self, dm: (u64, u64)) {
         let token = self.tasks.token();
@@ -119,6 +201,14 @@ impl Bot {
         lock(&self.links_shown).remove(&dm);
     }
 }
+
+/// Failed REST calls remembered for `/healthz`, and for how long.
+const REST_FAILURES_KEPT: usize = 64;
+const REST_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// DM channels remembered as confirmed; past this the memory starts afresh (they are asked
+/// again).
+const MAX_KNOWN_DMS: usize = 100_000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,6 +238,55 @@ pub async fn client(config: &Config, token: &str, app: Arc<Bot>) -> serenity::Re
         *client.ws_url.lock().await = gw.as_str().trim_end_matches('/').to_owned();
     }
     Ok(client)
+}
+
+/// How often the gateway's state is read; readiness follows it within this (plus a tick).
+const GATEWAY_CHECK: Duration = Duration::from_secs(5);
+/// How often a gateway that stays down is reported again.
+const GATEWAY_DOWN_REPORT: Duration = Duration::from_secs(30);
+
+/// Follows the gateway's real state: serenity sends no stage event when a closed socket makes
+/// it restart its shard (the runner is simply gone while it reconnects), so readiness would
+/// stay up. The shard manager's runners are read instead: ready only with a connected shard.
+pub fn watch_gateway(bot: Arc<Bot>, client: &Client) {
+    let runners = Arc::clone(&client.shard_manager.runners);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GATEWAY_CHECK);
+        let mut down_since: Option<tokio::time::Instant> = None;
+        let mut reported: Option<tokio::time::Instant> = None;
+        let mut ever_up = false;
+        loop {
+            tick.tick().await;
+            let stages: Vec<ConnectionStage> =
+                runners.lock().await.values().map(|r| r.stage).collect();
+            let up = stages.contains(&ConnectionStage::Connected);
+            if up {
+                if down_since.take().is_some() && ever_up {
+                    tracing::info!("the Discord gateway is back");
+                }
+                ever_up = true;
+                reported = None;
+                if !bot.is_connected() {
+                    bot.set_connected(true);
+                }
+                continue;
+            }
+            if bot.is_connected() {
+                bot.set_connected(false);
+            }
+            let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+            if reported.is_none_or(|r| r.elapsed() >= GATEWAY_DOWN_REPORT)
+                && (ever_up || since.elapsed() >= GATEWAY_DOWN_REPORT)
+            {
+                reported = Some(tokio::time::Instant::now());
+                let stage = stages
+                    .first()
+                    .map_or_else(|| "reconnecting".to_owned(), ToString::to_string);
+                tracing::warn!(down_secs = since.elapsed().as_secs(), stage,
+                    "not connected to the Discord gateway; serenity keeps reconnecting (presses and /vnc wait for it)");
+            }
+        }
+    });
 }
 
 /// Every command the bot registers.
@@ -181,13 +320,14 @@ pub fn no_mentions() -> CreateAllowedMentions {
 }
 
 /// Edits a command's deferred ephemeral reply; failures are logged, never fatal.
-pub async fn reply(ctx: &Context, cmd: &CommandInteraction, text: &str) {
+pub async fn reply(ctx: &Context, bot: &Bot, cmd: &CommandInteraction, text: &str) {
     let edit = EditInteractionResponse::new()
         .content(text)
         .allowed_mentions(no_mentions());
-    if let Err(e) = cmd.edit_response(&ctx.http, edit).await {
-        tracing::warn!(interaction = %cmd.id, error = %e, "could not edit the ephemeral reply");
-    }
+    bot.rest(
+        "edit an ephemeral reply",
+        cmd.edit_response(&ctx.http, edit).await,
+    );
 }
 
 struct Handler {
@@ -256,13 +396,13 @@ impl EventHandler for Handler {
         let defer = CreateInteractionResponse::Defer(
             CreateInteractionResponseMessage::new().ephemeral(true),
         );
-        if let Err(e) = cmd.create_response(&ctx.http, defer).await {
-            tracing::warn!(interaction = %cmd.id, error = %e, "could not defer the interaction");
+        let deferred = cmd.create_response(&ctx.http, defer).await;
+        if self.app.rest("defer a command", deferred).is_none() {
             return;
         }
         match cmd.data.name.as_str() {
             vnc::NAME => vnc::run(&ctx, &self.app, &cmd).await,
-            _ => reply(&ctx, &cmd, messages::REPLY_UNKNOWN_COMMAND).await,
+            _ => reply(&ctx, &self.app, &cmd, messages::REPLY_UNKNOWN_COMMAND).await,
         }
     }
 }

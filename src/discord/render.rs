@@ -40,7 +40,7 @@ async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
         // A press that ended its grant shows the end on its own interaction.
         GrantEvent::Ended { grant, why } if !why.answered_by_press() => {
             if let Some(dm) = grant.dm {
-                edit(http, dm, ended_view(bot, &grant, why), grant.id).await;
+                edit(http, bot, dm, ended_view(bot, &grant, why), &grant).await;
             }
         }
         GrantEvent::Ended { .. } => {}
@@ -50,12 +50,12 @@ async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
             } else {
                 ended_view(bot, &grant, EndWhy::Expired)
             };
-            edit(http, dm, view, grant.id).await;
+            edit(http, bot, dm, view, &grant).await;
             bot.link_scrubbed(dm);
         }
         GrantEvent::Resumed { grant } => {
             if let Some(dm) = grant.dm {
-                edit(http, dm, waiting_view(bot, &grant), grant.id).await;
+                edit(http, bot, dm, waiting_view(bot, &grant), &grant).await;
             }
         }
     }
@@ -86,7 +86,13 @@ fn ended_view(bot: &Bot, grant: &Grant, why: EndWhy) -> EditMessage {
         .components(vec![])
 }
 
-async fn edit(http: &Http, (channel, message): (u64, u64), view: EditMessage, grant: u64) {
+/// Edits a grant's DM, once Discord confirms the target is the holder's DM.
+async fn edit(http: &Http, bot: &Bot, dm: (u64, u64), view: EditMessage, grant: &Grant) {
+    let (channel, message) = dm;
+    if !bot.may_edit_dm_of(http, channel, grant.user).await {
+        return;
+    }
+    let grant = grant.id;
     if let Err(e) = ChannelId::new(channel)
         .edit_message(http, MessageId::new(message), view)
         .await

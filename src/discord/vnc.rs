@@ -100,7 +100,7 @@ fn request(cmd: &CommandInteraction) -> Request {
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     match app.core.grant(request(cmd)).await {
         Ok(grant) => deliver(ctx, app, cmd, grant).await,
-        Err(refusal) => reply(ctx, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
     }
 }
 
@@ -117,6 +117,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
         .enforce_nonce(true);
     let sent = match cmd.user.id.create_dm_channel(&ctx.http).await {
         Ok(channel) => {
+            app.dm_is(channel.id.get(), cmd.user.id.get());
             let mut sent = channel.send_message(&ctx.http, message.clone()).await;
             if sent.as_ref().is_err_and(answer_lost) {
                 sent = channel.send_message(&ctx.http, message).await;
@@ -145,7 +146,13 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
     let sent = dm.is_ok();
     match app.core.record_grant_dm(&grant, dm).await {
         Ok(()) if sent => {
-            reply(ctx, cmd, &messages::grant_reply(&grant, name.as_deref())).await;
+            reply(
+                ctx,
+                app,
+                cmd,
+                &messages::grant_reply(&grant, name.as_deref()),
+            )
+            .await;
         }
         Ok(()) => {
             let text = if outcome == Outcome::DmsClosed {
@@ -153,10 +160,10 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
             } else {
                 messages::REPLY_DM_FAILED
             };
-            reply(ctx, cmd, text).await;
+            reply(ctx, app, cmd, text).await;
         }
         // Fail closed: the core has ended a grant whose DM it could not record.
-        Err(refusal) => reply(ctx, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Test-only fixtures: configs, temp dirs, the bot as a process. The stand-ins for Discord and
-//! Tencent Cloud live in the crate (`vncbot::sandbox`), shared with `vncbot demo`.
+//! Tencent Cloud, and the member's moves against them, live in the `vncbot-sandbox` crate, shared
+//! with `vncbot demo`.
 #![allow(dead_code, unused_imports)]
 
-pub use vncbot::sandbox::{fake_discord, http, mock_cvm};
-pub use vncbot::sandbox::{GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
+pub use vncbot_sandbox::{fake_discord, http, mock_cvm};
+pub use vncbot_sandbox::{GUILD, ONCALL_ROLE, OTHER_GUILD, WEB_ROLE};
 
 use std::path::{Path, PathBuf};
 

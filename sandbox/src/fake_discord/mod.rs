@@ -1,0 +1,199 @@
+//! A fake Discord on loopback: a gateway (WebSocket, JSON text frames) and a REST API that the
+//! real serenity client connects to. Tests fire slash commands as given members, close a member's
+//! DMs, and read every REST call the bot made.
+//!
+//! `gateway.rs` sends the interactions, `rest.rs` answers the bot's calls and records them, and
+//! `member.rs` plays a member's moves (a `/vnc`, its reply, its grant's DM, a press) for the demo
+//! and the tests alike.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::http::serve;
+
+mod gateway;
+mod member;
+mod rest;
+
+pub use gateway::Invocation;
+pub use member::{vnc, GrantDm};
+
+pub const APP_ID: u64 = 900000000000000001;
+pub const TOKEN: &str = "fake-discord-bot-token.for.tests";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+    pub at: Instant,
+    pub status: u16,
+    /// What the fake answered.
+    pub reply: Value,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// (method, path fragment, status, how many more times)
+    failures: Vec<(String, String, u16, usize)>,
+    dms_closed: HashSet<u64>,
+    /// DM channel id → user id.
+    dm_channels: Vec<(u64, u64)>,
+    /// Woken at every recorded call, for `wait_for`.
+    recorded: Arc<tokio::sync::Notify>,
+    /// Message nonce → message id, as Discord deduplicates with `enforce_nonce`.
+    nonces: HashMap<String, u64>,
+    /// The next calls matching (method, path fragment) are carried out, but their answer is
+    /// lost (the connection is reset): Discord took the request and the bot never heard.
+    lose_answers: Vec<(String, String, usize)>,
+    /// User → roles, for member fetches.
+    member_roles: HashMap<u64, Vec<u64>>,
+    /// User → the name their commands carried, so their presses carry it too.
+    names: HashMap<u64, String>,
+}
+
+#[derive(Clone)]
+pub struct FakeDiscord {
+    pub rest: SocketAddr,
+    pub gateway: SocketAddr,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Value>,
+    ids: Arc<AtomicU64>,
+}
+
+impl FakeDiscord {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let ids = Arc::new(AtomicU64::new(1_000_000_000_000_000_000));
+        let (events, _) = broadcast::channel(4096);
+
+        let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = ws.local_addr().unwrap();
+        let ev = events.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = ws.accept().await {
+                let rx = ev.subscribe();
+                tokio::spawn(gateway::session(stream, gateway, rx));
+            }
+        });
+
+        let (st, id_gen) = (Arc::clone(&state), Arc::clone(&ids));
+        let rest = serve(move |req| {
+            let st = Arc::clone(&st);
+            let id_gen = Arc::clone(&id_gen);
+            async move { rest::answer(&st, &id_gen, gateway, req) }
+        })
+        .await;
+        Self {
+            rest,
+            gateway,
+            state,
+            events,
+            ids,
+        }
+    }
+
+    pub fn config_lines(&self) -> String {
+        format!(
+            "api_base = \"http://{}\"\ngateway_url = \"ws://{}\"",
+            self.rest, self.gateway
+        )
+    }
+
+    pub fn close_dms(&self, user: u64) {
+        self.state.lock().unwrap().dms_closed.insert(user);
+    }
+
+    /// The next `times` calls with this method whose path contains `fragment` fail with `status`.
+    pub fn fail(&self, method: &str, fragment: &str, status: u16, times: usize) {
+        self.state.lock().unwrap().failures.push((
+            method.to_owned(),
+            fragment.to_owned(),
+            status,
+            times,
+        ));
+    }
+
+    /// The next `times` calls matching are carried out but answered with a connection reset.
+    pub fn lose_answer(&self, method: &str, fragment: &str, times: usize) {
+        self.state.lock().unwrap().lose_answers.push((
+            method.to_owned(),
+            fragment.to_owned(),
+            times,
+        ));
+    }
+
+    /// Counts matching calls without copying them (for polling loops under load).
+    pub fn count(&self, f: impl Fn(&Call) -> bool) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| f(c))
+            .count()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Waits until some call matches, or panics after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&Call) -> bool) -> Call {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let recorded = Arc::clone(&self.state.lock().unwrap().recorded);
+        loop {
+            // Registered before looking, so a call recorded in between still wakes us.
+            let next = recorded.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if let Some(c) = self.calls().into_iter().find(|c| f(c)) {
+                return c;
+            }
+            if tokio::time::timeout_at(deadline, next).await.is_err() {
+                panic!("timed out waiting for {what}; calls: {:#?}", self.calls());
+            }
+        }
+    }
+
+    /// Waits for `/vnc` to be registered, which the bot does on READY.
+    pub async fn wait_ready(&self) {
+        self.wait_for(Duration::from_secs(20), "command registration", |c| {
+            c.method == "PUT" && c.path.contains("/commands")
+        })
+        .await;
+    }
+
+    /// The roles `GET /guilds/{g}/members/{user}` answers with (members not set: 404).
+    pub fn set_roles(&self, user: u64, roles: Vec<u64>) {
+        self.state.lock().unwrap().member_roles.insert(user, roles);
+    }
+
+    /// Calls made for one interaction (its callback and its reply edits).
+    pub fn calls_for(&self, token: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path.contains(token))
+            .collect()
+    }
+
+    /// DMs created for a user: their channel ids.
+    pub fn dm_channels_of(&self, user: u64) -> Vec<u64> {
+        self.state
+            .lock()
+            .unwrap()
+            .dm_channels
+            .iter()
+            .filter(|(_, u)| *u == user)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+}
