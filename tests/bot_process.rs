@@ -112,15 +112,6 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
     for g in &grants {
         discord.press_open(g);
     }
-    // Kill it mid-burst, once a few links are out.
-    loop {
-        if cvm.issued().len() >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    signal(&bot, libc::SIGKILL);
-    let _ = bot.wait().await;
     // A press's DM edit with a link (command replies edit `@original` too).
     let link_dm = |c: &support::fake_discord::Call| {
         c.method == "PATCH"
@@ -130,8 +121,17 @@ async fn a_journal_killed_mid_burst_verifies_after_the_restart_seal() {
                 .as_str()
                 .is_some_and(|t| t.contains("Tencent RequestId"))
     };
+    // Kill it mid-burst, once a few links are out and the first has reached its DM (each DM
+    // follows its link after one more member fetch).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (cvm.issued().len() < 8 || discord.count(link_dm) == 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&bot, libc::SIGKILL);
+    let _ = bot.wait().await;
     let dms_before_kill = discord.count(link_dm);
-    // Links are minted 110 ms apart and each DM follows its link within milliseconds.
     assert!(dms_before_kill >= 1, "no DM went out before the kill");
     // A crash between write and line end leaves a torn line; SIGKILL rarely lands there, so make
     // sure of it the way such a crash would.

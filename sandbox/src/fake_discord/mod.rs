@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,11 @@ struct State {
     member_roles: HashMap<u64, Vec<u64>>,
     /// User → the name their commands carried, so their presses carry it too.
     names: HashMap<u64, String>,
+    /// Messages in each channel, oldest first (what `GET /channels/{id}/messages` reads).
+    messages: HashMap<u64, Vec<Value>>,
+    /// (method, path fragment, how many more times): answered only after a minute, as a
+    /// Discord that hangs.
+    hangs: Vec<(String, String, usize)>,
 }
 
 #[derive(Clone)]
@@ -110,6 +115,32 @@ impl FakeDiscord {
 
     pub fn close_dms(&self, user: u64) {
         self.state.lock().unwrap().dms_closed.insert(user);
+    }
+
+    /// The next `times` calls with this method whose path contains `fragment` hang: they are
+    /// answered only after a minute (a Discord that stalls).
+    pub fn hang(&self, method: &str, fragment: &str, times: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .hangs
+            .push((method.to_owned(), fragment.to_owned(), times));
+    }
+
+    /// A message in `channel` by someone other than the bot (`author`), as if posted there.
+    pub fn post_as(&self, channel: u64, author: u64, content: &str) -> u64 {
+        let id = self.ids.fetch_add(1, Ordering::SeqCst);
+        let mut msg = rest::message_json(id, channel, &serde_json::json!({ "content": content }));
+        msg["author"] = serde_json::json!({"id": author.to_string(), "username": format!("user{author}"),
+            "discriminator": "0", "global_name": null, "avatar": null});
+        self.state
+            .lock()
+            .unwrap()
+            .messages
+            .entry(channel)
+            .or_default()
+            .push(msg);
+        id
     }
 
     /// The next `times` calls with this method whose path contains `fragment` fail with `status`.

@@ -57,6 +57,63 @@ pub(super) fn answer(
     } else {
         match (req.method.as_str(), &seg[..]) {
             ("GET", ["api", "v10", "gateway"]) => (200, json!({"url": format!("ws://{gateway}")})),
+            ("GET", ["api", "v10", "users", "@me"]) => (
+                200,
+                json!({"id": APP_ID.to_string(), "username": "vncbot", "discriminator": "0",
+                    "global_name": null, "avatar": null, "bot": true}),
+            ),
+            ("GET", ["api", "v10", "channels", channel]) => {
+                let id: u64 = channel.parse().unwrap_or(0);
+                let owner = state
+                    .lock()
+                    .unwrap()
+                    .dm_channels
+                    .iter()
+                    .find(|(c, _)| *c == id)
+                    .map(|(_, u)| *u);
+                match owner {
+                    Some(user) => (
+                        200,
+                        json!({"id": channel, "type": 1, "last_message_id": null,
+                            "recipients": [{"id": user.to_string(), "username": "member", "discriminator": "0", "global_name": null, "avatar": null}]}),
+                    ),
+                    // Any other channel is a text channel of the server.
+                    None => (
+                        200,
+                        json!({"id": channel, "type": 0, "guild_id": "800000000000000001",
+                            "name": "ops", "position": 0, "permission_overwrites": [], "nsfw": false}),
+                    ),
+                }
+            }
+            ("GET", ["api", "v10", "channels", channel, "messages"]) => {
+                let id: u64 = channel.parse().unwrap_or(0);
+                let query = req.path.split_once('?').map_or("", |(_, q)| q);
+                let param = |name: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                let limit = param("limit").unwrap_or(50).clamp(1, 100) as usize;
+                let before = param("before").unwrap_or(u64::MAX);
+                let st = state.lock().unwrap();
+                // Newest first, as Discord lists them.
+                let page: Vec<Value> = st
+                    .messages
+                    .get(&id)
+                    .map(|m| {
+                        m.iter()
+                            .rev()
+                            .filter(|v| {
+                                v["id"].as_str().and_then(|i| i.parse::<u64>().ok()).unwrap_or(0) < before
+                            })
+                            .take(limit)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (200, Value::Array(page))
+            }
             ("PUT", ["api", "v10", "applications", _, "guilds", _, "commands"]) => (200, json!([])),
             ("POST", ["api", "v10", "interactions", _, _, "callback"]) => (204, Value::Null),
             ("PATCH", ["api", "v10", "webhooks", _, _, "messages", "@original"]) => {
@@ -122,10 +179,15 @@ pub(super) fn answer(
                         .as_ref()
                         .and_then(|n| state.lock().unwrap().nonces.get(n).copied());
                     let id = known.unwrap_or_else(new_id);
+                    let msg = message_json(id, channel, &body);
+                    let mut st = state.lock().unwrap();
                     if let Some(n) = nonce {
-                        state.lock().unwrap().nonces.insert(n, id);
+                        st.nonces.insert(n, id);
                     }
-                    (200, message_json(id, channel, &body))
+                    if known.is_none() {
+                        st.messages.entry(channel).or_default().push(msg.clone());
+                    }
+                    (200, msg)
                 }
             }
             ("PATCH", ["api", "v10", "channels", channel, "messages", mid]) => (
@@ -162,6 +224,20 @@ pub(super) fn answer(
     };
     if lost {
         return Reply::Reset;
+    }
+    let hang = {
+        let mut st = state.lock().unwrap();
+        st.hangs
+            .iter_mut()
+            .find(|(m, frag, left)| *m == req.method && path.contains(frag.as_str()) && *left > 0)
+            .map(|h| h.2 -= 1)
+            .is_some()
+    };
+    if hang {
+        return Reply::Delay(
+            std::time::Duration::from_secs(60),
+            Box::new(Reply::json(status, &reply)),
+        );
     }
     if status == 204 {
         Reply::Respond {
