@@ -105,7 +105,11 @@ pub(super) fn answer(
                         m.iter()
                             .rev()
                             .filter(|v| {
-                                v["id"].as_str().and_then(|i| i.parse::<u64>().ok()).unwrap_or(0) < before
+                                v["id"]
+                                    .as_str()
+                                    .and_then(|i| i.parse::<u64>().ok())
+                                    .unwrap_or(0)
+                                    < before
                             })
                             .take(limit)
                             .cloned()
