@@ -316,7 +316,8 @@ impl<'de> Deserialize<'de> for Snowflake {
     }
 }
 
-/// User input made safe to quote in a message: bounded, control characters escaped, in backticks.
+/// User input made safe to quote in a message: bounded, control and direction characters escaped,
+/// in backticks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quoted(String);
 
@@ -327,7 +328,7 @@ impl Quoted {
         for c in input.chars().take(ECHO_LIMIT) {
             match c {
                 '`' => out.push('\''),
-                c if c.is_control() => out.extend(c.escape_default()),
+                c if crate::text::is_hidden(c) => out.extend(c.escape_default()),
                 c => out.push(c),
             }
         }
@@ -454,6 +455,7 @@ mod tests {
     #[test]
     fn quoting_escapes_controls_and_bounds_length() {
         assert_eq!(Quoted::new("a\nb`c").to_string(), "`a\\nb'c`");
+        assert_eq!(Quoted::new("a\u{202E}b").to_string(), "`a\\u{202e}b`");
         let q = Quoted::new(&"y".repeat(500)).to_string();
         assert!(q.contains("(500 characters)") && q.len() < 70, "{q}");
     }

@@ -71,6 +71,46 @@ enum AuditCommand {
         head: Option<vncbot::audit::Appended>,
         file: Option<PathBuf>,
     },
+    /// One row per grant: who, which instance, why, how it was allowed, when and how long, links
+    /// minted and presses refused; says whether the chain verified (exit 1 when not)
+    Report {
+        #[command(flatten)]
+        pick: AuditPick,
+        #[arg(long, value_enum, default_value = "table")]
+        format: cli::audit_report::Format,
+        file: Option<PathBuf>,
+    },
+    /// The journal's records as written, filtered; text from members and Tencent escaped
+    Query {
+        #[command(flatten)]
+        pick: AuditPick,
+        /// Only records of this event (granted, requested, issued, ended, denied, …); repeatable
+        #[arg(long = "event", value_name = "EVENT", value_parser = cli::audit_query::parse_event)]
+        events: Vec<String>,
+        /// Only the records of this grant (the seq of its `granted` record) and its presses
+        #[arg(long, value_name = "SEQ")]
+        grant: Option<u64>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: cli::audit_query::Format,
+        file: Option<PathBuf>,
+    },
+}
+
+/// What `audit report` and `audit query` select.
+#[derive(clap::Args)]
+struct AuditPick {
+    /// From: an RFC 3339 time, a date (2026-12-01, from its start) or a duration back (7d, 12h, 30m)
+    #[arg(long, value_name = "WHEN", value_parser = cli::audit_report::select::parse_when)]
+    since: Option<cli::audit_report::select::When>,
+    /// To: an RFC 3339 time, a date (through its end) or a duration back (7d, 12h, 30m)
+    #[arg(long, value_name = "WHEN", value_parser = cli::audit_report::select::parse_when)]
+    until: Option<cli::audit_report::select::When>,
+    /// A member: Discord user ID or name
+    #[arg(long, value_name = "ID|NAME")]
+    member: Option<String>,
+    /// An instance: ID or name
+    #[arg(long, value_name = "ID|NAME")]
+    instance: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +129,41 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { head, file },
         } => cli::audit_verify::main(&args.config, file, head),
+        Command::Audit {
+            command: AuditCommand::Report { pick, format, file },
+        } => cli::audit_report::main(
+            &args.config,
+            cli::audit_report::Options {
+                since: pick.since,
+                until: pick.until,
+                member: pick.member,
+                instance: pick.instance,
+                format,
+                file,
+            },
+        ),
+        Command::Audit {
+            command:
+                AuditCommand::Query {
+                    pick,
+                    events,
+                    grant,
+                    format,
+                    file,
+                },
+        } => cli::audit_query::main(
+            &args.config,
+            cli::audit_query::Options {
+                since: pick.since,
+                until: pick.until,
+                member: pick.member,
+                instance: pick.instance,
+                events,
+                grant,
+                format,
+                file,
+            },
+        ),
     };
     ExitCode::from(code as u8)
 }

@@ -1,5 +1,7 @@
 //! One file per command, and what they share: exit codes and logging.
 
+pub mod audit_query;
+pub mod audit_report;
 pub mod audit_verify;
 pub mod check_config;
 #[cfg(feature = "demo")]

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::{EndWhy, Grant, HeadsUp, Issued};
 use crate::link::VALID_FOR_SECS;
+use crate::text::is_format_char;
 
 /// Discord's limit for a link button's `url`.
 pub const BUTTON_URL_MAX: usize = 512;
@@ -162,17 +163,6 @@ pub fn refusals_line(user: u64, count: u64, window: Duration) -> String {
         "{count} more refused /vnc request(s) from <@{user}> in the last {} seconds (each is in the journal)",
         window.as_secs()
     )
-}
-
-/// Bidirectional controls and other invisible format characters: they can make a line read
-/// differently from what it says (U+202E reverses the text after it).
-fn is_format_char(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}'
-        | '\u{200B}'..='\u{200F}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}'
-        | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// User text made inert: no formatting, no mentions, no links or embeds, no invisible or
