@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::messages::{audit_line, escape};
+use super::messages::{audit_line, escape, who};
 use crate::audit::{Actor, Event, Record};
 use crate::core::Outcome;
 
@@ -163,15 +163,6 @@ impl Lines {
             Some(g) => format!("{text} (grant {g})"),
             None => text.to_owned(),
         }
-    }
-}
-
-/// How a line names its actor: a mention (which pings nobody: the feed allows no mentions), or
-/// the local user's escaped name.
-pub fn who(actor: &Actor) -> String {
-    match actor {
-        Actor::Discord { id, .. } => format!("<@{id}>"),
-        Actor::Local { user } => escape(user, 60),
     }
 }
 
