@@ -1441,3 +1441,53 @@ async fn losing_the_gateway_makes_the_bot_unready_until_it_is_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// REVIEW: a link whose 15 s ran out while the press waited on Discord (the second roles read
+/// after Tencent answered) is still shown, after its scrub was rendered: it stays in the DM for
+/// good and shutdown waits on a scrub that already happened.
+#[tokio::test]
+async fn a_link_shown_after_its_scrub_is_never_scrubbed() {
+    let bot = start_bot(|t| t).await;
+    let d = &bot.discord;
+    d.set_roles(7301, vec![ONCALL_ROLE]);
+    let g = d
+        .grant(vnc(
+            7301,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
+    // Both roles reads of the press are slow (3 s), well inside the 10 s REST bound.
+    d.slow("GET", "/members/7301", Duration::from_secs(3), 2);
+    let t = d.press_button(&g, "open");
+    d.wait_for(Duration::from_secs(15), "the second roles read", |_| {
+        d.calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.ends_with("/members/7301"))
+            .count()
+            >= 2
+    })
+    .await;
+    // 16 s pass while Discord answers the second read: the link's time is up.
+    bot.clock.advance(Duration::from_secs(16));
+    let scrub = d
+        .wait_for(Duration::from_secs(10), "the scrub", |c| {
+            c.method == "PATCH"
+                && c.path == format!("/api/v10/channels/{}/messages/{}", g.channel, g.message)
+        })
+        .await;
+    let shown = d.press_result(&t).await;
+    let link = bot.cvm.issued()[0].clone();
+    let calls = d.calls();
+    let scrub_at = calls.iter().position(|c| c.path == scrub.path).unwrap();
+    let later_shows: Vec<_> = calls[scrub_at..]
+        .iter()
+        .filter(|c| c.body.to_string().contains(link.as_str()))
+        .map(|c| c.path.clone())
+        .collect();
+    assert!(
+        later_shows.is_empty(),
+        "the link was shown after its scrub and stays in the DM: {later_shows:?} (press answer {})",
+        shown.path
+    );
+}

@@ -63,6 +63,8 @@ struct State {
     /// (method, path fragment, how many more times): answered only after a minute, as a
     /// Discord that hangs.
     hangs: Vec<(String, String, usize)>,
+    /// (method, path fragment, delay in ms, how many more times): answered late, but answered.
+    slows: Vec<(String, String, u64, usize)>,
 }
 
 #[derive(Clone)]
@@ -147,6 +149,17 @@ impl FakeDiscord {
             .unwrap()
             .hangs
             .push((method.to_owned(), fragment.to_owned(), times));
+    }
+
+    /// The next `times` calls with this method whose path contains `fragment` are answered
+    /// after `delay` (a slow Discord that still answers within the client's bound).
+    pub fn slow(&self, method: &str, fragment: &str, delay: std::time::Duration, times: usize) {
+        self.state.lock().unwrap().slows.push((
+            method.to_owned(),
+            fragment.to_owned(),
+            delay.as_millis() as u64,
+            times,
+        ));
     }
 
     /// A message in `channel` by someone other than the bot (`author`), as if posted there.

@@ -237,6 +237,24 @@ pub(super) fn answer(
             .map(|h| h.2 -= 1)
             .is_some()
     };
+    let slow = {
+        let mut st = state.lock().unwrap();
+        st.slows
+            .iter_mut()
+            .find(|(m, frag, _, left)| {
+                *m == req.method && path.contains(frag.as_str()) && *left > 0
+            })
+            .map(|h| {
+                h.3 -= 1;
+                h.2
+            })
+    };
+    if let Some(ms) = slow {
+        return Reply::Delay(
+            std::time::Duration::from_millis(ms),
+            Box::new(Reply::json(status, &reply)),
+        );
+    }
     if hang {
         return Reply::Delay(
             std::time::Duration::from_secs(60),
