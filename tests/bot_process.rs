@@ -598,3 +598,50 @@ async fn a_forged_dm_target_never_makes_the_bot_edit_the_audit_channel() {
         .collect();
     assert!(edits.is_empty(), "{edits:?}");
 }
+
+/// REVIEW: anyone who can post in the audit channel pushes the bot's last anchor past the 1,000
+/// messages the start-time check reads; a journal truncated meanwhile then starts with only an
+/// INFO "nothing to check", not exit 6.
+#[tokio::test]
+async fn a_flooded_audit_channel_hides_the_anchor_from_the_start_check() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let f = Fakes::start("anchor-flood").await;
+    let discord = &f.discord;
+    let config = f.config.replace(
+        "[tencent]",
+        &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+    );
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    for user in 1..=2 {
+        discord.grant(on_call(user, "ins-running1")).await;
+    }
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+    // A member with send rights in the audit channel posts 1,000 short messages.
+    for i in 0..1000 {
+        discord.post_as(AUDIT_CHANNEL, 4242, &format!("spam {i}"));
+    }
+    let journal = f.journal();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&journal, format!("{}\n", kept.join("\n"))).unwrap();
+    let out = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(15), out).await {
+        Ok(out) => {
+            let out = out.unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(6),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => panic!("the bot started on a journal truncated below its last anchor"),
+    }
+}

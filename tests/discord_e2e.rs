@@ -1491,3 +1491,38 @@ async fn a_link_shown_after_its_scrub_is_never_scrubbed() {
         shown.path
     );
 }
+
+/// REVIEW: a Discord REST call that times out carries reqwest's "for url (…)" in its error, and
+/// interaction routes hold the interaction token: `/healthz` (and the WARN log) must not show it.
+#[tokio::test]
+async fn a_timed_out_interaction_call_shows_no_token_in_healthz() {
+    let admin = admin_addr();
+    let bot = start_bot(|t| format!("{t}\n[admin]\nlisten = \"{admin}\"\n")).await;
+    let d = &bot.discord;
+    let g = d
+        .grant(vnc(
+            7401,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
+    // The press's acknowledgement (POST /interactions/{id}/{token}/callback) hangs.
+    d.hang("POST", "/callback", 1);
+    let t = d.press_button(&g, "open");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, detail) = get(&admin, "/healthz").await;
+        if detail.contains("REST call(s) failed") {
+            assert!(
+                !detail.contains(&t),
+                "the interaction token {t} is in /healthz: {detail}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no REST failure showed: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
