@@ -843,6 +843,35 @@ mod tests {
         );
     }
 
+    /// REVIEW: a grant whose DM and end could not be recorded is ended in memory, but the
+    /// journal holds only its `granted` record: the rebuild at the next start brings it back live
+    /// (and its DM's buttons mint again), though the member was told no access was granted.
+    #[tokio::test]
+    async fn a_grant_ended_for_an_unwritable_journal_stays_ended_across_a_restart() {
+        let f = Fixture::new(None, None);
+        let path = f.dir.path().join("audit.jsonl");
+        let grant = f
+            .core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        // The journal cannot be written while the DM is recorded (here: replaced under the bot).
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let recorded = f.core.record_grant_dm(&grant, Ok((77, 88))).await;
+        assert!(matches!(recorded, Err(Refusal::AuditUnavailable(_))));
+        assert!(!f.core.grant_is_live(grant.id), "ended in memory");
+        // The volume comes back; the bot restarts and rebuilds from the journal.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, kept).unwrap();
+        f.core.rebuild_grants(&path).unwrap();
+        assert!(
+            !f.core.grant_is_live(grant.id),
+            "a grant ended for an unwritable journal is live again after a restart"
+        );
+    }
+
     #[tokio::test]
     async fn nothing_reaches_tencent_when_the_journal_cannot_be_written() {
         let f = Fixture::new(None, None);
