@@ -872,6 +872,68 @@ mod tests {
         );
     }
 
+    /// REVIEW: the timer task awaits each deadline's journal write in turn: while another process
+    /// holds the journal's lock, one grant's end holds every later deadline, so a link shown in
+    /// another member's DM is scrubbed only once the lock wait (10 s) has run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_journal_does_not_delay_link_scrubs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let clock = crate::clock::Clock::adjustable();
+        let (journal, _) = Journal::open_clocked(&path, clock.clone()).unwrap();
+        let tencent = FakeTencent {
+            calls: AtomicUsize::new(0),
+            fail_with: None,
+            gate: None,
+        };
+        let core =
+            Arc::new(Core::new(policy(), limits(3), journal, tencent).with_clock(clock.clone()));
+        core.run_timers();
+        let mut events = core.grant_events();
+        let a = core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        // Five seconds before A's window ends, member 2 presses on their grant B.
+        clock.advance(Duration::from_secs(595));
+        let b = core
+            .grant(member(2, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let b_actor = Actor::Discord {
+            id: 2,
+            name: "m2".into(),
+        };
+        let mut press = core.begin_press(b.id, &b_actor).await.unwrap();
+        press.dm = Some((5, 6));
+        core.finish_press(press, Some(vec![sf(ONCALL)]))
+            .await
+            .unwrap();
+        // Another process takes the journal's lock (a `vncbot url` stopped mid-write).
+        let other = std::fs::File::open(&path).unwrap();
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        // A's end (due first) and B's link expiry are both due now.
+        clock.advance(Duration::from_secs(20));
+        let started = std::time::Instant::now();
+        let scrubbed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(GrantEvent::LinkExpired { grant, .. }) = events.recv().await {
+                    if grant.id == b.id {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(scrubbed.is_ok());
+        let _ = a;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the link in B's DM was scrubbed {:?} late, behind A's end waiting on the journal",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn nothing_reaches_tencent_when_the_journal_cannot_be_written() {
         let f = Fixture::new(None, None);
