@@ -231,13 +231,18 @@ pub async fn run_with(
     // Before anything is written or posted: the journal must still hold the head the bot last
     // witnessed in the audit channel.
     if let Some(channel) = config.discord.audit_channel_id {
-        anchor::check_at_start(
+        let checked = anchor::check_at_start(
             &client.http,
             channel.get(),
             core.journal(),
             config.audit.on_anchor_mismatch,
         )
         .await?;
+        if let anchor::Checked::Unchecked(why) = checked {
+            app.bot.audit_feed.post(format!(
+                "WARNING: the journal was not checked against an earlier journal head at this start: {why}. Check it by hand with `vncbot audit verify --head` and the last head you trust."
+            ));
+        }
     }
     discord::watch_gateway(Arc::clone(&app.bot), &client);
     core.run_timers();

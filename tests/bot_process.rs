@@ -599,7 +599,7 @@ async fn a_forged_dm_target_never_makes_the_bot_edit_the_audit_channel() {
     assert!(edits.is_empty(), "{edits:?}");
 }
 
-/// REVIEW: anyone who can post in the audit channel pushes the bot's last anchor past the 1,000
+/// anyone who can post in the audit channel pushes the bot's last anchor past the 1,000
 /// messages the start-time check reads; a journal truncated meanwhile then starts with only an
 /// INFO "nothing to check", not exit 6.
 #[tokio::test]

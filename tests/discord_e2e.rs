@@ -1442,7 +1442,7 @@ async fn losing_the_gateway_makes_the_bot_unready_until_it_is_back() {
     }
 }
 
-/// REVIEW: a link whose 15 s ran out while the press waited on Discord (the second roles read
+/// a link whose 15 s ran out while the press waited on Discord (the second roles read
 /// after Tencent answered) is still shown, after its scrub was rendered: it stays in the DM for
 /// good and shutdown waits on a scrub that already happened.
 #[tokio::test]
@@ -1492,7 +1492,7 @@ async fn a_link_shown_after_its_scrub_is_never_scrubbed() {
     );
 }
 
-/// REVIEW: a Discord REST call that times out carries reqwest's "for url (…)" in its error, and
+/// a Discord REST call that times out carries reqwest's "for url (…)" in its error, and
 /// interaction routes hold the interaction token: `/healthz` (and the WARN log) must not show it.
 #[tokio::test]
 async fn a_timed_out_interaction_call_shows_no_token_in_healthz() {

@@ -18,13 +18,20 @@ use crate::config::OnAnchorMismatch;
 const PAGES: usize = 10;
 const PAGE: u8 = 100;
 
-/// The journal does not hold the head last anchored in the audit channel.
+/// The journal cannot be held against the head last anchored in the audit channel.
 #[derive(Debug, thiserror::Error)]
-#[error("the audit journal does not match the last head anchored in the audit channel: expected seq {seq} with sha256 {hash}, found {found}. Inspect it with `vncbot audit verify --head {seq}:{hash}`; if the journal was restored on purpose, set [audit] on_anchor_mismatch = \"warn\" to start anyway")]
-pub struct AnchorMismatch {
-    pub seq: u64,
-    pub hash: String,
-    pub found: String,
+pub enum AnchorMismatch {
+    /// It does not hold that head.
+    #[error("the audit journal does not match the last head anchored in the audit channel: expected seq {seq} with sha256 {hash}, found {found}. Inspect it with `vncbot audit verify --head {seq}:{hash}`; if the journal was restored on purpose, set [audit] on_anchor_mismatch = \"warn\" to start anyway")]
+    Differs {
+        seq: u64,
+        hash: String,
+        found: String,
+    },
+    /// The journal has records, and no head of this bot's is in the channel's recent messages
+    /// (a new audit channel, or one flooded past the search).
+    #[error("the audit journal has {head} records but no journal head of this bot's is among the audit channel's last {searched} messages, so it cannot be checked. Inspect it with `vncbot audit verify` against a head you trust; for a new audit channel, start once with [audit] on_anchor_mismatch = \"warn\"")]
+    Missing { head: u64, searched: usize },
 }
 
 /// `journal head: seq N, sha256 H…` → (N, H).
@@ -96,22 +103,49 @@ pub fn check(journal: &Journal, seq: u64, hash: &str) -> Result<(), String> {
     }
 }
 
-/// The check at start. Discord unreadable: a warning, and the bot starts.
+/// What the check at start found, when the bot may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The journal holds the last anchor (or there is nothing yet to hold).
+    Held,
+    /// The journal could not be held against an anchor, for this reason: the bot starts, and
+    /// says so in the audit channel.
+    Unchecked(&'static str),
+}
+
+/// The check at start. Discord unreadable, or no anchor in reach: the bot starts, loudly.
 pub async fn check_at_start(
     http: &Http,
     channel: u64,
     journal: &Journal,
     on_mismatch: OnAnchorMismatch,
-) -> Result<(), AnchorMismatch> {
+) -> Result<Checked, AnchorMismatch> {
     let (seq, hash) = match last_anchor(http, channel).await {
         Ok(Some(anchor)) => anchor,
-        Ok(None) => {
+        Ok(None) if journal.head().seq == 0 => {
             tracing::info!("no journal head anchored in the audit channel yet; nothing to check");
-            return Ok(());
+            return Ok(Checked::Held);
+        }
+        // A journal with records and no anchor in reach (a new audit channel, or one flooded
+        // past the search): started, but loudly, in the channel too.
+        Ok(None) => {
+            let missing = AnchorMismatch::Missing {
+                head: journal.head().seq,
+                searched: PAGES * usize::from(PAGE),
+            };
+            return match on_mismatch {
+                OnAnchorMismatch::Refuse => Err(missing),
+                OnAnchorMismatch::Warn => {
+                    tracing::error!(%missing, "STARTING ANYWAY (audit.on_anchor_mismatch = \"warn\")");
+                    Ok(Checked::Unchecked(
+                        "no earlier journal head of this bot's is in the channel's recent messages",
+                    ))
+                }
+            };
         }
         Err(e) => {
-            tracing::warn!(error = %e, "could not read the last journal head anchored in the audit channel; the journal was not checked against it");
-            return Ok(());
+            tracing::warn!(error = %e, "could not read the last journal head anchored in the audit channel; the journal was NOT checked against it");
+            return Ok(Checked::Unchecked("the channel could not be read at start"));
         }
     };
     match check(journal, seq, &hash) {
@@ -120,15 +154,17 @@ pub async fn check_at_start(
                 seq,
                 "the journal holds the head last anchored in the audit channel"
             );
-            Ok(())
+            Ok(Checked::Held)
         }
         Err(found) => {
-            let mismatch = AnchorMismatch { seq, hash, found };
+            let mismatch = AnchorMismatch::Differs { seq, hash, found };
             match on_mismatch {
                 OnAnchorMismatch::Refuse => Err(mismatch),
                 OnAnchorMismatch::Warn => {
                     tracing::error!(%mismatch, "STARTING ANYWAY (audit.on_anchor_mismatch = \"warn\")");
-                    Ok(())
+                    Ok(Checked::Unchecked(
+                        "it does not hold the last anchor, and on_anchor_mismatch = \"warn\"",
+                    ))
                 }
             }
         }

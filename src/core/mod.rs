@@ -843,9 +843,9 @@ mod tests {
         );
     }
 
-    /// REVIEW: a grant whose DM and end could not be recorded is ended in memory, but the
-    /// journal holds only its `granted` record: the rebuild at the next start brings it back live
-    /// (and its DM's buttons mint again), though the member was told no access was granted.
+    /// A grant whose DM and end could not be recorded is ended in memory, and the journal holds
+    /// only its `granted` record: the next start ends it (no DM on record) instead of bringing
+    /// it back live, since the member was told no access was granted.
     #[tokio::test]
     async fn a_grant_ended_for_an_unwritable_journal_stays_ended_across_a_restart() {
         let f = Fixture::new(None, None);
@@ -865,14 +865,14 @@ mod tests {
         // The volume comes back; the bot restarts and rebuilds from the journal.
         std::fs::remove_dir(&path).unwrap();
         std::fs::write(&path, kept).unwrap();
-        f.core.rebuild_grants(&path).unwrap();
+        f.core.resume_grants(&path).await.unwrap();
         assert!(
             !f.core.grant_is_live(grant.id),
             "a grant ended for an unwritable journal is live again after a restart"
         );
     }
 
-    /// REVIEW: the timer task awaits each deadline's journal write in turn: while another process
+    /// the timer task awaits each deadline's journal write in turn: while another process
     /// holds the journal's lock, one grant's end holds every later deadline, so a link shown in
     /// another member's DM is scrubbed only once the lock wait (10 s) has run out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1520,7 +1520,7 @@ mod tests {
         let now = SystemTime::now();
         let forge = |clock: Clock, until: SystemTime| {
             let (journal, _) = Journal::open_clocked(&path, clock).unwrap();
-            journal
+            let seq = journal
                 .append_blocking(
                     Event::Granted,
                     &discord(1),
@@ -1533,7 +1533,21 @@ mod tests {
                     },
                 )
                 .unwrap()
-                .seq
+                .seq;
+            // With its DM on record, as a real grant has.
+            journal
+                .append_blocking(
+                    Event::Delivered,
+                    &discord(1),
+                    Entry {
+                        channel: Some(77),
+                        message: Some(88),
+                        refers_to: Some(seq),
+                        ..Entry::default()
+                    },
+                )
+                .unwrap();
+            seq
         };
         let long = forge(Clock::system(), now + Duration::from_secs(59 * 60));
         let future = Clock::adjustable();

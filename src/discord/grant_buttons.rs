@@ -16,6 +16,9 @@ use crate::core::{EndWhy, Grant, Minted, Outcome, Refusal};
 use crate::ids::Snowflake;
 use crate::metrics::METRICS;
 
+/// A link with less than this left of its 15 s is not shown: the member could not use it.
+const SHOW_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 const OPEN: &str = "vnc:open:";
 const DONE: &str = "vnc:done:";
 
@@ -250,10 +253,23 @@ async fn show_link(
     minted: Minted,
 ) {
     let name = app.core.instance_name(&minted.grant.instance);
-    // Done or the window's end may have come while the link was made: then it is not shown.
+    // Done or the window's end may have come while the link was made, or most of its 15 s gone
+    // (a slow roles read): then it is not shown.
     let live = app.core.grant_is_live(minted.grant.id);
-    let shown = match link_view(&minted, name.as_deref()).filter(|_| live) {
-        Some(view) => comp.edit_response(&ctx.http, view).await.map_err(Some),
+    let fresh = app.core.clock().now() + SHOW_MARGIN < minted.issued.expires_at;
+    let dm = (comp.channel_id.get(), comp.message.id.get());
+    let shown = match link_view(&minted, name.as_deref()).filter(|_| live && fresh) {
+        Some(view) => {
+            // Shutdown waits for this DM's scrub (rendered from the core's LinkExpired), even
+            // when the edit fails, in case Discord took it.
+            app.link_shown(dm);
+            let edited = comp.edit_response(&ctx.http, view).await.map_err(Some);
+            // The edit took so long that the link's scrub may have come first: scrub again.
+            if app.core.clock().now() >= minted.issued.expires_at {
+                super::render::scrub(&ctx.http, app, dm, &minted.grant).await;
+            }
+            edited
+        }
         None => Err(None),
     };
     let outcome = if shown.is_ok() {
@@ -261,10 +277,6 @@ async fn show_link(
     } else {
         Outcome::DmFailed
     };
-    let dm = (comp.channel_id.get(), comp.message.id.get());
-    // Shutdown waits for this DM's scrub (rendered from the core's LinkExpired), even when the
-    // edit failed, in case Discord took it.
-    app.link_shown(dm);
     if let Err(e) = app
         .core
         .record_delivery(actor, &minted.issued, &outcome)

@@ -44,21 +44,24 @@ async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
             }
         }
         GrantEvent::Ended { .. } => {}
-        GrantEvent::LinkExpired { grant, dm, live } => {
-            let view = if live {
-                waiting_view(bot, &grant)
-            } else {
-                ended_view(bot, &grant, EndWhy::Expired)
-            };
-            edit(http, bot, dm, view, &grant).await;
-            bot.link_scrubbed(dm);
-        }
+        GrantEvent::LinkExpired { grant, dm, .. } => scrub(http, bot, dm, &grant).await,
         GrantEvent::Resumed { grant } => {
             if let Some(dm) = grant.dm {
                 edit(http, bot, dm, waiting_view(bot, &grant), &grant).await;
             }
         }
     }
+}
+
+/// Scrubs a dead link from a DM: Open console comes back while the grant lasts, else its end.
+pub(super) async fn scrub(http: &Http, bot: &Bot, dm: (u64, u64), grant: &Grant) {
+    let view = if bot.core.grant_is_live(grant.id) {
+        waiting_view(bot, grant)
+    } else {
+        ended_view(bot, grant, EndWhy::Expired)
+    };
+    edit(http, bot, dm, view, grant).await;
+    bot.link_scrubbed(dm);
 }
 
 /// The DM waiting for a press: its text and Open console and Done.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::lifecycle::{bot, parse_rfc3339, rfc3339};
 use super::timers::Due;
-use super::{Grant, GrantEvent, GrantState, REMEMBER_ENDED};
+use super::{EndWhy, Grant, GrantEvent, GrantState, REMEMBER_ENDED};
 use crate::audit::{read_records, Actor, Entry, Event};
 use crate::core::Core;
 use crate::ids::{InstanceId, Region, Snowflake};
@@ -117,9 +117,10 @@ impl<C: Console> Core<C> {
         Ok((live, lapsed))
     }
 
-    /// At start: rebuilds the grants, ends those whose window ran out while the bot was down,
-    /// schedules the end of the others and announces them ([`GrantEvent::Resumed`]), so their
-    /// DMs can be put back as they stand. Returns how many are live and how many lapsed.
+    /// At start: rebuilds the grants, ends those whose window ran out while the bot was down and
+    /// those with no DM on record, schedules the end of the others and announces them
+    /// ([`GrantEvent::Resumed`]), so their DMs can be put back as they stand. Returns how many
+    /// are live and how many were ended.
     pub async fn resume_grants(&self, journal: &Path) -> std::io::Result<(usize, usize)> {
         let (live, lapsed) = self.rebuild_grants(journal)?;
         for g in &lapsed {
@@ -128,7 +129,17 @@ impl<C: Console> Core<C> {
             }
         }
         let mut resumed = 0;
+        let mut ended = lapsed.len();
         for g in &live {
+            // No DM on record: its `delivered` could not be written (the grant was ended in
+            // memory then), or the bot stopped before the DM went out. Fail closed: it ends now.
+            if g.dm.is_none() {
+                if let Err(e) = self.end_grant(g.id, &bot(), EndWhy::DmFailed).await {
+                    tracing::error!(grant = g.id, error = %e, "could not record the end of a rebuilt grant with no DM");
+                }
+                ended += 1;
+                continue;
+            }
             // Recorded (and so posted in the audit channel) before it is honoured: an auditor
             // sees every grant a restart brought back, and until when.
             let written = self
@@ -155,6 +166,6 @@ impl<C: Console> Core<C> {
             self.timers.schedule(g.until, Due::GrantEnds(g.id));
             self.grants.emit(GrantEvent::Resumed { grant: g.clone() });
         }
-        Ok((resumed, lapsed.len()))
+        Ok((resumed, ended))
     }
 }

@@ -84,7 +84,10 @@ impl<C: Console + Send + Sync + 'static> Core<C> {
                             if entry.key().0 > now {
                                 break;
                             }
-                            core.fire(entry.remove()).await;
+                            // Each on its own task: a grant's end waits on the journal (a
+                            // lock, a slow disk), and no other deadline may wait behind it.
+                            let (core, due) = (Arc::clone(&core), entry.remove());
+                            tokio::spawn(async move { core.fire(due).await });
                         }
                     }
                 }
