@@ -16,6 +16,7 @@ use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
 use crate::limits::{ApiPacer, RequestLimits};
+use crate::metrics::Metrics;
 use crate::tencent::Catalog;
 use crate::tencent::TencentClient;
 
@@ -51,27 +52,34 @@ pub fn build_core(
             "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
         None => {}
     }
+    // One registry for everything this core counts: what `/metrics` serves.
+    let metrics = Arc::new(Metrics::new());
     let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
     let catalog = if config.catalog.enabled {
         // Its own client: DescribeInstances has its own pace and never queues behind (or
         // ahead of) console calls.
         let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-        let source = TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+        let source = TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?
+            .with_metrics(Arc::clone(&metrics));
         Some(CatalogLink {
-            catalog: Arc::new(Catalog::new(&config.tencent.regions)),
+            catalog: Arc::new(
+                Catalog::new(&config.tencent.regions).with_metrics(Arc::clone(&metrics)),
+            ),
             source: Arc::new(source),
         })
     } else {
         None
     };
-    let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
+    let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?
+        .with_metrics(Arc::clone(&metrics));
     let core = Core::new(
         Policy::from_config(config),
         RequestLimits::new(&config.limits),
         journal,
         cvm,
     )
-    .with_clock(clock);
+    .with_clock(clock)
+    .with_metrics(metrics);
     Ok(match catalog {
         Some(link) => core.with_catalog(link),
         None => core,
@@ -232,6 +240,7 @@ pub async fn run_with(
         let (ready, detail) = (Arc::clone(&app), Arc::clone(&app));
         let checks = admin::Checks {
             detail: Arc::new(move || detail.health_detail()),
+            metrics: Arc::clone(core.metrics()),
             ..admin::Checks::ready_only(Arc::new(move || ready.health()))
         };
         admin::start_with(admin.listen, checks, admin::Limits::default())

@@ -1,8 +1,8 @@
-//! Prometheus metrics, all prefixed `vncbot_`. One process-wide registry, as metrics libraries
-//! conventionally keep: every layer records where the event happens without threading a handle
-//! through the core.
-
-use std::sync::LazyLock;
+//! Prometheus metrics, all prefixed `vncbot_`. Each [`Metrics`] is its own registry: the process
+//! makes one in `app::build_core` and hands it to what counts (the core, the journal, the Tencent
+//! clients, the catalog, the Discord adapter) and to the admin endpoint that serves it. So two
+//! cores in one process (the tests) never count into each other, and a test can assert exact
+//! counts.
 
 use crate::ids::Product;
 
@@ -80,10 +80,15 @@ pub struct Metrics {
     pub catalog_refresh_failures: Family<RegionLabel, Counter>,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Metrics {
-    fn new() -> Self {
+    /// A registry of its own, every metric at its start value.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vncbot");
         let m = Metrics {
             commands: Family::default(),
@@ -181,7 +186,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A request refused by a limit: `user`, `instance` or `refusals`.
+    /// How many commands ended with `outcome` so far (for tests and the demo's tour).
+    pub fn commands_with(&self, outcome: &str) -> u64 {
+        self.commands
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .get()
+    }
+
     /// `n` commands with one outcome (refusals counted, not recorded one by one).
     pub fn command_n(&self, outcome: &str, n: u64) {
         self.commands
@@ -191,6 +204,7 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// A request refused by a limit: `user`, `instance` or `refusals`.
     pub fn limited(&self, which: &str) {
         self.limited
             .get_or_create(&Outcome {

@@ -14,6 +14,7 @@ use super::record::{Entry, Record};
 use super::status::{Shared, Timing, TIMING};
 use super::{Actor, Appended, AuditError, Event, Repair};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 
 /// Most records one batch writes.
 const MAX_BATCH: usize = 256;
@@ -116,12 +117,26 @@ impl Journal {
             Ok(()) => answer.await.unwrap_or(Err(AuditError::Poisoned)),
             Err(_) => Err(AuditError::Poisoned),
         };
-        let m = &crate::metrics::METRICS;
+        let m = self.shared.metrics();
         m.audit_write.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             m.audit_failures.inc();
         }
         result
+    }
+
+    /// Counts this journal's write times and failures (every clone's) into `metrics` from now on.
+    pub fn count_into(&self, metrics: &Arc<Metrics>) {
+        *self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::clone(metrics);
+    }
+
+    /// The registry this journal counts into.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics()
     }
 
     /// Appends one record and fsyncs it on the calling thread.
