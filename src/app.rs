@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
+use crate::ids::Product;
 use crate::limits::{ApiPacer, RequestLimits};
 use crate::metrics::Metrics;
 use crate::tencent::Catalog;
@@ -54,6 +55,15 @@ pub fn build_core(
     }
     // One registry for everything this core counts: what `/metrics` serves.
     let metrics = Arc::new(Metrics::new());
+    metrics.know_lists(
+        config
+            .tencent
+            .regions
+            .iter()
+            .flat_map(|r| Product::ALL.map(|p| (p, r)))
+            .filter(|(p, r)| config.tencent.serves_in(*p, r))
+            .map(|(p, r)| (p, r.as_str())),
+    );
     let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
     let catalog = if config.catalog.enabled {
         // Its own client: DescribeInstances has its own pace and never queues behind (or
@@ -222,6 +232,12 @@ pub async fn run_with(
     clock: Clock,
 ) -> Result<(), RunError> {
     let core = Arc::new(build_core(&config, creds, clock)?);
+    let live = Arc::downgrade(&core);
+    core.metrics().sample_grants_live(move || {
+        live.upgrade()
+            .map_or(0, |c| i64::try_from(c.live_grants()).unwrap_or(i64::MAX))
+    });
+    core.metrics().config_loaded(std::time::SystemTime::now());
     let app = Arc::new(App {
         bot: Bot::new(
             Arc::clone(&core),

@@ -718,6 +718,31 @@ async fn one_vnc_counts_one_granted_and_a_refused_press_counts_once() {
     let bot = start_bot(|t| format!("{t}\n[admin]\nlisten = \"{admin}\"\n")).await;
     let granted = r#"vncbot_commands_total{outcome="granted"}"#;
     let not_holder = r#"vncbot_commands_total{outcome="not_holder"}"#;
+    // Before anything happened, every known series is there at 0, so alerts see data.
+    let (_, metrics) = get(&admin, "/metrics").await;
+    for zero in [
+        granted,
+        not_holder,
+        r#"vncbot_commands_total{outcome="denied"}"#,
+        r#"vncbot_limited_total{outcome="user"}"#,
+        r#"vncbot_catalog_refresh_failures_total{region="ap-shanghai-fsi"}"#,
+        "vncbot_grants_live",
+        "vncbot_approvals_pending",
+        "vncbot_config_reload_failures_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("{zero} 0\n")),
+            "{zero} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("vncbot_build_info{version="), "{metrics}");
+    assert!(series(&metrics, "process_resident_memory_bytes") > 0.0);
+    assert!(
+        series(
+            &metrics,
+            "vncbot_config_last_reload_success_timestamp_seconds"
+        ) > 1.7e9
+    );
     let g = bot
         .discord
         .grant(vnc(
@@ -729,6 +754,7 @@ async fn one_vnc_counts_one_granted_and_a_refused_press_counts_once() {
     let (_, metrics) = get(&admin, "/metrics").await;
     assert_eq!(series(&metrics, granted), 1.0, "{metrics}");
     assert_eq!(series(&metrics, not_holder), 0.0, "{metrics}");
+    assert_eq!(series(&metrics, "vncbot_grants_live"), 1.0, "{metrics}");
 
     // Someone else presses the button (the DM was forwarded): refused, and counted once.
     let t = bot

@@ -224,9 +224,13 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
             Err(RecvTimeoutError::Timeout) => {
                 // A blocking append holding the writer checks the file itself.
                 if let Ok(mut writer) = writer.try_lock() {
-                    shared.busy(|| {
-                        let _ = shared.check_identity();
-                    });
+                    let was_replaced = shared.status().replaced;
+                    let found = shared.busy(|| shared.check_identity());
+                    // Found moved or replaced while idle: no record failed yet, but the next
+                    // would, so it counts as a write failure now (once, not at every check).
+                    if found.is_err() && !was_replaced {
+                        shared.metrics().audit_failures.inc();
+                    }
                     writer.follow_others();
                 }
                 continue;
@@ -692,6 +696,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        j.count_into(&metrics);
         {
             // While the writer is held (as by a batch stuck on the disk), replace the file:
             // health answers from memory, so it cannot know yet.
@@ -713,9 +719,22 @@ mod tests {
             !timeout.timed_out(),
             "the idle writer never checked the file"
         );
+        // Two checks later the discovery has been counted, once: a write failure before any
+        // record failed.
+        let found_at = status.checks;
+        let (status, _) = j
+            .shared
+            .checked
+            .wait_timeout_while(status, Duration::from_secs(30), |s| s.checks < found_at + 2)
+            .unwrap();
         drop(status);
         let health = j.health().unwrap_err();
         assert!(health.contains("replaced"), "{health}");
+        let out = metrics.render();
+        assert!(
+            out.contains("vncbot_audit_write_failures_total 1\n"),
+            "{out}"
+        );
     }
 
     #[test]
