@@ -280,9 +280,44 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
             issued = true;
             assert_eq!(v["instance"], "ins-running1");
             assert_eq!(v["request_id"], cvm.seen()[0].request_id.as_str());
+            // Numbers are JSON numbers, not text.
+            assert_eq!(v["attempts"], 1, "{line}");
+            assert!(v["audit_seq"].is_u64(), "{line}");
+        }
+        // Values, never Rust's debug text of one (`"Some(60)"`, `"None"`, `"Sealed(..)"`).
+        for (key, value) in v.as_object().unwrap() {
+            let text = value.as_str().unwrap_or_default();
+            assert!(
+                !text.starts_with("Some(") && text != "None" && !text.contains("{ "),
+                "{key} is debug text in {line}"
+            );
         }
     }
     assert!(issued, "{stderr}");
+}
+
+/// Logs written to a file (or journald, or a pipe) carry no colour codes.
+#[tokio::test]
+async fn logs_to_a_file_have_no_colour_codes() {
+    let f = Fakes::start("nocolour").await;
+    let cfg = f.write_config(&f.config);
+    let log = cfg.with_file_name("stderr.log");
+    let bot = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
+        .env("RUST_LOG", "vncbot=debug")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    f.discord.wait_ready().await;
+    let g = f.discord.grant(on_call(1, "ins-running1")).await;
+    f.discord.press_result(&f.discord.press_open(&g)).await;
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait_with_output().await.unwrap().status.code(), Some(0));
+    let text = std::fs::read(&log).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("console URL issued"), "{text}");
+    assert!(!text.contains('\x1b'), "an escape code in\n{text}");
 }
 
 /// serenity's `shutdown_all` returns early when no shard runner exists, so a bot whose gateway

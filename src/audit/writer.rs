@@ -272,7 +272,11 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
 /// Another writer crashed mid-write (the repair at open is the caller's to report).
 fn log_repair(path: &Path, repair: Option<&Repair>) {
     if let Some(repair) = repair {
-        tracing::warn!(?repair, path = %path.display(),
+        let (repair, seq) = match repair {
+            Repair::Sealed(a) => ("sealed", a.seq),
+            Repair::Completed { seq } => ("completed", *seq),
+        };
+        tracing::warn!(repair, seq, path = %path.display(),
             "the audit journal ended in a torn line (another writer crashed mid-write); mended it and continued the chain");
     }
 }

@@ -602,7 +602,7 @@ impl<C: Console> Core<C> {
         match result {
             Ok(a) => Ok(a.seq),
             Err(e) => {
-                tracing::error!(error = %e, ?event, "AUDIT WRITE FAILED: refusing requests until the journal is writable");
+                tracing::error!(error = %e, event = <&str>::from(event), "AUDIT WRITE FAILED: refusing requests until the journal is writable");
                 Err(e)
             }
         }

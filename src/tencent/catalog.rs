@@ -348,7 +348,7 @@ impl Catalog {
                 } else if health.failures == 1 {
                     tracing::warn!(
                         %region, %product, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
-                        age_secs = ?age, error = %e,
+                        age_secs = age, error = %e,
                         "catalog refresh failed; keeping the last good list"
                     );
                 }
