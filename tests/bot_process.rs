@@ -196,7 +196,11 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     use support::WEB_ROLE;
     let f = Fakes::start("sighup").await;
     let discord = &f.discord;
-    let text = f.config.clone();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!("{}\n[admin]\nlisten = \"{admin}\"\n", f.config);
     let cfg = f.write_config(&text);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
@@ -222,6 +226,33 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
         }
     }
     assert!(allowed, "the reloaded allowlist took effect");
+    // The reload is recorded with the digest of the config in force and the keys it changed.
+    let journal = std::fs::read_to_string(f.journal()).unwrap();
+    let reloaded: Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "config_reloaded")
+        .expect("a config_reloaded record");
+    assert_eq!(reloaded["config_digest"].as_str().unwrap().len(), 64);
+    let changed = reloaded["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{reloaded}");
+    assert!(
+        changed[0].as_str().unwrap().ends_with("].instances"),
+        "{reloaded}"
+    );
+    let scrape = |path: &'static str| async move {
+        reqwest::get(format!("http://{admin}{path}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metrics = scrape("/metrics").await;
+    assert!(
+        metrics.contains("vncbot_config_reload_failures_total 0\n"),
+        "{metrics}"
+    );
 
     // Broken config: logged and ignored; the last good one stays in force.
     f.write_config("[discord]\nguild_ids = []\n");
@@ -231,6 +262,19 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     assert!(
         discord.reply(&t).await.content().contains("in your DMs"),
         "still serving with the last good config"
+    );
+    // The failure shows in /healthz (the bot still serves) and in the metrics.
+    let health = scrape("/healthz").await;
+    assert!(health.starts_with("ok\n"), "{health}");
+    assert!(health.contains("the last reload failed"), "{health}");
+    let metrics = scrape("/metrics").await;
+    assert!(
+        metrics.contains("vncbot_config_reload_failures_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vncbot_config_last_reload_success_timestamp_seconds "),
+        "{metrics}"
     );
     discord.set_roles(101, vec![WEB_ROLE]);
     let t = discord.invoke(web(101, "ins-stopped1"));

@@ -63,6 +63,8 @@ pub enum Event {
     /// A live grant was rebuilt from the journal at start, and is honoured until `until`
     /// (capped by the window in force).
     Resumed,
+    /// A reload (SIGHUP) put a new config in force: its `config_digest` and the keys `changed`.
+    ConfigReloaded,
 }
 
 /// Who asked.

@@ -45,7 +45,14 @@ struct RawConfig {
 pub(super) fn parse(text: &str) -> Result<Config, ParseError> {
     let raw: RawConfig =
         toml::from_str(text).map_err(|e| ParseError::Syntax(describe_toml_error(&e)))?;
-    raw.validate().map_err(ParseError::Invalid)
+    let config = raw.validate().map_err(ParseError::Invalid)?;
+    // It parsed as a RawConfig, so it parses as a table.
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ParseError::Syntax(describe_toml_error(&e)))?;
+    Ok(Config {
+        source: super::Source::new(&table),
+        ..config
+    })
 }
 
 fn describe_toml_error(e: &toml::de::Error) -> String {
@@ -117,6 +124,7 @@ impl RawConfig {
             return Err(p.0);
         }
         Ok(Config {
+            source: super::Source::default(),
             discord,
             tencent,
             allow,
