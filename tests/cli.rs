@@ -312,6 +312,29 @@ async fn audit_verify_names_the_first_bad_record() {
     );
 }
 
+/// The bot anchors an empty journal's head too (at its first start): the `--head` it suggests
+/// is accepted, by an empty journal and by every journal since.
+#[tokio::test]
+async fn the_first_anchor_of_an_empty_journal_verifies() {
+    let dir = TempDir::new("cli-genesis");
+    let path = dir.join("empty.jsonl");
+    let (journal, _) = vncbot::audit::Journal::open(&path).unwrap();
+    let line = vncbot::discord::messages::anchor_line(&journal.head());
+    drop(journal);
+    let head = line
+        .split("--head ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(['`', ')']);
+    let out = vncbot()
+        .args(["audit", "verify", "--head", head])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr));
+}
+
 #[tokio::test]
 async fn audit_verify_checks_an_anchored_head() {
     let mock = MockCvm::start().await;
