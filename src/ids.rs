@@ -311,7 +311,18 @@ impl<'de> Deserialize<'de> for Snowflake {
                     .ok_or_else(|| E::custom("a Discord ID must be a positive number"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Snowflake, E> {
-                v.parse().map_err(E::custom)
+                v.parse().map_err(|e| {
+                    if v.chars().any(char::is_alphabetic) {
+                        E::custom(format!(
+                            "{} is a name, not a Discord ID (an ID stays the same when the role, server or channel is renamed). \
+                             To copy one: in Discord, turn on User Settings → Advanced → Developer Mode, then right-click the role \
+                             (Server Settings → Roles), the server or the channel and choose Copy ID",
+                            Quoted::new(v)
+                        ))
+                    } else {
+                        E::custom(e)
+                    }
+                })
             }
         }
         d.deserialize_any(V)

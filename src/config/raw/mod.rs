@@ -262,6 +262,17 @@ regions = ["*"]
     }
 
     #[test]
+    fn a_role_given_by_name_says_how_to_copy_its_id() {
+        let text = GOOD.replace("roles = [555000000000000001]", "roles = [\"oncall\"]");
+        let Err(ParseError::Syntax(s)) = Config::parse(&text) else {
+            panic!("a role name is refused")
+        };
+        assert!(s.contains("`oncall` is a name, not a Discord ID"), "{s}");
+        assert!(s.contains("Developer Mode"), "{s}");
+        assert!(s.contains("Copy ID"), "{s}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let text = GOOD.replace("[tencent]", "[tencent]\nregoins = []");
         match Config::parse(&text) {
@@ -440,6 +451,10 @@ listen = "localhost"
         assert_eq!(c.grants, GrantsConfig::default());
         assert_eq!(c.limits.refusals_per_user_per_minute.get(), 10);
         assert_eq!(c.audit.anchor_minutes, 60);
+        assert!(
+            c.audit.require_reason,
+            "the example asks every request for a reason"
+        );
         for key in [
             "[grants]",
             "minutes =",
