@@ -258,12 +258,33 @@ async fn check_config_prints_the_policy_and_fails_on_problems() {
     assert!(text(&out.stderr).contains("TENCENTCLOUD_SECRET_ID is not set"));
     assert!(text(&out.stderr).contains("DISCORD_TOKEN is not set"));
 
+    // Offline (CI, no secrets): the config alone is checked, and a bad one still fails.
+    let out = vncbot()
+        .args(["check-config", "--offline", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("environment was not checked"),
+        "{}",
+        text(&out.stdout)
+    );
+
     let bad = write_config(
         &dir,
         &config_text(&dir, &mock.endpoint(), "")
             .replace("\"ins-web*\"", "\"web*\"")
             .replace("per_user_per_minute = 3", "per_user_per_minute = 0"),
     );
+    let out = vncbot()
+        .args(["check-config", "--offline", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     let out = with_secrets(vncbot())
         .args(["check-config", "--config"])
         .arg(&bad)
