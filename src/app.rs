@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::audit::{AuditError, Journal, Repair};
+use crate::audit::{Actor, AuditError, Entry, Event, Journal, Repair};
 use crate::clock::Clock;
 use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
+use crate::ids::Product;
 use crate::limits::{ApiPacer, RequestLimits};
+use crate::metrics::Metrics;
 use crate::tencent::Catalog;
 use crate::tencent::TencentClient;
 
@@ -52,27 +54,43 @@ pub fn build_core(
             "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
         None => {}
     }
+    // One registry for everything this core counts: what `/metrics` serves.
+    let metrics = Arc::new(Metrics::new());
+    metrics.know_lists(
+        config
+            .tencent
+            .regions
+            .iter()
+            .flat_map(|r| Product::ALL.map(|p| (p, r)))
+            .filter(|(p, r)| config.tencent.serves_in(*p, r))
+            .map(|(p, r)| (p, r.as_str())),
+    );
     let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
     let catalog = if config.catalog.enabled {
         // Its own client: DescribeInstances has its own pace and never queues behind (or
         // ahead of) console calls.
         let idle = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
-        let source = TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?;
+        let source = TencentClient::new(&config.tencent, creds.clone(), idle, Default::default())?
+            .with_metrics(Arc::clone(&metrics));
         Some(CatalogLink {
-            catalog: Arc::new(Catalog::new(&config.tencent.regions)),
+            catalog: Arc::new(
+                Catalog::new(&config.tencent.regions).with_metrics(Arc::clone(&metrics)),
+            ),
             source: Arc::new(source),
         })
     } else {
         None
     };
-    let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
+    let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?
+        .with_metrics(Arc::clone(&metrics));
     let core = Core::new(
         Policy::from_config(config),
         RequestLimits::new(&config.limits),
         journal,
         cvm,
     )
-    .with_clock(clock);
+    .with_clock(clock)
+    .with_metrics(metrics);
     Ok(match catalog {
         Some(link) => core.with_catalog(link),
         None => core,
@@ -85,6 +103,8 @@ pub struct App {
     pub bot: Arc<Bot>,
     /// The config in force (swapped by a reload).
     config: Mutex<Config>,
+    /// Why the last reload failed, until one succeeds (shown in `/healthz`).
+    reload_failed: Mutex<Option<String>>,
 }
 
 impl App {
@@ -109,6 +129,11 @@ impl App {
     /// (requests by ID still work).
     pub fn health_detail(&self) -> Option<String> {
         let mut lines = self.bot.degraded();
+        if let Some(why) = &*self.reload_failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            lines.push(format!(
+                "config: the last reload failed, the previous config is still in force: {why}"
+            ));
+        }
         if let Some(link) = self.core().catalog_link() {
             lines.extend(
                 link.catalog
@@ -218,12 +243,19 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let stop = stop_signals();
     let core = Arc::new(build_core(&config, creds, clock)?);
+    let live = Arc::downgrade(&core);
+    core.metrics().sample_grants_live(move || {
+        live.upgrade()
+            .map_or(0, |c| i64::try_from(c.live_grants()).unwrap_or(i64::MAX))
+    });
+    core.metrics().config_loaded(std::time::SystemTime::now());
     let app = Arc::new(App {
         bot: Bot::new(
             Arc::clone(&core),
             config.discord.audit_channel_id.map(|c| c.get()),
         ),
         config: Mutex::new(config.clone()),
+        reload_failed: Mutex::new(None),
     });
     let mut client = discord::client(&config, token, Arc::clone(&app.bot))
         .await
@@ -256,6 +288,7 @@ pub async fn run_with(
         let (ready, detail) = (Arc::clone(&app), Arc::clone(&app));
         let checks = admin::Checks {
             detail: Arc::new(move || detail.health_detail()),
+            metrics: Arc::clone(core.metrics()),
             ..admin::Checks::ready_only(Arc::new(move || ready.health()))
         };
         admin::start_with(admin.listen, checks, admin::Limits::default())
@@ -367,15 +400,25 @@ async fn reload_on_sighup(app: &App, path: &Path) {
     };
     while hup.recv().await.is_some() {
         match Config::load(path) {
-            Ok(new) => apply(app, new).await,
+            Ok(new) => {
+                apply(app, new).await;
+                *app.reload_failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                app.core()
+                    .metrics()
+                    .config_loaded(std::time::SystemTime::now());
+            }
             Err(e) => {
-                tracing::error!(error = %e, "config reload failed; keeping the config in force")
+                tracing::error!(error = %e, "config reload failed; keeping the config in force");
+                app.core().metrics().config_reload_failures.inc();
+                *app.reload_failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(e.to_string().replace('\n', " "));
             }
         }
     }
 }
 
-/// The keys a reload cannot change in a running process.
+/// The keys a reload cannot change in a running process (compared with the config in force,
+/// which keeps their running values).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let checks = [
         (
@@ -428,9 +471,38 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         .collect()
 }
 
-/// Swaps the allowlist, limits and audit channel at once; says which changes need a restart.
-async fn apply(app: &App, mut new: Config) {
-    let (commands_changed, limits_changed) = {
+/// `new` with every restart-only key at its running value (from `old`, the config in force):
+/// what is in force after a reload. So a key set back to its running value is no change, and one
+/// left changed keeps warning until the restart.
+fn keep_running(old: &Config, mut new: Config) -> Config {
+    for key in restart_only_changes(old, &new) {
+        new.source.keep(&old.source, key);
+    }
+    // The served servers are where /vnc is registered: that happens at start only. The products
+    // and Lighthouse regions are how the Tencent client routes, also fixed at start; so are the
+    // client's endpoint, language, timeout and pace, the journal, the admin endpoint and the logs.
+    new.discord.guild_ids.clone_from(&old.discord.guild_ids);
+    new.discord.api_base.clone_from(&old.discord.api_base);
+    new.discord.gateway_url.clone_from(&old.discord.gateway_url);
+    new.tencent.endpoint.clone_from(&old.tencent.endpoint);
+    new.tencent.products.clone_from(&old.tencent.products);
+    new.tencent
+        .lighthouse_regions
+        .clone_from(&old.tencent.lighthouse_regions);
+    new.tencent.language = old.tencent.language;
+    new.tencent.timeout = old.tencent.timeout;
+    new.limits.api_per_second = old.limits.api_per_second;
+    new.audit.path.clone_from(&old.audit.path);
+    new.admin = old.admin;
+    new.log.format = old.log.format;
+    debug_assert!(restart_only_changes(old, &new).is_empty());
+    new
+}
+
+/// Swaps the allowlist, limits and audit channel at once; says which changes need a restart,
+/// logs and records which keys changed.
+async fn apply(app: &App, new: Config) {
+    let (commands_changed, limits_changed, changed, digest) = {
         let mut old = app.config.lock().unwrap_or_else(|e| e.into_inner());
         for key in restart_only_changes(&old, &new) {
             tracing::warn!(
@@ -438,13 +510,9 @@ async fn apply(app: &App, mut new: Config) {
                 "changed in the config file; takes effect only after a restart"
             );
         }
-        // The served servers are where /vnc is registered: that happens at start only. The
-        // products and Lighthouse regions are how the Tencent client routes, also fixed at start.
-        new.discord.guild_ids.clone_from(&old.discord.guild_ids);
-        new.tencent.products.clone_from(&old.tencent.products);
-        new.tencent
-            .lighthouse_regions
-            .clone_from(&old.tencent.lighthouse_regions);
+        let new = keep_running(&old, new);
+        let changed = old.source.changed(&new.source);
+        let digest = new.source.digest();
         let commands_changed = old.tencent.regions != new.tencent.regions
             || old.audit.require_reason != new.audit.require_reason;
         let limits_changed = old.limits != new.limits;
@@ -456,13 +524,31 @@ async fn apply(app: &App, mut new: Config) {
             .audit_feed
             .set_channel(new.discord.audit_channel_id.map(|c| c.get()));
         *old = new;
-        (commands_changed, limits_changed)
+        (commands_changed, limits_changed, changed, digest)
     };
     tracing::info!(
         limits_changed,
         commands_changed,
+        changed = changed.join(","),
+        config_digest = digest,
         "config reloaded: allowlist, limits and audit channel swapped"
     );
+    let entry = Entry {
+        config_digest: Some(digest),
+        changed: Some(changed),
+        ..Entry::default()
+    };
+    let actor = Actor::Local {
+        user: "vncbot".into(),
+    };
+    if let Err(e) = app
+        .core()
+        .journal()
+        .append(Event::ConfigReloaded, &actor, entry)
+        .await
+    {
+        tracing::error!(error = %e, "AUDIT WRITE FAILED for the config reload");
+    }
     if commands_changed {
         if let Some(http) = app.bot.http() {
             discord::register_commands(&http, &app.bot).await;
@@ -489,5 +575,70 @@ fn stop_signals() -> impl std::future::Future<Output = ()> {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[discord]
+guild_ids = [800000000000000001]
+
+[tencent]
+regions = ["ap-guangzhou"]
+timeout_secs = 5
+
+[[allow]]
+roles = [555000000000000001]
+instances = ["*"]
+regions = ["*"]
+
+[limits]
+per_user_per_minute = 3
+"#;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn restart_only_keys_compare_with_the_config_in_force() {
+        let running = config(BASE);
+        // A restart-only key changed: it warns, and the config in force keeps the running value.
+        let edited = config(&BASE.replace("timeout_secs = 5", "timeout_secs = 9"));
+        assert_eq!(
+            restart_only_changes(&running, &edited),
+            ["tencent.timeout_secs"]
+        );
+        let in_force = keep_running(&running, edited);
+        assert_eq!(in_force.tencent.timeout, running.tencent.timeout);
+        assert_eq!(in_force.source, running.source);
+        // Left as it is in the file, it still differs from what runs: it keeps warning.
+        let again = config(&BASE.replace("timeout_secs = 5", "timeout_secs = 9"));
+        assert_eq!(
+            restart_only_changes(&in_force, &again),
+            ["tencent.timeout_secs"]
+        );
+        // Set back to its running value: no change, no warning.
+        assert!(restart_only_changes(&in_force, &config(BASE)).is_empty());
+    }
+
+    #[test]
+    fn a_reload_reports_the_keys_it_changed_and_not_those_left_for_a_restart() {
+        let running = config(BASE);
+        let text = BASE
+            .replace("per_user_per_minute = 3", "per_user_per_minute = 5")
+            .replace("timeout_secs = 5", "timeout_secs = 9")
+            + "\n[grants]\nminutes = 20\n";
+        let edited = config(&text);
+        let in_force = keep_running(&running, edited);
+        assert_eq!(
+            running.source.changed(&in_force.source),
+            ["grants.minutes", "limits.per_user_per_minute"]
+        );
+        assert_ne!(running.source.digest(), in_force.source.digest());
+        assert_eq!(in_force.limits.per_user_per_minute.get(), 5);
     }
 }

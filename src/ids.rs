@@ -197,10 +197,11 @@ pub const KNOWN_REGIONS: &[&str] = &[
 pub enum InvalidRegion {
     #[error("no region was given")]
     Empty,
-    #[error("{0} is not a Tencent Cloud region (they look like ap-guangzhou)")]
-    Malformed(Quoted),
-    #[error("{0} is not a Tencent Cloud region this bot knows; known regions: {known}", known = KNOWN_REGIONS.join(", "))]
-    Unknown(Quoted),
+    /// The name, and ` (did you mean …?)` when a known region is close.
+    #[error("{0} is not a Tencent Cloud region{1} (they look like ap-guangzhou)")]
+    Malformed(Quoted, String),
+    #[error("{0} is not a Tencent Cloud region this bot knows{1}; known regions: {known}", known = KNOWN_REGIONS.join(", "))]
+    Unknown(Quoted, String),
 }
 
 impl Region {
@@ -218,10 +219,11 @@ impl Region {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && trimmed.contains('-');
+        let hint = crate::suggest::did_you_mean(trimmed, KNOWN_REGIONS.iter().copied());
         if well_formed {
-            Err(InvalidRegion::Unknown(Quoted::new(trimmed)))
+            Err(InvalidRegion::Unknown(Quoted::new(trimmed), hint))
         } else {
-            Err(InvalidRegion::Malformed(Quoted::new(trimmed)))
+            Err(InvalidRegion::Malformed(Quoted::new(trimmed), hint))
         }
     }
 
@@ -309,7 +311,18 @@ impl<'de> Deserialize<'de> for Snowflake {
                     .ok_or_else(|| E::custom("a Discord ID must be a positive number"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Snowflake, E> {
-                v.parse().map_err(E::custom)
+                v.parse().map_err(|e| {
+                    if v.chars().any(char::is_alphabetic) {
+                        E::custom(format!(
+                            "{} is a name, not a Discord ID (an ID stays the same when the role, server or channel is renamed). \
+                             To copy one: in Discord, turn on User Settings → Advanced → Developer Mode, then right-click the role \
+                             (Server Settings → Roles), the server or the channel and choose Copy ID",
+                            Quoted::new(v)
+                        ))
+                    } else {
+                        E::custom(e)
+                    }
+                })
             }
         }
         d.deserialize_any(V)
@@ -439,15 +452,19 @@ mod tests {
     #[test]
     fn regions() {
         assert!(Region::parse("ap-guangzhou").is_ok());
+        let typo = Region::parse("ap-guangzou").unwrap_err().to_string();
+        assert!(typo.contains("(did you mean `ap-guangzhou`?)"), "{typo}");
+        let typo = Region::parse("ap_shanghai").unwrap_err().to_string();
+        assert!(typo.contains("(did you mean `ap-shanghai`?)"), "{typo}");
         assert!(Region::parse("ap-shanghai-fsi").unwrap().is_finance());
         assert!(!Region::parse("ap-guangzhou").unwrap().is_finance());
         assert!(matches!(
             Region::parse("ap-guangzho"),
-            Err(InvalidRegion::Unknown(_))
+            Err(InvalidRegion::Unknown(..))
         ));
         assert!(matches!(
             Region::parse("AP GZ"),
-            Err(InvalidRegion::Malformed(_))
+            Err(InvalidRegion::Malformed(..))
         ));
         assert_eq!(Region::parse("  "), Err(InvalidRegion::Empty));
     }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod limits;
 pub mod link;
 pub mod metrics;
+pub mod suggest;
 pub mod tencent;
 pub mod text;
 
@@ -45,10 +46,17 @@ pub fn log_filter(
 /// Logs go to stderr; stdout is reserved for the link (`url`) and reports. `RUST_LOG` overrides
 /// `default_level` for vncbot's own logs (see [`DEPENDENCY_LOG_CAP`] for the others).
 pub fn init_logging(default_level: &str, format: config::LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let layer = match format {
         config::LogFormat::Pretty => layer.boxed(),
         config::LogFormat::Json => layer.json().flatten_event(true).boxed(),
@@ -56,4 +64,24 @@ pub fn init_logging(default_level: &str, format: config::LogFormat) {
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(log_filter(default_level)))
         .try_init();
+}
+
+/// Colour only for a person at a terminal: never in a file, a pipe or journald (which would
+/// store the escape codes), and never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, None));
+        assert!(super::colour(true, Some(OsStr::new(""))));
+        assert!(!super::colour(true, Some(OsStr::new("1"))));
+        assert!(!super::colour(false, None));
+        assert!(!super::colour(false, Some(OsStr::new("1"))));
+    }
 }

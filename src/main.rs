@@ -37,7 +37,11 @@ enum Command {
         reason: Option<String>,
     },
     /// Validate the config and the environment and print the effective policy
-    CheckConfig,
+    CheckConfig {
+        /// Check everything that needs no secrets (for CI): the environment is not read
+        #[arg(long)]
+        offline: bool,
+    },
     /// List the instances the catalog sees and which [[allow]] rules open each
     Instances {
         /// Only this region (default: every region in tencent.regions)
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
             region,
             reason,
         } => cli::url::main(&args.config, instance_id, region, reason),
-        Command::CheckConfig => cli::check_config::main(&args.config),
+        Command::CheckConfig { offline } => cli::check_config::main(&args.config, offline),
         Command::Instances { region } => cli::instances::main(&args.config, region),
         #[cfg(feature = "demo")]
         Command::Demo { keep } => cli::demo::main(keep),

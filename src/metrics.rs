@@ -1,15 +1,22 @@
-//! Prometheus metrics, all prefixed `vncbot_`. One process-wide registry, as metrics libraries
-//! conventionally keep: every layer records where the event happens without threading a handle
-//! through the core.
+//! Prometheus metrics: ours prefixed `vncbot_`, and the standard `process_*` ones. Each [`Metrics`] is its own registry: the process
+//! makes one in `app::build_core` and hands it to what counts (the core, the journal, the Tencent
+//! clients, the catalog, the Discord adapter) and to the admin endpoint that serves it. So two
+//! cores in one process (the tests) never count into each other, and a test can assert exact
+//! counts.
 
-use std::sync::LazyLock;
+mod process;
+
+use std::sync::{Arc, Mutex};
 
 use crate::ids::Product;
 
-use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -78,13 +85,65 @@ pub struct Metrics {
     pub catalog_instances: Family<RegionLabel, Gauge>,
     /// Catalog refreshes that failed (the last good list was kept).
     pub catalog_refresh_failures: Family<RegionLabel, Counter>,
+    /// Approval requests waiting for an approver (0 until approvals exist).
+    pub approvals_pending: Gauge,
+    /// Config reloads (SIGHUP) that failed; the config in force was kept.
+    pub config_reload_failures: Counter,
+    /// When the config in force was last loaded (start-up or reload), in Unix seconds.
+    pub config_last_reload_success: Gauge,
+    /// Grants live now, read from the core at each scrape.
+    grants_live: Sampled,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+/// The labels of `vncbot_limited_total`: a per-member limit, a per-instance limit, or refusals
+/// past a member's refusal budget.
+pub const LIMITED: [&str; 3] = ["user", "instance", "refusals"];
+
+/// The version label of `vncbot_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+/// A gauge read at scrape time from whoever holds the number (0 until someone does).
+#[derive(Clone, Default)]
+struct Sampled(Arc<Mutex<Option<Sample>>>);
+
+type Sample = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+impl std::fmt::Debug for Sampled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sampled")
+    }
+}
+
+impl Collector for Sampled {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sample = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gauge = ConstGauge::new(sample.map_or(0, |f| f()));
+        let metric = encoder.encode_descriptor(
+            "grants_live",
+            "Grants whose window is open now",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Metrics {
-    fn new() -> Self {
-        let mut registry = Registry::with_prefix("vncbot");
+    /// A registry of its own, every metric at its start value.
+    pub fn new() -> Self {
+        // The process's own metrics keep their standard names (`process_*`); ours are `vncbot_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::Process));
+        let registry = root.sub_registry_with_prefix("vncbot");
         let m = Metrics {
             commands: Family::default(),
             tencent_latency: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
@@ -99,6 +158,10 @@ impl Metrics {
             catalog_age: Family::default(),
             catalog_instances: Family::default(),
             catalog_refresh_failures: Family::default(),
+            approvals_pending: Gauge::default(),
+            config_reload_failures: Counter::default(),
+            config_last_reload_success: Gauge::default(),
+            grants_live: Sampled::default(),
             registry: Registry::default(),
         };
         registry.register("commands", "Commands by outcome", m.commands.clone());
@@ -139,7 +202,7 @@ impl Metrics {
         );
         registry.register(
             "audit_write_failures",
-            "Audit records that could not be written",
+            "Audit records that could not be written, and each time the journal file was found moved, deleted or replaced",
             m.audit_failures.clone(),
         );
         registry.register(
@@ -162,7 +225,95 @@ impl Metrics {
             "Catalog refreshes that failed; the last good list was kept",
             m.catalog_refresh_failures.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "approvals_pending",
+            "Approval requests waiting for an approver",
+            m.approvals_pending.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Config reloads (SIGHUP) that failed; the config in force was kept",
+            m.config_reload_failures.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded (start-up or the last successful reload), in Unix seconds",
+            m.config_last_reload_success.clone(),
+        );
+        registry.register_collector(Box::new(m.grants_live.clone()));
+        let build: Family<Version, Gauge> = Family::default();
+        build
+            .get_or_create(&Version {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The running build: always 1", build);
+        // Labels known from the start are exported at 0, so an alert on a rate sees a series
+        // before the first event instead of no data.
+        for which in LIMITED {
+            m.limited
+                .get_or_create(&Outcome {
+                    outcome: which.to_owned(),
+                })
+                .inc_by(0);
+        }
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// Exports each of these command outcomes at 0 until it first happens.
+    pub fn know_outcomes<'a>(&self, codes: impl IntoIterator<Item = &'a str>) {
+        for code in codes {
+            self.commands
+                .get_or_create(&Outcome {
+                    outcome: code.to_owned(),
+                })
+                .inc_by(0);
+        }
+    }
+
+    /// Exports the series of each product listed in each region at 0 until it first counts:
+    /// catalog refresh failures, and the successful Tencent calls of each action.
+    pub fn know_lists<'a>(&self, lists: impl IntoIterator<Item = (Product, &'a str)>) {
+        for (product, region) in lists {
+            self.catalog_refresh_failures
+                .get_or_create(&RegionLabel {
+                    region: region.to_owned(),
+                    product,
+                })
+                .inc_by(0);
+            for action in ["DescribeInstanceVncUrl", "DescribeInstances"] {
+                self.tencent_calls
+                    .get_or_create(&CallLabel {
+                        product: product.as_str().to_owned(),
+                        action: action.to_owned(),
+                        result: "ok".to_owned(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
+    /// Where `vncbot_grants_live` is read from at each scrape.
+    pub fn sample_grants_live(&self, live: impl Fn() -> i64 + Send + Sync + 'static) {
+        *self.grants_live.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(live));
+    }
+
+    /// Sets `vncbot_approvals_pending`.
+    pub fn set_approvals_pending(&self, n: i64) {
+        self.approvals_pending.set(n);
+    }
+
+    /// The config in force was loaded now (at start-up, or by a successful reload).
+    pub fn config_loaded(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.config_last_reload_success
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -181,7 +332,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A request refused by a limit: `user`, `instance` or `refusals`.
+    /// How many commands ended with `outcome` so far (for tests and the demo's tour).
+    pub fn commands_with(&self, outcome: &str) -> u64 {
+        self.commands
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .get()
+    }
+
     /// `n` commands with one outcome (refusals counted, not recorded one by one).
     pub fn command_n(&self, outcome: &str, n: u64) {
         self.commands
@@ -191,7 +350,9 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// A request refused by a limit: `user`, `instance` or `refusals`.
     pub fn limited(&self, which: &str) {
+        debug_assert!(LIMITED.contains(&which), "{which} is not in LIMITED");
         self.limited
             .get_or_create(&Outcome {
                 outcome: which.to_owned(),
@@ -249,6 +410,67 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_series_build_info_and_the_process_are_exported_from_the_start() {
+        let m = Metrics::new();
+        m.know_outcomes(["granted", "denied"]);
+        m.know_lists([
+            (Product::Cvm, "ap-guangzhou"),
+            (Product::Lighthouse, "ap-guangzhou"),
+        ]);
+        let out = m.render();
+        for expect in [
+            "vncbot_commands_total{outcome=\"granted\"} 0\n",
+            "vncbot_commands_total{outcome=\"denied\"} 0\n",
+            "vncbot_limited_total{outcome=\"user\"} 0\n",
+            "vncbot_limited_total{outcome=\"instance\"} 0\n",
+            "vncbot_limited_total{outcome=\"refusals\"} 0\n",
+            "vncbot_catalog_refresh_failures_total{region=\"ap-guangzhou\"} 0\n",
+            "vncbot_catalog_refresh_failures_total{region=\"ap-guangzhou\",product=\"lighthouse\"} 0\n",
+            "vncbot_tencent_calls_total{product=\"lighthouse\",action=\"DescribeInstanceVncUrl\",result=\"ok\"} 0\n",
+            "vncbot_dm_failures_total 0\n",
+            "vncbot_audit_write_failures_total 0\n",
+            "vncbot_config_reload_failures_total 0\n",
+            "vncbot_grants_live 0\n",
+            "vncbot_approvals_pending 0\n",
+            "# TYPE process_cpu_seconds counter\n",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+            "process_max_fds ",
+        ] {
+            assert!(out.contains(expect), "missing {expect:?} in\n{out}");
+        }
+        let build = format!(
+            "vncbot_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(out.contains(&build), "{out}");
+        assert!(!out.contains("vncbot_process"), "{out}");
+        // The start time is this process's, within the last hour.
+        let started: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} vs {now}"
+        );
+        m.sample_grants_live(|| 3);
+        m.set_approvals_pending(2);
+        let out = m.render();
+        assert!(out.contains("vncbot_grants_live 3\n"), "{out}");
+        assert!(out.contains("vncbot_approvals_pending 2\n"), "{out}");
+    }
 
     #[test]
     fn catalog_series_carry_the_product_only_when_not_cvm() {

@@ -92,6 +92,7 @@ async fn a_failing_liveness_check_fails_livez_only() {
         ready: Arc::new(|| Ok(())),
         live: live_check,
         detail: Arc::new(|| None),
+        metrics: Arc::default(),
     };
     let addr = admin::start_with(localhost(), checks, Limits::default())
         .await

@@ -196,7 +196,11 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     use support::WEB_ROLE;
     let f = Fakes::start("sighup").await;
     let discord = &f.discord;
-    let text = f.config.clone();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!("{}\n[admin]\nlisten = \"{admin}\"\n", f.config);
     let cfg = f.write_config(&text);
     let mut bot = spawn_bot(&cfg);
     discord.wait_ready().await;
@@ -222,6 +226,33 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
         }
     }
     assert!(allowed, "the reloaded allowlist took effect");
+    // The reload is recorded with the digest of the config in force and the keys it changed.
+    let journal = std::fs::read_to_string(f.journal()).unwrap();
+    let reloaded: Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "config_reloaded")
+        .expect("a config_reloaded record");
+    assert_eq!(reloaded["config_digest"].as_str().unwrap().len(), 64);
+    let changed = reloaded["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{reloaded}");
+    assert!(
+        changed[0].as_str().unwrap().ends_with("].instances"),
+        "{reloaded}"
+    );
+    let scrape = |path: &'static str| async move {
+        reqwest::get(format!("http://{admin}{path}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metrics = scrape("/metrics").await;
+    assert!(
+        metrics.contains("vncbot_config_reload_failures_total 0\n"),
+        "{metrics}"
+    );
 
     // Broken config: logged and ignored; the last good one stays in force.
     f.write_config("[discord]\nguild_ids = []\n");
@@ -231,6 +262,19 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_error() {
     assert!(
         discord.reply(&t).await.content().contains("in your DMs"),
         "still serving with the last good config"
+    );
+    // The failure shows in /healthz (the bot still serves) and in the metrics.
+    let health = scrape("/healthz").await;
+    assert!(health.starts_with("ok\n"), "{health}");
+    assert!(health.contains("the last reload failed"), "{health}");
+    let metrics = scrape("/metrics").await;
+    assert!(
+        metrics.contains("vncbot_config_reload_failures_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vncbot_config_last_reload_success_timestamp_seconds "),
+        "{metrics}"
     );
     discord.set_roles(101, vec![WEB_ROLE]);
     let t = discord.invoke(web(101, "ins-stopped1"));
@@ -280,9 +324,44 @@ async fn json_logs_are_one_object_a_line_with_stable_fields() {
             issued = true;
             assert_eq!(v["instance"], "ins-running1");
             assert_eq!(v["request_id"], cvm.seen()[0].request_id.as_str());
+            // Numbers are JSON numbers, not text.
+            assert_eq!(v["attempts"], 1, "{line}");
+            assert!(v["audit_seq"].is_u64(), "{line}");
+        }
+        // Values, never Rust's debug text of one (`"Some(60)"`, `"None"`, `"Sealed(..)"`).
+        for (key, value) in v.as_object().unwrap() {
+            let text = value.as_str().unwrap_or_default();
+            assert!(
+                !text.starts_with("Some(") && text != "None" && !text.contains("{ "),
+                "{key} is debug text in {line}"
+            );
         }
     }
     assert!(issued, "{stderr}");
+}
+
+/// Logs written to a file (or journald, or a pipe) carry no colour codes.
+#[tokio::test]
+async fn logs_to_a_file_have_no_colour_codes() {
+    let f = Fakes::start("nocolour").await;
+    let cfg = f.write_config(&f.config);
+    let log = cfg.with_file_name("stderr.log");
+    let bot = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
+        .env("RUST_LOG", "vncbot=debug")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    f.discord.wait_ready().await;
+    let g = f.discord.grant(on_call(1, "ins-running1")).await;
+    f.discord.press_result(&f.discord.press_open(&g)).await;
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait_with_output().await.unwrap().status.code(), Some(0));
+    let text = std::fs::read(&log).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("console URL issued"), "{text}");
+    assert!(!text.contains('\x1b'), "an escape code in\n{text}");
 }
 
 /// serenity's `shutdown_all` returns early when no shard runner exists, so a bot whose gateway

@@ -227,7 +227,7 @@ async fn an_empty_region_and_one_of_2500_instances_in_25_pages() {
     assert!(status.iter().all(|s| s.is_healthy()), "{status:?}");
     assert_eq!(cat.lookup(&id("ins-c0001234")).unwrap().name, "cat-01234");
     assert_eq!(view.search("cat-0123", 25, |_| true).len(), 10);
-    let metrics = vncbot::metrics::METRICS.render();
+    let metrics = cat.metrics().render();
     assert!(
         metrics.contains(r#"vncbot_catalog_instances{region="ap-guangzhou"} 2500"#),
         "{metrics}"
@@ -282,7 +282,7 @@ async fn a_failed_refresh_keeps_the_last_good_list_and_says_how_old_it_is() {
         mock.put_instance(MockInstance::new("ins-load0000", "load-0000", 1000));
         cat.refresh_region(&c, &region(GZ)).await.unwrap();
     }
-    let failures = vncbot::metrics::METRICS.render();
+    let failures = cat.metrics().render();
     assert!(
         failures.contains(r#"vncbot_catalog_refresh_failures_total{region="ap-guangzhou"}"#),
         "{failures}"

@@ -258,12 +258,33 @@ async fn check_config_prints_the_policy_and_fails_on_problems() {
     assert!(text(&out.stderr).contains("TENCENTCLOUD_SECRET_ID is not set"));
     assert!(text(&out.stderr).contains("DISCORD_TOKEN is not set"));
 
+    // Offline (CI, no secrets): the config alone is checked, and a bad one still fails.
+    let out = vncbot()
+        .args(["check-config", "--offline", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("environment was not checked"),
+        "{}",
+        text(&out.stdout)
+    );
+
     let bad = write_config(
         &dir,
         &config_text(&dir, &mock.endpoint(), "")
             .replace("\"ins-web*\"", "\"web*\"")
             .replace("per_user_per_minute = 3", "per_user_per_minute = 0"),
     );
+    let out = vncbot()
+        .args(["check-config", "--offline", "--config"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     let out = with_secrets(vncbot())
         .args(["check-config", "--config"])
         .arg(&bad)
@@ -310,6 +331,29 @@ async fn audit_verify_names_the_first_bad_record() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The bot anchors an empty journal's head too (at its first start): the `--head` it suggests
+/// is accepted, by an empty journal and by every journal since.
+#[tokio::test]
+async fn the_first_anchor_of_an_empty_journal_verifies() {
+    let dir = TempDir::new("cli-genesis");
+    let path = dir.join("empty.jsonl");
+    let (journal, _) = vncbot::audit::Journal::open(&path).unwrap();
+    let line = vncbot::discord::messages::anchor_line(&journal.head());
+    drop(journal);
+    let head = line
+        .split("--head ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(['`', ')']);
+    let out = vncbot()
+        .args(["audit", "verify", "--head", head])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr));
 }
 
 #[tokio::test]

@@ -345,3 +345,51 @@ fn deploy_builds_leave_the_demo_and_the_stand_ins_out() {
         "the README's systemd steps build with {DEPLOY_BUILD}"
     );
 }
+
+/// The journal's volume is writable by the image's user with any builder: the directory is made
+/// and given to that user in a RUN (the runtime image has no shell, so in the build stage) and
+/// copied in with COPY --from, not made by VOLUME or WORKDIR (root's under the classic builder)
+/// nor with BuildKit-only flags.
+#[test]
+fn the_dockerfile_gives_the_journal_volume_to_the_images_user_without_buildkit() {
+    let docker = read("deploy/Dockerfile");
+    let instructions: Vec<&str> = docker
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    for l in &instructions {
+        assert!(
+            !l.contains("--chmod") && !l.contains("--chown") && !l.contains("--link"),
+            "a BuildKit-only flag: {l}"
+        );
+    }
+    let user = instructions
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the image runs as a user")
+        .trim();
+    let volume = instructions
+        .iter()
+        .find_map(|l| l.strip_prefix("VOLUME "))
+        .expect("the journal has a volume");
+    let volume = volume.trim().trim_matches(['[', ']', '"']);
+    let made = instructions
+        .iter()
+        .find(|l| l.starts_with("RUN ") && l.contains(&format!("mkdir -p /rootfs{volume}")))
+        .expect("the volume directory is made in a RUN");
+    assert!(
+        made.contains(&format!("chown {user} /rootfs{volume}")),
+        "owned by {user}: {made}"
+    );
+    let stages: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("FROM "))
+        .map(|(i, _)| i)
+        .collect();
+    let runtime = *stages.last().unwrap();
+    assert!(
+        instructions[runtime..].contains(&"COPY --from=build /rootfs/ /"),
+        "the runtime stage copies the directory with its owner"
+    );
+}

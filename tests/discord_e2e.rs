@@ -699,6 +699,82 @@ async fn healthz_and_metrics() {
     assert!(body.contains("audit journal"), "{body}");
 }
 
+/// The value of one series in a `/metrics` scrape (0 when it is absent).
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Each core counts into its own registry, so a count is exact: one `/vnc` is one `granted`, one
+/// refused press one refusal, whatever other tests in this process do meanwhile.
+#[tokio::test]
+async fn one_vnc_counts_one_granted_and_a_refused_press_counts_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let bot = start_bot(|t| format!("{t}\n[admin]\nlisten = \"{admin}\"\n")).await;
+    let granted = r#"vncbot_commands_total{outcome="granted"}"#;
+    let not_holder = r#"vncbot_commands_total{outcome="not_holder"}"#;
+    // Before anything happened, every known series is there at 0, so alerts see data.
+    let (_, metrics) = get(&admin, "/metrics").await;
+    for zero in [
+        granted,
+        not_holder,
+        r#"vncbot_commands_total{outcome="denied"}"#,
+        r#"vncbot_limited_total{outcome="user"}"#,
+        r#"vncbot_catalog_refresh_failures_total{region="ap-shanghai-fsi"}"#,
+        "vncbot_grants_live",
+        "vncbot_approvals_pending",
+        "vncbot_config_reload_failures_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("{zero} 0\n")),
+            "{zero} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("vncbot_build_info{version="), "{metrics}");
+    assert!(series(&metrics, "process_resident_memory_bytes") > 0.0);
+    assert!(
+        series(
+            &metrics,
+            "vncbot_config_last_reload_success_timestamp_seconds"
+        ) > 1.7e9
+    );
+    let g = bot
+        .discord
+        .grant(vnc(
+            3101,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert_eq!(series(&metrics, granted), 1.0, "{metrics}");
+    assert_eq!(series(&metrics, not_holder), 0.0, "{metrics}");
+    assert_eq!(series(&metrics, "vncbot_grants_live"), 1.0, "{metrics}");
+
+    // Someone else presses the button (the DM was forwarded): refused, and counted once.
+    let t = bot
+        .discord
+        .press(3102, g.channel, g.message, &format!("vnc:open:{}", g.grant));
+    assert!(press_followup(&bot, &t).await.contains("someone else"));
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert_eq!(series(&metrics, not_holder), 1.0, "{metrics}");
+    assert_eq!(series(&metrics, granted), 1.0, "{metrics}");
+    assert_eq!(
+        journal_events(&bot)
+            .iter()
+            .filter(|e| e.as_str() == "granted")
+            .count(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_link_too_long_for_a_button_goes_in_the_dm_as_a_markdown_link() {
     let bot = start_bot(|t| t).await;

@@ -12,7 +12,6 @@ use support::tencent::ClientBuilder;
 use support::{config_text, write_config, TempDir};
 use vncbot::config::Config;
 use vncbot::ids::{InstanceId, InvalidInstanceId, Product, Region};
-use vncbot::metrics::METRICS;
 use vncbot::tencent::sign::{sign, SignInput};
 use vncbot::tencent::{
     ApiErrorKind, Catalog, Console, InstancesQuery, NotServed, State, TencentClient, TencentError,
@@ -86,7 +85,7 @@ async fn a_lighthouse_console_is_minted_with_lighthouse_signature_version_and_re
         (seen[1].product.as_str(), seen[1].signed_service.as_str()),
         ("cvm", "cvm")
     );
-    let metrics = METRICS.render();
+    let metrics = c.metrics().render();
     assert!(
         metrics.contains(r#"vncbot_tencent_calls_total{product="lighthouse",action="DescribeInstanceVncUrl",result="ok"}"#),
         "{metrics}"
@@ -441,7 +440,7 @@ async fn the_catalog_lists_both_products_each_on_its_own() {
     assert_eq!(lh_calls.len(), 1);
     assert_eq!(lh_calls[0].signed_service, "lighthouse");
     assert_eq!(lh_calls[0].body, r#"{"Limit":100,"Offset":0}"#);
-    let metrics = METRICS.render();
+    let metrics = cat.metrics().render();
     assert!(
         metrics
             .contains(r#"vncbot_catalog_instances{region="ap-guangzhou",product="lighthouse"} 2"#),

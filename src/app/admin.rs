@@ -35,7 +35,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// Says whether the bot is healthy, and if not, why.
 pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -49,6 +49,8 @@ pub struct Checks {
     /// Lines added under a passing `/healthz` (a degraded part that does not make the bot
     /// unready, such as a catalog that cannot refresh).
     pub detail: Detail,
+    /// What `/metrics` serves: the core's registry.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What `/healthz` adds to `ok` when something is degraded but the bot still serves.
@@ -61,6 +63,7 @@ impl Checks {
             ready,
             live: Arc::new(|| Ok(())),
             detail: Arc::new(|| None),
+            metrics: Arc::default(),
         }
     }
 }
@@ -256,13 +259,13 @@ fn probe(check: &HealthCheck) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(checks): State<Arc<Checks>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        METRICS.render(),
+        checks.metrics.render(),
     )
         .into_response()
 }

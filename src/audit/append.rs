@@ -142,6 +142,7 @@ impl Writer {
             timing,
             status: Mutex::new(Status::new()),
             checked: Condvar::new(),
+            metrics: Mutex::new(Arc::default()),
         });
         let mut writer = Writer {
             shared,

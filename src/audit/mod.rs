@@ -34,8 +34,9 @@ pub use writer::Journal;
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Event {
     /// Allowed and about to call Tencent (written before the call).
     Requested,
@@ -62,6 +63,8 @@ pub enum Event {
     /// A live grant was rebuilt from the journal at start, and is honoured until `until`
     /// (capped by the window in force).
     Resumed,
+    /// A reload (SIGHUP) put a new config in force: its `config_digest` and the keys `changed`.
+    ConfigReloaded,
 }
 
 /// Who asked.

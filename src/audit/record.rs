@@ -55,6 +55,12 @@ pub struct Entry {
     /// The Discord message a record is about (the DM that carries a grant's buttons).
     #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
     pub message: Option<u64>,
+    /// SHA-256 of the config in force, canonical form (see `config::Source::digest`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// On `config_reloaded` records: the keys whose value the reload changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
 }
 
 /// One whole journal line as read back.

@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Appended, AuditError, GENESIS};
+use crate::metrics::Metrics;
 
 /// How long the writer may wait for the file lock, or for one batch's write and fsync, before
 /// health checks fail, how long it waits for the lock before failing the batch, and how often an
@@ -36,6 +37,9 @@ pub(super) struct Shared {
     pub(super) status: Mutex<Status>,
     /// Signalled after each identity check.
     pub(super) checked: Condvar,
+    /// Where write times and failures are counted (the process's registry once the core is
+    /// built; a registry of its own until then).
+    pub(super) metrics: Mutex<Arc<Metrics>>,
 }
 
 pub(super) struct Status {
@@ -139,6 +143,10 @@ impl Shared {
         let result = f();
         self.status().busy_since = None;
         result
+    }
+
+    pub(super) fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(super) fn replaced(&self) -> AuditError {

@@ -14,6 +14,7 @@ use super::record::{Entry, Record};
 use super::status::{Shared, Timing, TIMING};
 use super::{Actor, Appended, AuditError, Event, Repair};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 
 /// Most records one batch writes.
 const MAX_BATCH: usize = 256;
@@ -116,12 +117,26 @@ impl Journal {
             Ok(()) => answer.await.unwrap_or(Err(AuditError::Poisoned)),
             Err(_) => Err(AuditError::Poisoned),
         };
-        let m = &crate::metrics::METRICS;
+        let m = self.shared.metrics();
         m.audit_write.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             m.audit_failures.inc();
         }
         result
+    }
+
+    /// Counts this journal's write times and failures (every clone's) into `metrics` from now on.
+    pub fn count_into(&self, metrics: &Arc<Metrics>) {
+        *self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::clone(metrics);
+    }
+
+    /// The registry this journal counts into.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics()
     }
 
     /// Appends one record and fsyncs it on the calling thread.
@@ -209,9 +224,13 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
             Err(RecvTimeoutError::Timeout) => {
                 // A blocking append holding the writer checks the file itself.
                 if let Ok(mut writer) = writer.try_lock() {
-                    shared.busy(|| {
-                        let _ = shared.check_identity();
-                    });
+                    let was_replaced = shared.status().replaced;
+                    let found = shared.busy(|| shared.check_identity());
+                    // Found moved or replaced while idle: no record failed yet, but the next
+                    // would, so it counts as a write failure now (once, not at every check).
+                    if found.is_err() && !was_replaced {
+                        shared.metrics().audit_failures.inc();
+                    }
                     writer.follow_others();
                 }
                 continue;
@@ -253,7 +272,11 @@ fn commit_loop(writer: &Mutex<Writer>, jobs: &Receiver<Job>) {
 /// Another writer crashed mid-write (the repair at open is the caller's to report).
 fn log_repair(path: &Path, repair: Option<&Repair>) {
     if let Some(repair) = repair {
-        tracing::warn!(?repair, path = %path.display(),
+        let (repair, seq) = match repair {
+            Repair::Sealed(a) => ("sealed", a.seq),
+            Repair::Completed { seq } => ("completed", *seq),
+        };
+        tracing::warn!(repair, seq, path = %path.display(),
             "the audit journal ended in a torn line (another writer crashed mid-write); mended it and continued the chain");
     }
 }
@@ -677,6 +700,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let (j, _) = Journal::open_with(&path, FAST, Clock::system(), || {}).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        j.count_into(&metrics);
         {
             // While the writer is held (as by a batch stuck on the disk), replace the file:
             // health answers from memory, so it cannot know yet.
@@ -698,9 +723,22 @@ mod tests {
             !timeout.timed_out(),
             "the idle writer never checked the file"
         );
+        // Two checks later the discovery has been counted, once: a write failure before any
+        // record failed.
+        let found_at = status.checks;
+        let (status, _) = j
+            .shared
+            .checked
+            .wait_timeout_while(status, Duration::from_secs(30), |s| s.checks < found_at + 2)
+            .unwrap();
         drop(status);
         let health = j.health().unwrap_err();
         assert!(health.contains("replaced"), "{health}");
+        let out = metrics.render();
+        assert!(
+            out.contains("vncbot_audit_write_failures_total 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vncbot::audit::{verify_file_anchored, Appended};
+use vncbot::audit::{verify_file_anchored, Appended, GENESIS};
 use vncbot::config::Config;
 
 use super::Exit;
@@ -51,17 +51,19 @@ pub fn main(config_path: &Path, file: Option<PathBuf>, head: Option<Appended>) -
 pub fn parse_head(value: &str) -> Result<Appended, String> {
     let usage = "expected SEQ:HASH, a record number and its 64-hex-digit sha256, as the bot posts the journal head";
     let (seq, hash) = value.split_once(':').ok_or(usage)?;
-    let seq: u64 = match seq.trim().parse() {
-        Ok(n) if n > 0 => n,
-        _ => {
-            return Err(format!(
-                "{usage}; the SEQ part is not a record number above 0"
-            ))
-        }
+    let Ok(seq) = seq.trim().parse::<u64>() else {
+        return Err(format!("{usage}; the SEQ part is not a record number"));
     };
     let hash = hash.trim().to_ascii_lowercase();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{usage}; the HASH part is not 64 hex digits"));
+    }
+    // Seq 0 is the empty journal's head, as the bot anchors it before the first record: every
+    // journal holds it, with the chain's starting hash.
+    if seq == 0 && hash != GENESIS {
+        return Err(format!(
+            "{usage}; the SEQ part 0 is the empty journal, whose hash is {GENESIS}"
+        ));
     }
     Ok(Appended { seq, hash })
 }
@@ -90,5 +92,22 @@ mod tests {
             .unwrap_err()
             .contains("SEQ part"));
         assert!(parse_head("42:abc").unwrap_err().contains("HASH part"));
+        // The empty journal's head, as the bot anchors it before the first record.
+        let empty = vncbot::discord::messages::anchor_line(&Appended {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        });
+        let suggested = empty
+            .split("--head ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(['`', ')']);
+        assert_eq!(
+            parse_head(suggested).unwrap(),
+            Appended {
+                seq: 0,
+                hash: GENESIS.to_owned()
+            }
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod raw;
 mod secrets;
+mod source;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::ids::Snowflake;
 pub use secrets::{
     discord_token_from_env, EnvError, DISCORD_TOKEN, SECRET_ID, SECRET_KEY, SESSION_TOKEN,
 };
+pub use source::Source;
 // The sections whose types the modules they configure define; named here too, so callers see
 // one config.
 pub use crate::limits::LimitsConfig;
@@ -30,6 +32,8 @@ pub const DEFAULT_PATH: &str = "config/vncbot.toml";
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file's keys as written: what a reload diffs and the journal's digest covers.
+    pub source: Source,
     pub discord: DiscordConfig,
     pub tencent: TencentConfig,
     pub allow: Vec<Rule>,

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::ids::{InstanceId, Quoted, Region, Snowflake};
 use crate::limits::{Limited, RequestLimits, Spend};
 use crate::link::VALID_FOR_SECS;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::tencent::{self, Catalog, View};
 use crate::tencent::{Console, TencentClient};
 
@@ -60,6 +60,8 @@ pub struct Core<C = TencentClient> {
     timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
     clock: Clock,
+    /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
+    metrics: Arc<Metrics>,
 }
 
 impl<C> Core<C> {
@@ -90,6 +92,8 @@ pub struct CatalogLink {
 
 impl<C: Console> Core<C> {
     pub fn new(policy: Policy, limits: RequestLimits, journal: Journal, console: C) -> Self {
+        // One registry per core: the journal's, until `with_metrics` gives both another.
+        let journal_metrics = journal.metrics();
         Self {
             live: RwLock::new(Live {
                 policy: Arc::new(policy),
@@ -102,7 +106,23 @@ impl<C: Console> Core<C> {
             timers: grants::timers::Timers::default(),
             catalog: None,
             clock: Clock::system(),
+            metrics: journal_metrics,
         }
+    }
+
+    /// Counts this core's outcomes, and its journal's writes, into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.journal.count_into(&metrics);
+        // Every outcome of ours is exported at 0 from the start (Tencent's codes as they come).
+        let ours: Vec<Outcome> = Outcome::ours().collect();
+        metrics.know_outcomes(ours.iter().map(Outcome::code));
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry this core counts into: what the admin endpoint's `/metrics` serves.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The clock every deadline and record time of this core is read from.
@@ -311,7 +331,7 @@ impl<C: Console> Core<C> {
     }
 
     fn suppress(&self, key: &str, actor: &Actor, guild: Option<Snowflake>) {
-        METRICS.limited("refusals");
+        self.metrics.limited("refusals");
         let mut s = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
         s.entry(key.to_owned())
             .or_insert_with(|| Suppressed {
@@ -338,7 +358,8 @@ impl<C: Console> Core<C> {
             };
             let written = self.append(Event::Limited, &s.actor, entry).await;
             if written.is_ok() {
-                METRICS.command_n(Outcome::TooManyRefusals.code(), s.count);
+                self.metrics
+                    .command_n(Outcome::TooManyRefusals.code(), s.count);
             }
             if let Err(e) = written {
                 // Keep the counts not yet written for the next flush.
@@ -561,11 +582,11 @@ impl<C: Console> Core<C> {
 
     /// Counts an outcome whose record was written.
     pub(crate) fn count(&self, outcome: &Outcome) {
-        METRICS.command(outcome.code());
+        self.metrics.command(outcome.code());
     }
 
     pub(crate) fn count_limited(&self, l: &Limited) {
-        METRICS.limited(match l {
+        self.metrics.limited(match l {
             Limited::User { .. } => "user",
             Limited::Instance { .. } => "instance",
         });
@@ -604,7 +625,7 @@ impl<C: Console> Core<C> {
         match result {
             Ok(a) => Ok(a.seq),
             Err(e) => {
-                tracing::error!(error = %e, ?event, "AUDIT WRITE FAILED: refusing requests until the journal is writable");
+                tracing::error!(error = %e, event = <&str>::from(event), "AUDIT WRITE FAILED: refusing requests until the journal is writable");
                 Err(e)
             }
         }

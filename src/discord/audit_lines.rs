@@ -146,6 +146,14 @@ impl Lines {
                 "audit journal: a torn last line (a crash mid-write) was sealed at seq {}",
                 r.seq
             ))),
+            Event::ConfigReloaded => Some(Line::Access(format!(
+                "config reloaded (digest {}): {}",
+                escape(e.config_digest.as_deref().unwrap_or("?"), 12),
+                match e.changed.as_deref() {
+                    Some([]) | None => "no key changed".to_owned(),
+                    Some(keys) => escape(&keys.join(", "), 300),
+                }
+            ))),
         }
     }
 

@@ -14,7 +14,6 @@ use super::Bot as App;
 use crate::audit::Actor;
 use crate::core::{EndWhy, Grant, Minted, Outcome, Refusal};
 use crate::ids::Snowflake;
-use crate::metrics::METRICS;
 
 /// A link with less than this left of its 15 s is not shown: the member could not use it.
 const SHOW_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
@@ -285,7 +284,7 @@ async fn show_link(
         tracing::error!(error = %e, audit_seq = minted.issued.audit_seq, "AUDIT WRITE FAILED after showing a link");
     }
     if let Err(e) = &shown {
-        METRICS.dm_failures.inc();
+        app.core.metrics().dm_failures.inc();
         let error = e.as_ref().map_or_else(
             || "link too long for any DM".to_owned(),
             ToString::to_string,

@@ -31,7 +31,6 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::metrics::METRICS;
 use audit_feed::AuditFeed;
 
 /// The longest any Discord REST call may take, whole (Discord's own answers take well under a
@@ -110,7 +109,7 @@ impl Bot {
 
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::SeqCst);
-        METRICS.gateway_connected.set(i64::from(up));
+        self.core.metrics().gateway_connected.set(i64::from(up));
     }
 
     pub fn is_connected(&self) -> bool {

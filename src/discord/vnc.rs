@@ -14,7 +14,6 @@ use super::{grant_buttons, no_mentions, reply};
 use crate::audit::Actor;
 use crate::core::{Authority, Grant, Outcome, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
-use crate::metrics::METRICS;
 
 pub const NAME: &str = "vnc";
 /// Longest `instance` option Discord will send: room for an ID and stray spaces, no more.
@@ -137,7 +136,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
             } else {
                 Outcome::DmFailed
             };
-            METRICS.dm_failures.inc();
+            app.core.metrics().dm_failures.inc();
             tracing::warn!(user = %cmd.user.id, grant = grant.id, code = outcome.code(), error = %e,
                 "could not DM the grant; it was ended");
             (outcome.clone(), Err(outcome))

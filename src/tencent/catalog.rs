@@ -20,7 +20,7 @@ use super::instance::Instance;
 use super::query::{InstancesPage, InstancesQuery, MAX_PAGE};
 use super::view::{RegionList, View};
 use crate::ids::{InstanceId, Product, Region};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 /// A region with more is not plausible for one account: stop paging rather than loop.
 const MAX_INSTANCES_PER_REGION: u64 = 100_000;
@@ -112,6 +112,8 @@ pub struct Catalog {
     slots: Vec<(Region, Slot)>,
     /// Counts finished [`Catalog::refresh_all`] rounds, for whoever waits on one.
     rounds: tokio::sync::watch::Sender<u64>,
+    /// Where list sizes, ages and failures are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// One region's (and product's) state for `/healthz` detail and `vncbot instances`.
@@ -193,7 +195,19 @@ impl Catalog {
                 })
                 .collect(),
             rounds: tokio::sync::watch::Sender::new(0),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts this catalog's lists into `metrics` (a registry of its own otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry this catalog counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Counts finished refresh rounds (every region tried once), so a caller can wait for the
@@ -301,8 +315,9 @@ impl Catalog {
                     permission_logged: health.permission_logged,
                     ..Health::default()
                 };
-                METRICS.catalog_instances(product, region.as_str(), n as i64);
-                METRICS.catalog_age(product, region.as_str(), 0);
+                self.metrics
+                    .catalog_instances(product, region.as_str(), n as i64);
+                self.metrics.catalog_age(product, region.as_str(), 0);
                 Ok(n)
             }
             Err(e) => {
@@ -312,7 +327,8 @@ impl Catalog {
                     .map(|r| format!(" (RequestId {r})"))
                     .unwrap_or_default();
                 health.last_error = Some(format!("{}{reference}", e.code()));
-                METRICS.catalog_refresh_failure(product, region.as_str());
+                self.metrics
+                    .catalog_refresh_failure(product, region.as_str());
                 let age = slot
                     .list
                     .read()
@@ -332,12 +348,12 @@ impl Catalog {
                 } else if health.failures == 1 {
                     tracing::warn!(
                         %region, %product, code = %e.code(), request_id = e.request_id().unwrap_or("-"),
-                        age_secs = ?age, error = %e,
+                        age_secs = age, error = %e,
                         "catalog refresh failed; keeping the last good list"
                     );
                 }
                 if let Some(a) = age {
-                    METRICS.catalog_age(product, region.as_str(), a as i64);
+                    self.metrics.catalog_age(product, region.as_str(), a as i64);
                 }
                 Err(e)
             }
@@ -395,7 +411,8 @@ impl Catalog {
                     .clone();
                 let age = list.age();
                 if let Some(a) = age {
-                    METRICS.catalog_age(slot.product, region.as_str(), a.as_secs() as i64);
+                    self.metrics
+                        .catalog_age(slot.product, region.as_str(), a.as_secs() as i64);
                 }
                 RegionStatus {
                     region: region.clone(),

@@ -6,6 +6,7 @@
 //! The product comes from the instance ID (`ins-` or `lhins-`): it picks the host, the version
 //! and the TC3 service in the credential scope.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use super::transport::Transport;
 use crate::ids::{InstanceId, Product, Region};
 use crate::limits::ApiPacer;
 use crate::link::ConsoleUrl;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 
 const ACTION: &str = "DescribeInstanceVncUrl";
 const DESCRIBE_INSTANCES: &str = "DescribeInstances";
@@ -59,6 +60,8 @@ pub struct TencentClient {
     catalog_pacer: ApiPacer,
     lighthouse_catalog_pacer: ApiPacer,
     retry: RetryPolicy,
+    /// Where each attempt is counted.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -88,7 +91,19 @@ impl TencentClient {
             catalog_pacer: catalog_pacer(),
             lighthouse_catalog_pacer: catalog_pacer(),
             retry,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts this client's calls into `metrics` (a registry of its own otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry this client counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn endpoint_for(&self, product: Product, region: &Region) -> Endpoint {
@@ -182,19 +197,19 @@ impl TencentClient {
                 .map_err(|q| TencentError::QueueFull {
                     retry_after: q.retry_after,
                 })?;
-        METRICS.limiter_wait.observe(waited.as_secs_f64());
+        self.metrics.limiter_wait.observe(waited.as_secs_f64());
         if !still_allowed() {
             return Err(TencentError::Withdrawn);
         }
         let started = std::time::Instant::now();
         let result = self.mint(product, endpoint, region, body).await;
-        METRICS
+        self.metrics
             .tencent_latency
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
-            METRICS.tencent_error(&e.code());
+            self.metrics.tencent_error(&e.code());
         }
-        METRICS.tencent_call(
+        self.metrics.tencent_call(
             product,
             ACTION,
             result.as_ref().map(|_| ()).map_err(TencentError::code),
@@ -298,7 +313,7 @@ impl TencentClient {
                 retry_after: q.retry_after,
             }),
         };
-        METRICS.tencent_call(
+        self.metrics.tencent_call(
             product,
             DESCRIBE_INSTANCES,
             result.as_ref().map(|_| ()).map_err(TencentError::code),

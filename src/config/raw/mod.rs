@@ -44,19 +44,59 @@ struct RawConfig {
 /// Parses and validates config text.
 pub(super) fn parse(text: &str) -> Result<Config, ParseError> {
     let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ParseError::Syntax(describe_toml_error(&e)))?;
-    raw.validate().map_err(ParseError::Invalid)
+        toml::from_str(text).map_err(|e| ParseError::Syntax(describe_toml_error(text, &e)))?;
+    let config = raw.validate().map_err(ParseError::Invalid)?;
+    // It parsed as a RawConfig, so it parses as a table.
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ParseError::Syntax(describe_toml_error(text, &e)))?;
+    Ok(Config {
+        source: super::Source::new(&table),
+        ..config
+    })
 }
 
-fn describe_toml_error(e: &toml::de::Error) -> String {
-    // toml's message already names the key and shows the line; fold it onto one line per part.
-    let mut msg = e.to_string().trim().replace('\n', " | ");
-    if msg.contains("unknown field") {
+/// `line L, column C: what`, then the line itself with a caret under the spot, as compilers
+/// show it; an unknown key gets the closest known one.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().to_owned();
+    if let Some(unknown) = unknown_key(&msg) {
+        msg.push_str(&crate::suggest::did_you_mean(unknown.0, unknown.1));
         msg.push_str(
             " (remove the key or fix its spelling; config/vncbot.example.toml lists every key)",
         );
     }
-    msg
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let source = text[line_start..line_end].trim_end_matches('\r');
+    let column = text[line_start..start].chars().count() + 1;
+    // Where the caret goes on the line as shown (a tab or control character shows escaped).
+    let indent = crate::text::visible(&text[line_start..start])
+        .chars()
+        .count();
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "line {line_no}, column {column}: {msg}\n{gutter} |\n{line_no} | {}\n{gutter} | {}{}",
+        crate::text::visible(source),
+        " ".repeat(indent),
+        "^".repeat(width)
+    )
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`": the key and the known ones.
+fn unknown_key(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let known = expected.split('`').skip(1).step_by(2).collect::<Vec<_>>();
+    Some((key, known))
 }
 
 /// Every problem found, in file order.
@@ -117,6 +157,7 @@ impl RawConfig {
             return Err(p.0);
         }
         Ok(Config {
+            source: super::Source::default(),
             discord,
             tencent,
             allow,
@@ -203,10 +244,42 @@ regions = ["*"]
     }
 
     #[test]
+    fn a_syntax_error_shows_its_line_and_column_with_a_caret_under_the_spot() {
+        let text = "[discord]\nguild_ids = [1]\n\n[limits]\nper_user_per_minute = \"three\"\n";
+        let Err(ParseError::Syntax(s)) = Config::parse(text) else {
+            panic!("a type error")
+        };
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[0].starts_with("line 5, column 23: "), "{s}");
+        assert_eq!(lines[1], "  |", "{s}");
+        assert_eq!(lines[2], "5 | per_user_per_minute = \"three\"", "{s}");
+        assert_eq!(lines[3], "  |                       ^^^^^^^", "{s}");
+        let Err(ParseError::Syntax(s)) = Config::parse("[discord\nguild_ids = [1]\n") else {
+            panic!("a syntax error")
+        };
+        assert!(s.starts_with("line 1, column 9: "), "{s}");
+        assert!(s.contains("\n1 | [discord\n"), "{s}");
+    }
+
+    #[test]
+    fn a_role_given_by_name_says_how_to_copy_its_id() {
+        let text = GOOD.replace("roles = [555000000000000001]", "roles = [\"oncall\"]");
+        let Err(ParseError::Syntax(s)) = Config::parse(&text) else {
+            panic!("a role name is refused")
+        };
+        assert!(s.contains("`oncall` is a name, not a Discord ID"), "{s}");
+        assert!(s.contains("Developer Mode"), "{s}");
+        assert!(s.contains("Copy ID"), "{s}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let text = GOOD.replace("[tencent]", "[tencent]\nregoins = []");
         match Config::parse(&text) {
-            Err(ParseError::Syntax(s)) => assert!(s.contains("regoins"), "{s}"),
+            Err(ParseError::Syntax(s)) => {
+                assert!(s.contains("regoins"), "{s}");
+                assert!(s.contains("did you mean `regions`?"), "{s}");
+            }
             other => panic!("{other:?}"),
         }
         for (section, key) in [
@@ -378,6 +451,10 @@ listen = "localhost"
         assert_eq!(c.grants, GrantsConfig::default());
         assert_eq!(c.limits.refusals_per_user_per_minute.get(), 10);
         assert_eq!(c.audit.anchor_minutes, 60);
+        assert!(
+            c.audit.require_reason,
+            "the example asks every request for a reason"
+        );
         for key in [
             "[grants]",
             "minutes =",

@@ -198,6 +198,16 @@ impl<C: Console> Core<C> {
     }
 
     /// Forgets grants that ended long ago.
+    /// Grants whose window is open now: the `vncbot_grants_live` gauge.
+    pub fn live_grants(&self) -> usize {
+        let now = self.clock.now();
+        self.grants
+            .slots()
+            .values()
+            .filter(|s| s.is_live(now))
+            .count()
+    }
+
     pub fn shrink_grants(&self) {
         let now = self.clock.now();
         self.grants
