@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
-use crate::limits::{ApiPacer, RequestLimits};
+use crate::limits::{ApiPacer, RequestLimits, StateError, StateFile};
 use crate::tencent::Catalog;
 use crate::tencent::TencentClient;
 
@@ -33,6 +33,8 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Limits(#[from] StateError),
 }
 
 /// Builds the core from a validated config: opens (and if need be repairs) the journal, and
@@ -51,7 +53,11 @@ pub fn build_core(
             "the audit journal's last record lacked its line end (a crash mid-write); completed it"),
         None => {}
     }
-    let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+    // Limits and Tencent's pace are shared by every process on this journal (the bot, each
+    // `vncbot url`, the bot after a restart): they live in a file beside it.
+    let shared = Arc::new(StateFile::open(&StateFile::path_for(&config.audit.path))?);
+    let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT)
+        .shared(Arc::clone(&shared), "cvm");
     let catalog = if config.catalog.enabled {
         // Its own client: DescribeInstances has its own pace and never queues behind (or
         // ahead of) console calls.
@@ -67,7 +73,7 @@ pub fn build_core(
     let cvm = TencentClient::new(&config.tencent, creds, pacer, Default::default())?;
     let core = Core::new(
         Policy::from_config(config),
-        RequestLimits::new(&config.limits),
+        RequestLimits::shared(&config.limits, shared),
         journal,
         cvm,
     )
@@ -430,7 +436,7 @@ async fn apply(app: &App, mut new: Config) {
         let limits_changed = old.limits != new.limits;
         app.core().reconfigure(
             Policy::from_config(&new),
-            limits_changed.then(|| RequestLimits::new(&new.limits)),
+            limits_changed.then(|| app.core().limits().reconfigured(&new.limits)),
         );
         app.bot
             .audit_feed
