@@ -109,7 +109,7 @@ fn denied_message(
 ) -> String {
     if !needs_tags.is_empty() {
         return format!(
-            "None of your roles may open {instance} in {region} for now: the rule for your roles needs the tags {}, and the catalog cannot vouch for them (it does not know this instance, or it is off or failing). Try again in a minute, or ask an admin.",
+            "None of your roles may open {instance} in {region}: the rule for your roles needs the tags {}, and the catalog cannot vouch for them (the instance does not carry them, or the catalog does not know it, or is off or failing). Check the ID, try again in a minute, or ask an admin.",
             needs_tags.join(" or ")
         );
     }
