@@ -17,7 +17,7 @@ use crate::config::{discord_token_from_env, Config, TencentCredentials};
 use crate::core::{CatalogLink, Core, Policy, API_QUEUE_LIMIT};
 use crate::discord::{self, Bot};
 use crate::ids::Product;
-use crate::limits::{ApiPacer, RequestLimits};
+use crate::limits::{ApiPacer, RequestLimits, StateError, StateFile};
 use crate::metrics::Metrics;
 use crate::tencent::Catalog;
 use crate::tencent::TencentClient;
@@ -36,6 +36,8 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Limits(#[from] StateError),
 }
 
 /// Builds the core from a validated config: opens (and if need be repairs) the journal, and
@@ -65,7 +67,11 @@ pub fn build_core(
             .filter(|(p, r)| config.tencent.serves_in(*p, r))
             .map(|(p, r)| (p, r.as_str())),
     );
-    let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT);
+    // Limits and Tencent's pace are shared by every process on this journal (the bot, each
+    // `vncbot url`, the bot after a restart): they live in a file beside it.
+    let shared = Arc::new(StateFile::open(&StateFile::path_for(&config.audit.path))?);
+    let pacer = ApiPacer::new(config.limits.api_per_second, API_QUEUE_LIMIT)
+        .shared(Arc::clone(&shared), "cvm");
     let catalog = if config.catalog.enabled {
         // Its own client: DescribeInstances has its own pace and never queues behind (or
         // ahead of) console calls.
@@ -85,7 +91,7 @@ pub fn build_core(
         .with_metrics(Arc::clone(&metrics));
     let core = Core::new(
         Policy::from_config(config),
-        RequestLimits::new(&config.limits),
+        RequestLimits::shared(&config.limits, shared),
         journal,
         cvm,
     )
@@ -518,7 +524,7 @@ async fn apply(app: &App, new: Config) {
         let limits_changed = old.limits != new.limits;
         app.core().reconfigure(
             Policy::from_config(&new),
-            limits_changed.then(|| RequestLimits::new(&new.limits)),
+            limits_changed.then(|| app.core().limits().reconfigured(&new.limits)),
         );
         app.bot
             .audit_feed

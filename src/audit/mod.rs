@@ -164,6 +164,16 @@ pub enum AuditError {
         "an earlier write to the audit journal failed and could not be undone; restart the bot"
     )]
     Poisoned,
+    /// The limits file beside the journal (shared by every process on it) cannot be used: the
+    /// request is refused, as one that cannot be recorded is.
+    #[error(transparent)]
+    Limits(std::sync::Arc<crate::limits::StateError>),
+}
+
+impl From<crate::limits::StateError> for AuditError {
+    fn from(e: crate::limits::StateError) -> Self {
+        Self::Limits(std::sync::Arc::new(e))
+    }
 }
 
 impl AuditError {
@@ -203,6 +213,7 @@ impl AuditError {
                 waited: *waited,
             },
             AuditError::Poisoned => AuditError::Poisoned,
+            AuditError::Limits(e) => AuditError::Limits(std::sync::Arc::clone(e)),
         }
     }
 }

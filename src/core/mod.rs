@@ -278,7 +278,9 @@ impl<C: Console> Core<C> {
         let (policy, limits) = self.live();
         let key = req.actor.key();
         let decision = {
-            let mut g = limits.lock();
+            let mut g = limits
+                .lock()
+                .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
             if let Err(retry_after) = g.check_refusal(&key) {
                 drop(g);
                 self.suppress(&key, &req.actor, req.guild);

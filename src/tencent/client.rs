@@ -86,7 +86,7 @@ impl TencentClient {
         Ok(Self {
             transport: Transport::new(cfg, creds)?,
             tencent: cfg.clone(),
-            lighthouse_pacer: pacer.twin(),
+            lighthouse_pacer: pacer.twin("lighthouse"),
             pacer,
             catalog_pacer: catalog_pacer(),
             lighthouse_catalog_pacer: catalog_pacer(),
@@ -190,14 +190,15 @@ impl TencentClient {
         body: &[u8],
         still_allowed: &(dyn Fn() -> bool + Sync),
     ) -> Result<(ConsoleUrl, String), TencentError> {
-        let waited =
-            self.console_pacer(product)
-                .acquire()
-                .await
-                .map_err(|q| TencentError::QueueFull {
-                    retry_after: q.retry_after,
-                })?;
-        self.metrics.limiter_wait.observe(waited.as_secs_f64());
+        // Held until the answer: the shared pace counts the call until then.
+        let permit = self
+            .console_pacer(product)
+            .acquire()
+            .await
+            .map_err(TencentError::from)?;
+        self.metrics
+            .limiter_wait
+            .observe(permit.waited().as_secs_f64());
         if !still_allowed() {
             return Err(TencentError::Withdrawn);
         }
@@ -297,7 +298,7 @@ impl TencentClient {
         body: &[u8],
     ) -> Result<InstancesPage, TencentError> {
         let result = match self.instances_pacer(product).acquire().await {
-            Ok(_) => {
+            Ok(_permit) => {
                 self.transport
                     .call::<InstancesPayload>(
                         product,
@@ -309,9 +310,7 @@ impl TencentClient {
                     )
                     .await
             }
-            Err(q) => Err(TencentError::QueueFull {
-                retry_after: q.retry_after,
-            }),
+            Err(e) => Err(e.into()),
         };
         self.metrics.tencent_call(
             product,

@@ -128,6 +128,10 @@ pub enum TencentError {
     /// Our own pacer's queue is longer than a caller may wait.
     #[error("too many Tencent calls queued; retry in {retry_after:?}")]
     QueueFull { retry_after: Duration },
+    /// The pace shared with the other processes on the journal cannot be read or kept (see
+    /// `limits::store`): nothing was sent.
+    #[error("{0}")]
+    PaceUnavailable(String),
     /// The request could not be built (a clock before 1970, say).
     #[error("cannot sign the request: {0}")]
     Signing(String),
@@ -139,6 +143,17 @@ pub enum TencentError {
     /// sent.
     #[error("not served: {0}")]
     NotServed(NotServed),
+}
+
+impl From<crate::limits::PaceError> for TencentError {
+    fn from(e: crate::limits::PaceError) -> Self {
+        match e {
+            crate::limits::PaceError::Full(q) => Self::QueueFull {
+                retry_after: q.retry_after,
+            },
+            crate::limits::PaceError::State(s) => Self::PaceUnavailable(s.to_string()),
+        }
+    }
 }
 
 impl TencentError {
@@ -153,6 +168,7 @@ impl TencentError {
             Self::Redirected { .. }
             | Self::InvalidResponse { .. }
             | Self::QueueFull { .. }
+            | Self::PaceUnavailable(_)
             | Self::Signing(_)
             | Self::Withdrawn
             | Self::NotServed(_) => false,
@@ -169,6 +185,7 @@ impl TencentError {
             } | Self::Redirected { .. }
                 | Self::InvalidResponse { .. }
                 | Self::Signing(_)
+                | Self::PaceUnavailable(_)
         )
     }
 
@@ -193,6 +210,7 @@ impl TencentError {
             Self::Transport(_) => "transport".into(),
             Self::InvalidResponse { .. } => "invalid_response".into(),
             Self::QueueFull { .. } => "queue_full".into(),
+            Self::PaceUnavailable(_) => "pace_unavailable".into(),
             Self::Signing(_) => "signing".into(),
             Self::Withdrawn => "withdrawn".into(),
             Self::NotServed(NotServed::Product { .. }) => "product_not_served".into(),
@@ -245,6 +263,7 @@ impl TencentError {
                 "Too many console requests are waiting for Tencent Cloud. Try again in {} seconds.",
                 retry_after.as_secs().max(1)
             ),
+            Self::PaceUnavailable(_) => "The bot cannot keep Tencent Cloud's rate limit right now, so it opened no console. The admins have been told; try again later.".into(),
             Self::Withdrawn => "Your access changed while the request waited, so no console was opened. Ask an admin if you need it.".into(),
             Self::NotServed(n) => n.to_string(),
         }

@@ -42,7 +42,10 @@ impl<C: Console> Core<C> {
         let key = presser.key();
         {
             let limits = self.limits();
-            let mut g = limits.lock();
+            let mut g = match limits.lock() {
+                Ok(g) => g,
+                Err(e) => return Refusal::AuditUnavailable(e.into()),
+            };
             if let Err(retry_after) = g.check_refusal(&key) {
                 drop(g);
                 self.suppress(&key, presser, grant.map(|g| g.guild));
@@ -147,7 +150,9 @@ impl<C: Console> Core<C> {
         // cannot use up an instance's budget and lock everyone else out of it.
         let limited = {
             let limits = self.limits();
-            let mut guard = limits.lock();
+            let mut guard = limits
+                .lock()
+                .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
             let key = format!("press:{}", presser.key());
             let checked = guard.check_spend(&key, &g.instance, Spend::MemberAndInstance);
             if checked.is_ok() {
