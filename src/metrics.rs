@@ -78,6 +78,9 @@ pub struct Metrics {
     pub catalog_instances: Family<RegionLabel, Gauge>,
     /// Catalog refreshes that failed (the last good list was kept).
     pub catalog_refresh_failures: Family<RegionLabel, Counter>,
+    /// Age in seconds of the oldest journal record not yet shipped to object storage (0 when
+    /// all are, or when shipping is off).
+    pub audit_ship_lag: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -99,6 +102,7 @@ impl Metrics {
             catalog_age: Family::default(),
             catalog_instances: Family::default(),
             catalog_refresh_failures: Family::default(),
+            audit_ship_lag: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("commands", "Commands by outcome", m.commands.clone());
@@ -161,6 +165,11 @@ impl Metrics {
             "catalog_refresh_failures",
             "Catalog refreshes that failed; the last good list was kept",
             m.catalog_refresh_failures.clone(),
+        );
+        registry.register(
+            "audit_ship_lag_seconds",
+            "Age of the oldest journal record not yet shipped to object storage",
+            m.audit_ship_lag.clone(),
         );
         Metrics { registry, ..m }
     }
