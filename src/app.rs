@@ -25,6 +25,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const FEED_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for the gateway client to close once asked.
 const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last segment of the journal to be shipped.
+const SHIP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Why the core could not be built at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ pub struct App {
     pub bot: Arc<Bot>,
     /// The config in force (swapped by a reload).
     config: Mutex<Config>,
+    /// The audit signing key and the journal's shipper (`[audit.ship]`).
+    shipping: crate::ship::Shipping,
 }
 
 impl App {
@@ -118,13 +122,15 @@ impl App {
                     .map(|r| format!("catalog: {r}")),
             );
         }
+        lines.extend(self.shipping.health_detail());
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.
     /// `vncbot audit verify --head N:HASH` then shows a journal truncated or replaced since.
     fn anchor_line(&self) -> String {
-        discord::messages::anchor_line(&self.core().journal().head())
+        let head = self.core().journal().head();
+        discord::messages::anchor_line(&head, self.shipping.sign_head(&head).as_deref())
     }
 
     /// Records the refusals suppressed in the last minute, one count per member (the audit
@@ -149,6 +155,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Ship(String),
     #[error("Discord client error: {0}")]
     Discord(Box<serenity::Error>),
 }
@@ -214,12 +222,19 @@ pub async fn run_with(
     clock: Clock,
 ) -> Result<(), RunError> {
     let core = Arc::new(build_core(&config, creds, clock)?);
+    let shipping = crate::ship::Shipping::start(
+        config.audit.ship.as_ref(),
+        core.journal(),
+        &config.audit.path,
+    )
+    .map_err(RunError::Ship)?;
     let app = Arc::new(App {
         bot: Bot::new(
             Arc::clone(&core),
             config.discord.audit_channel_id.map(|c| c.get()),
         ),
         config: Mutex::new(config.clone()),
+        shipping,
     });
     core.run_timers();
     // The catalog: filled now in the background and refreshed every `refresh_secs`; requests by
@@ -337,6 +352,7 @@ async fn shutdown(app: &App) {
     {
         tracing::warn!("the audit channel did not take every line before shutdown (the journal has the records)");
     }
+    app.shipping.finish(SHIP_LIMIT).await;
 }
 
 async fn reload_on_sighup(app: &App, path: &Path) {
@@ -396,6 +412,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             old.limits.api_per_second != new.limits.api_per_second,
         ),
         ("audit.path", old.audit.path != new.audit.path),
+        ("audit.ship", old.audit.ship != new.audit.ship),
         (
             "admin.listen",
             old.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),

@@ -102,6 +102,8 @@ pub struct AuditConfig {
     /// How often the journal head is posted to the audit channel (1 to [`MAX_ANCHOR_MINUTES`]);
     /// without `discord.audit_channel_id` nothing is posted.
     pub anchor_minutes: u32,
+    /// `[audit.ship]`: where the journal is shipped, if anywhere.
+    pub ship: Option<crate::ship::ShipConfig>,
 }
 
 impl AuditConfig {
