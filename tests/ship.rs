@@ -383,3 +383,82 @@ async fn verify_remote_fails_on_a_replaced_digest() {
         other => panic!("{other:?}"),
     }
 }
+
+/// No bucket needed: the signed anchor the bot posts, checked by `audit verify --head`, and the
+/// key commands.
+#[tokio::test]
+async fn a_signed_anchor_verifies_and_a_forged_one_fails() {
+    let dir = support::TempDir::new("anchor");
+    let path = dir.join("audit.jsonl");
+    let (journal, _) = Journal::open(&path).unwrap();
+    let actor = Actor::Local { user: "ops".into() };
+    journal
+        .append(Event::Denied, &actor, Entry::default())
+        .await
+        .unwrap();
+    let head = journal
+        .append(Event::Denied, &actor, Entry::default())
+        .await
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_vncbot");
+
+    let keygen = std::process::Command::new(bin)
+        .args(["audit", "keygen"])
+        .output()
+        .unwrap();
+    assert_eq!(keygen.status.code(), Some(0));
+    let text = String::from_utf8(keygen.stdout).unwrap();
+    let private = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VNCBOT_AUDIT_SIGNING_KEY="))
+        .unwrap()
+        .to_owned();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_owned();
+    let pubkey = std::process::Command::new(bin)
+        .args(["audit", "pubkey"])
+        .env("VNCBOT_AUDIT_SIGNING_KEY", &private)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(pubkey.stdout).unwrap().trim(), public);
+
+    let key = AuditKey::from_hex(&private).unwrap();
+    let sig = key.sign_hex(&vncbot::ship::head_message(&head));
+    let line = vncbot::discord::messages::anchor_line(&head, Some(&sig));
+    assert!(line.contains(&format!("signature {sig}")), "{line}");
+    let verify = |anchor: String, key: &str| {
+        std::process::Command::new(bin)
+            .args(["audit", "verify", "--head", &anchor, "--public-key", key])
+            .arg(&path)
+            .env_remove("VNCBOT_AUDIT_SIGNING_KEY")
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let anchor = format!("{}:{}:{sig}", head.seq, head.hash);
+    assert_eq!(verify(anchor.clone(), &public), Some(0));
+    assert_eq!(verify(anchor, &AuditKey::generate().public_hex()), Some(1));
+    // A line copied with another seq keeps a signature that no longer fits.
+    assert_eq!(verify(format!("1:{}:{sig}", head.hash), &public), Some(1));
+    // The unsigned form still works without a key.
+    let plain = vncbot::discord::messages::anchor_line(&head, None);
+    assert!(!plain.contains("signature"));
+    assert_eq!(
+        std::process::Command::new(bin)
+            .args([
+                "audit",
+                "verify",
+                "--head",
+                &format!("{}:{}", head.seq, head.hash)
+            ])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+}

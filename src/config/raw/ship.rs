@@ -91,7 +91,7 @@ mod tests {
     use crate::config::{Config, ParseError};
 
     const BASE: &str =
-        "[discord]\nguild_ids = [800000000000000001]\n[tencent]\nregions = [\"ap-guangzhou\"]\n";
+        "[discord]\nguild_ids = [800000000000000001]\n[tencent]\nregions = [\"ap-guangzhou\"]\n[[allow]]\nroles = [555000000000000001]\ninstances = [\"*\"]\nregions = [\"*\"]\n";
 
     fn parse(ship: &str) -> Result<Config, ParseError> {
         Config::parse(&format!("{BASE}[audit.ship]\n{ship}"))
