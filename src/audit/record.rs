@@ -28,9 +28,15 @@ pub struct Entry {
     pub region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The allowlist rule that allowed the request.
+    /// The allowlist rule that allowed the request (its index: it shifts on reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<usize>,
+    /// The role IDs of that rule, which do not shift.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_roles: Option<Vec<String>>,
+    /// The instance's name, when the catalog knows it (what an auditor reads first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
     /// Our or Tencent's error code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,

@@ -104,6 +104,19 @@ pub struct AuditConfig {
     pub anchor_minutes: u32,
     /// `[audit.ship]`: where the journal is shipped, if anywhere.
     pub ship: Option<crate::ship::ShipConfig>,
+    /// What start-up does when the journal no longer holds the head last anchored in the audit
+    /// channel.
+    pub on_anchor_mismatch: OnAnchorMismatch,
+}
+
+/// `[audit] on_anchor_mismatch`: refuse to start (the default), or start with a loud warning
+/// (an operator who restored a journal on purpose).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnchorMismatch {
+    #[default]
+    Refuse,
+    Warn,
 }
 
 impl AuditConfig {

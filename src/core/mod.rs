@@ -336,7 +336,7 @@ impl<C: Console> Core<C> {
                 count: Some(s.count),
                 ..Entry::default()
             };
-            let written = self.journal.append(Event::Limited, &s.actor, entry).await;
+            let written = self.append(Event::Limited, &s.actor, entry).await;
             if written.is_ok() {
                 METRICS.command_n(Outcome::TooManyRefusals.code(), s.count);
             }
@@ -438,7 +438,6 @@ impl<C: Console> Core<C> {
         match result {
             Ok(vnc) => {
                 let appended = self
-                    .journal
                     .append(
                         Event::Issued,
                         &a.actor,
@@ -518,6 +517,31 @@ impl<C: Console> Core<C> {
         .map(|_| ())
     }
 
+    /// Appends a record, with what an auditor needs beside it: the instance's name where the
+    /// catalog knows it, and the role IDs of the rule that decided.
+    pub(crate) async fn append(
+        &self,
+        event: Event,
+        actor: &Actor,
+        mut entry: Entry,
+    ) -> Result<crate::audit::Appended, AuditError> {
+        if entry.instance_name.is_none() {
+            entry.instance_name = entry
+                .instance
+                .as_deref()
+                .and_then(|i| InstanceId::parse(i).ok())
+                .and_then(|i| self.instance_name(&i));
+        }
+        if let (Some(rule), None) = (entry.rule, &entry.rule_roles) {
+            entry.rule_roles = self
+                .policy()
+                .rules
+                .get(rule)
+                .map(|r| r.roles.iter().map(ToString::to_string).collect());
+        }
+        self.journal.append(event, actor, entry).await
+    }
+
     /// Records an outcome (its event, and its code where the event alone does not say it) and
     /// counts it: the one place an outcome becomes a record and a metric.
     pub(crate) async fn note(
@@ -529,7 +553,6 @@ impl<C: Console> Core<C> {
         let code = (!matches!(outcome, Outcome::Delivered | Outcome::Granted))
             .then(|| outcome.code().to_owned());
         let appended = self
-            .journal
             .append(outcome.event(), actor, Entry { code, ..entry })
             .await?;
         self.count(outcome);
@@ -565,7 +588,6 @@ impl<C: Console> Core<C> {
         let reason = decision::clean_reason(req.reason.as_deref())
             .map(|r| r.chars().take(MAX_REASON_CHARS).collect());
         let result = self
-            .journal
             .append(
                 event,
                 &req.actor,
@@ -1445,5 +1467,25 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches(r#""event":"resumed""#).count(), 2);
+    }
+
+    /// A decision names the roles of the rule that matched, which do not shift on reload as the
+    /// rule's index does.
+    #[tokio::test]
+    async fn a_grant_records_the_roles_of_its_rule() {
+        let f = Fixture::new(None, None);
+        f.core
+            .grant(member(1, &[ONCALL], "ins-a1b2c3d4"))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(f.dir.path().join("audit.jsonl")).unwrap();
+        let granted = text
+            .lines()
+            .find(|l| l.contains(r#""event":"granted""#))
+            .unwrap();
+        assert!(
+            granted.contains(&format!(r#""rule_roles":["{ONCALL}"]"#)),
+            "{granted}"
+        );
     }
 }

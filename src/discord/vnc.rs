@@ -100,7 +100,7 @@ fn request(cmd: &CommandInteraction) -> Request {
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     match app.core.grant(request(cmd)).await {
         Ok(grant) => deliver(ctx, app, cmd, grant).await,
-        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
     }
 }
 
@@ -163,7 +163,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
             reply(ctx, app, cmd, text).await;
         }
         // Fail closed: the core has ended a grant whose DM it could not record.
-        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::Collector;
 use crate::config::{
     AdminConfig, AuditConfig, CatalogConfig, GrantsConfig, LimitsConfig, LogConfig, LogFormat,
-    DEFAULT_ANCHOR_MINUTES, DEFAULT_AUDIT_PATH, DEFAULT_CATALOG_REFRESH_SECS,
+    OnAnchorMismatch, DEFAULT_ANCHOR_MINUTES, DEFAULT_AUDIT_PATH, DEFAULT_CATALOG_REFRESH_SECS,
     DEFAULT_PER_INSTANCE_PER_MINUTE, DEFAULT_PER_USER_PER_MINUTE,
     DEFAULT_REFUSALS_PER_USER_PER_MINUTE, MAX_ANCHOR_MINUTES, MAX_API_PER_SECOND,
     MAX_CATALOG_REFRESH_SECS, MAX_GRANT_MINUTES, MAX_LINKS_PER_GRANT, MAX_PER_INSTANCE_PER_MINUTE,
@@ -151,6 +151,7 @@ pub(super) struct RawAudit {
     require_reason: bool,
     anchor_minutes: u32,
     ship: Option<super::ship::RawShip>,
+    on_anchor_mismatch: OnAnchorMismatch,
 }
 
 impl Default for RawAudit {
@@ -160,6 +161,7 @@ impl Default for RawAudit {
             require_reason: false,
             anchor_minutes: DEFAULT_ANCHOR_MINUTES,
             ship: None,
+            on_anchor_mismatch: OnAnchorMismatch::default(),
         }
     }
 }
@@ -194,6 +196,7 @@ impl RawAudit {
             require_reason: self.require_reason,
             anchor_minutes,
             ship: self.ship.and_then(|s| s.validate(p)),
+            on_anchor_mismatch: self.on_anchor_mismatch,
         }
     }
 }

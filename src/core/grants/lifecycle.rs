@@ -98,7 +98,6 @@ impl<C: Console> Core<C> {
                     s.grant.dm = Some((channel, message));
                 }
                 let written = self
-                    .journal
                     .append(
                         Event::Delivered,
                         &holder,
@@ -156,7 +155,6 @@ impl<C: Console> Core<C> {
             }
         };
         let recorded = self
-            .journal
             .append(
                 Event::Ended,
                 by,

@@ -132,7 +132,6 @@ impl<C: Console> Core<C> {
             // Recorded (and so posted in the audit channel) before it is honoured: an auditor
             // sees every grant a restart brought back, and until when.
             let written = self
-                .journal
                 .append(
                     Event::Resumed,
                     &bot(),
