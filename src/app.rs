@@ -28,6 +28,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const FEED_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for the gateway client to close once asked.
 const CLIENT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last segment of the journal to be shipped.
+const SHIP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Why the core could not be built at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,8 @@ pub struct App {
     config: Mutex<Config>,
     /// Why the last reload failed, until one succeeds (shown in `/healthz`).
     reload_failed: Mutex<Option<String>>,
+    /// The audit signing key and the journal's shipper (`[audit.ship]`).
+    shipping: crate::ship::Shipping,
 }
 
 impl App {
@@ -150,13 +154,15 @@ impl App {
                     .map(|r| format!("catalog: {r}")),
             );
         }
+        lines.extend(self.shipping.health_detail());
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// The journal's head, to be witnessed outside the file: `journal head: seq N, sha256 …`.
     /// `vncbot audit verify --head N:HASH` then shows a journal truncated or replaced since.
     fn anchor_line(&self) -> String {
-        discord::messages::anchor_line(&self.core().journal().head())
+        let head = self.core().journal().head();
+        discord::messages::anchor_line(&head, self.shipping.sign_head(&head).as_deref())
     }
 
     /// Records the refusals suppressed in the last minute, one count per member (the audit
@@ -181,6 +187,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Ship(String),
     #[error("Discord client error: {0}")]
     Discord(Box<serenity::Error>),
     #[error(transparent)]
@@ -255,6 +263,13 @@ pub async fn run_with(
             .map_or(0, |c| i64::try_from(c.live_grants()).unwrap_or(i64::MAX))
     });
     core.metrics().config_loaded(std::time::SystemTime::now());
+    let shipping = crate::ship::Shipping::start(
+        config.audit.ship.as_ref(),
+        core.journal(),
+        &config.audit.path,
+        Arc::clone(core.metrics()),
+    )
+    .map_err(RunError::Ship)?;
     let app = Arc::new(App {
         bot: Bot::new(
             Arc::clone(&core),
@@ -262,6 +277,7 @@ pub async fn run_with(
         ),
         config: Mutex::new(config.clone()),
         reload_failed: Mutex::new(None),
+        shipping,
     });
     let mut client = discord::client(&config, token, Arc::clone(&app.bot))
         .await
@@ -396,6 +412,7 @@ async fn shutdown(app: &App) {
     {
         tracing::warn!("the audit channel did not take every line before shutdown (the journal has the records)");
     }
+    app.shipping.finish(SHIP_LIMIT).await;
 }
 
 async fn reload_on_sighup(app: &App, path: &Path) {
@@ -465,6 +482,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             old.limits.api_per_second != new.limits.api_per_second,
         ),
         ("audit.path", old.audit.path != new.audit.path),
+        ("audit.ship", old.audit.ship != new.audit.ship),
         (
             "admin.listen",
             old.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod limits;
 pub mod link;
 pub mod metrics;
+pub mod ship;
 pub mod suggest;
 pub mod tencent;
 pub mod text;

@@ -70,11 +70,23 @@ enum AuditCommand {
     /// Check the journal's hash chain (default file: audit.path from the config)
     Verify {
         /// A head anchored outside the file (as the bot posts it): the journal must still hold
-        /// record SEQ with this sha256, which shows truncation and rewrites
-        #[arg(long, value_name = "SEQ:HASH", value_parser = cli::audit_verify::parse_head)]
-        head: Option<vncbot::audit::Appended>,
+        /// record SEQ with this sha256, which shows truncation and rewrites; a signed anchor's
+        /// SIG is checked with --public-key
+        #[arg(long, value_name = "SEQ:HASH[:SIG]", value_parser = cli::audit_verify::parse_anchor)]
+        head: Option<cli::audit_verify::Anchor>,
+        /// Check the digests and segments shipped to [audit.ship]'s bucket, then the journal
+        /// against them
+        #[arg(long)]
+        remote: bool,
+        /// The bot's Ed25519 public key (hex, from `vncbot audit pubkey`)
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
         file: Option<PathBuf>,
     },
+    /// Print a new Ed25519 key pair for signing digests and anchors
+    Keygen,
+    /// Print the public key of VNCBOT_AUDIT_SIGNING_KEY
+    Pubkey,
     /// One row per grant: who, which instance, why, how it was allowed, when and how long, links
     /// minted and presses refused; says whether the chain verified (exit 1 when not)
     Report {
@@ -131,8 +143,29 @@ fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo { keep } => cli::demo::main(keep),
         Command::Audit {
-            command: AuditCommand::Verify { head, file },
-        } => cli::audit_verify::main(&args.config, file, head),
+            command:
+                AuditCommand::Verify {
+                    remote: true,
+                    public_key,
+                    file,
+                    ..
+                },
+        } => cli::audit_remote::main(&args.config, file, public_key.as_deref()),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    head,
+                    public_key,
+                    file,
+                    ..
+                },
+        } => cli::audit_verify::main(&args.config, file, head, public_key.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Keygen,
+        } => cli::audit_keys::keygen(),
+        Command::Audit {
+            command: AuditCommand::Pubkey,
+        } => cli::audit_keys::pubkey(),
         Command::Audit {
             command: AuditCommand::Report { pick, format, file },
         } => cli::audit_report::main(

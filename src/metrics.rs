@@ -85,6 +85,9 @@ pub struct Metrics {
     pub catalog_instances: Family<RegionLabel, Gauge>,
     /// Catalog refreshes that failed (the last good list was kept).
     pub catalog_refresh_failures: Family<RegionLabel, Counter>,
+    /// Age in seconds of the oldest journal record not yet shipped to object storage (0 when
+    /// all are, or when shipping is off).
+    pub audit_ship_lag: Gauge,
     /// Approval requests waiting for an approver (0 until approvals exist).
     pub approvals_pending: Gauge,
     /// Config reloads (SIGHUP) that failed; the config in force was kept.
@@ -158,6 +161,7 @@ impl Metrics {
             catalog_age: Family::default(),
             catalog_instances: Family::default(),
             catalog_refresh_failures: Family::default(),
+            audit_ship_lag: Gauge::default(),
             approvals_pending: Gauge::default(),
             config_reload_failures: Counter::default(),
             config_last_reload_success: Gauge::default(),
@@ -248,6 +252,11 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running build: always 1", build);
+        registry.register(
+            "audit_ship_lag_seconds",
+            "Age of the oldest journal record not yet shipped to object storage",
+            m.audit_ship_lag.clone(),
+        );
         // Labels known from the start are exported at 0, so an alert on a rate sees a series
         // before the first event instead of no data.
         for which in LIMITED {

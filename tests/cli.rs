@@ -343,7 +343,7 @@ async fn the_first_anchor_of_an_empty_journal_verifies() {
     let dir = TempDir::new("cli-genesis");
     let path = dir.join("empty.jsonl");
     let (journal, _) = vncbot::audit::Journal::open(&path).unwrap();
-    let line = vncbot::discord::messages::anchor_line(&journal.head());
+    let line = vncbot::discord::messages::anchor_line(&journal.head(), None);
     drop(journal);
     let head = line
         .split("--head ")

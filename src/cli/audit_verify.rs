@@ -8,7 +8,37 @@ use vncbot::config::Config;
 
 use super::Exit;
 
-pub fn main(config_path: &Path, file: Option<PathBuf>, head: Option<Appended>) -> Exit {
+/// `--head SEQ:HASH[:SIG]`: a posted anchor, with its signature when the bot has a signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub head: Appended,
+    pub signature: Option<String>,
+}
+
+pub fn main(
+    config_path: &Path,
+    file: Option<PathBuf>,
+    anchor: Option<Anchor>,
+    public_key: Option<&str>,
+) -> Exit {
+    if let Some(Anchor {
+        head,
+        signature: Some(sig),
+    }) = &anchor
+    {
+        let public = match super::audit_keys::public_key(public_key) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: the anchor is signed: {e}");
+                return Exit::Config;
+            }
+        };
+        if !public.verifies(&vncbot::ship::head_message(head), sig) {
+            eprintln!("the anchor seq {} is FORGED or copied: its signature does not verify with the public key {}", head.seq, public.to_hex());
+            return Exit::Refused;
+        }
+    }
+    let head = anchor.map(|a| a.head);
     let path = match file {
         Some(f) => f,
         None => match Config::load(config_path) {
@@ -45,6 +75,32 @@ pub fn main(config_path: &Path, file: Option<PathBuf>, head: Option<Appended>) -
             Exit::Refused
         }
     }
+}
+
+/// Parses `--head SEQ:HASH[:SIG]`, as the bot posts it (the signature when it has a key).
+pub fn parse_anchor(value: &str) -> Result<Anchor, String> {
+    let mut parts = value.splitn(3, ':');
+    let (seq, hash) = (parts.next().unwrap_or(""), parts.next());
+    let head = parse_head(&format!("{seq}:{}", hash.unwrap_or(""))).map_err(|e| {
+        if hash.is_none() {
+            parse_head(value).unwrap_err()
+        } else {
+            e
+        }
+    })?;
+    let signature = match parts.next() {
+        None => None,
+        Some(sig) if sig.len() == 128 && sig.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(sig.to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err(
+                "the SIG part is not 128 hex digits (an Ed25519 signature as the bot posts it)"
+                    .into(),
+            )
+        }
+    };
+    Ok(Anchor { head, signature })
 }
 
 /// Parses `--head SEQ:HASH`, as the bot posts it (`journal head: seq N, sha256 HASH`).
@@ -93,10 +149,13 @@ mod tests {
             .contains("SEQ part"));
         assert!(parse_head("42:abc").unwrap_err().contains("HASH part"));
         // The empty journal's head, as the bot anchors it before the first record.
-        let empty = vncbot::discord::messages::anchor_line(&Appended {
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        });
+        let empty = vncbot::discord::messages::anchor_line(
+            &Appended {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+            None,
+        );
         let suggested = empty
             .split("--head ")
             .nth(1)

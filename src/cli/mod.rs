@@ -1,6 +1,8 @@
 //! One file per command, and what they share: exit codes and logging.
 
+pub mod audit_keys;
 pub mod audit_query;
+pub mod audit_remote;
 pub mod audit_report;
 pub mod audit_verify;
 pub mod check_config;

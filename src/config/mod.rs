@@ -106,6 +106,8 @@ pub struct AuditConfig {
     /// How often the journal head is posted to the audit channel (1 to [`MAX_ANCHOR_MINUTES`]);
     /// without `discord.audit_channel_id` nothing is posted.
     pub anchor_minutes: u32,
+    /// `[audit.ship]`: where the journal is shipped, if anywhere.
+    pub ship: Option<crate::ship::ShipConfig>,
     /// What start-up does when the journal no longer holds the head last anchored in the audit
     /// channel.
     pub on_anchor_mismatch: OnAnchorMismatch,

@@ -154,12 +154,19 @@ pub fn who(actor: &crate::audit::Actor) -> String {
     }
 }
 
-/// The journal's head, witnessed in the audit channel (see `vncbot audit verify --head`).
-pub fn anchor_line(head: &crate::audit::Appended) -> String {
-    format!(
-        "journal head: seq {}, sha256 {} (check with `vncbot audit verify --head {}:{}`)",
-        head.seq, head.hash, head.seq, head.hash
-    )
+/// The journal's head, witnessed in the audit channel (see `vncbot audit verify --head`), with
+/// its Ed25519 signature when a signing key is configured (a forged line then does not verify).
+pub fn anchor_line(head: &crate::audit::Appended, signature: Option<&str>) -> String {
+    match signature {
+        None => format!(
+            "journal head: seq {}, sha256 {} (check with `vncbot audit verify --head {}:{}`)",
+            head.seq, head.hash, head.seq, head.hash
+        ),
+        Some(sig) => format!(
+            "journal head: seq {}, sha256 {}, signature {sig} (check with `vncbot audit verify --head {}:{}:{sig} --public-key KEY`)",
+            head.seq, head.hash, head.seq, head.hash
+        ),
+    }
 }
 
 /// The counted refusals of one member in one window.

@@ -3,6 +3,7 @@
 //! with `vncbot demo`.
 #![allow(dead_code, unused_imports)]
 
+pub mod moto;
 pub mod tencent;
 
 pub use vncbot_sandbox::{fake_discord, http, mock_cvm};

@@ -7,6 +7,7 @@
 mod allow;
 mod discord;
 mod sections;
+mod ship;
 mod tencent;
 mod urls;
 

@@ -150,6 +150,7 @@ pub(super) struct RawAudit {
     path: PathBuf,
     require_reason: bool,
     anchor_minutes: u32,
+    ship: Option<super::ship::RawShip>,
     on_anchor_mismatch: OnAnchorMismatch,
 }
 
@@ -159,6 +160,7 @@ impl Default for RawAudit {
             path: PathBuf::from(DEFAULT_AUDIT_PATH),
             require_reason: false,
             anchor_minutes: DEFAULT_ANCHOR_MINUTES,
+            ship: None,
             on_anchor_mismatch: OnAnchorMismatch::default(),
         }
     }
@@ -193,6 +195,7 @@ impl RawAudit {
             path: self.path,
             require_reason: self.require_reason,
             anchor_minutes,
+            ship: self.ship.and_then(|s| s.validate(p)),
             on_anchor_mismatch: self.on_anchor_mismatch,
         }
     }
