@@ -656,6 +656,7 @@ mod tests {
                 instances: vec!["*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             }],
             regions: vec![Region::parse("ap-guangzhou").unwrap()],
             require_reason: false,
@@ -663,6 +664,7 @@ mod tests {
             grant_for: std::time::Duration::from_secs(600),
             links_per_grant: 3,
             tencent: None,
+            approvals: None,
         }
     }
 

@@ -243,6 +243,7 @@ mod tests {
             grant_for: Duration::from_secs(600),
             links_per_grant: links,
             tencent: None,
+            approvals: None,
         }
     }
 
