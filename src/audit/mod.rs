@@ -62,6 +62,19 @@ pub enum Event {
     /// A live grant was rebuilt from the journal at start, and is honoured until `until`
     /// (capped by the window in force).
     Resumed,
+    /// A request for access waits for approvers (`until`: when it expires; `count`: the
+    /// approvals it needs).
+    ApprovalRequested,
+    /// An approver voted on a request (`code`: approve or deny).
+    ApprovalVote,
+    /// A request got its approvals (`code`: the approvers' IDs); its `granted` follows.
+    Approved,
+    /// An approver denied a request.
+    RequestDenied,
+    /// A request expired undecided.
+    Expired,
+    /// The requester cancelled their request.
+    Cancelled,
 }
 
 /// Who asked.

@@ -5,6 +5,7 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod approvals;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
@@ -24,6 +25,7 @@ use crate::metrics::METRICS;
 use crate::tencent::{self, Catalog, View};
 use crate::tencent::{Console, TencentClient};
 
+pub use approvals::{ApprovalEvent, ApprovalRequest, Choice, Opened, Standing, VoteRefusal, Voted};
 pub use decision::{decide, Decision, Rejection};
 pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
 pub use outcome::{Exit, FailureKind, Outcome};
@@ -57,6 +59,7 @@ pub struct Core<C = TencentClient> {
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
+    approvals: approvals::Approvals,
     timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
     clock: Clock,
@@ -99,6 +102,7 @@ impl<C: Console> Core<C> {
             console,
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
+            approvals: approvals::Approvals::default(),
             timers: grants::timers::Timers::default(),
             catalog: None,
             clock: Clock::system(),
