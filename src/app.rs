@@ -251,6 +251,18 @@ pub async fn run_with(
             tracing::error!(error = %e, "could not rebuild grants from the journal; their buttons will be refused")
         }
     }
+    match core.resume_approvals(&config.audit.path).await {
+        Ok((pending, lapsed)) => {
+            tracing::info!(
+                pending,
+                lapsed,
+                "requests for approval rebuilt from the journal"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
+        }
+    }
     let mut client = discord::client(&config, token, Arc::clone(&app.bot))
         .await
         .map_err(|e| RunError::Discord(Box::new(e)))?;

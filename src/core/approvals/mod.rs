@@ -8,6 +8,7 @@
 //! serialised ([`vote`]), so exactly one decision is recorded. The approvals channel message is
 //! the request's face, rendered from [`ApprovalEvent`]s; never the source of truth.
 
+mod rebuild;
 mod vote;
 
 use std::collections::HashMap;
