@@ -159,8 +159,8 @@ impl Rule {
 
 /// The allowlist decision. `tags` are the instance's tags as the catalog last saw them, or `None`
 /// when the catalog cannot vouch for the instance (unknown to it, disabled or failing): then a
-/// rule with `tags` does not match (fail closed) and is named in `needs_catalog` when it would
-/// otherwise admit one of `roles`.
+/// rule with `tags` does not match (fail closed). A tag rule of one of `roles` that does not
+/// match, for either reason, is named in `needs_catalog`.
 pub fn authorize_with_tags(
     rules: &[Rule],
     roles: &[Snowflake],
@@ -168,6 +168,10 @@ pub fn authorize_with_tags(
     region: &Region,
     tags: Option<&[(String, String)]>,
 ) -> Decision {
+    // What a refusal says must not depend on what the catalog knows: a member could otherwise
+    // learn whether an ID exists, and its tags, from the wording. So `would_allow` names the
+    // roles of the tag-less rules covering the ID and region, and a tag rule of the member's
+    // that does not match says the same whether the instance carries other tags or is unknown.
     let mut would_allow = Vec::new();
     let mut needs_catalog = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -175,18 +179,16 @@ pub fn authorize_with_tags(
             continue;
         }
         let has_role = rule.roles.iter().any(|r| roles.contains(r));
-        match rule.tags_match(tags) {
-            TagMatch::No => continue,
-            TagMatch::Unknown => {
-                if has_role {
-                    needs_catalog.push(i);
-                }
-                continue;
-            }
-            TagMatch::Yes => {}
-        }
         if has_role {
-            return Decision::Allowed { rule: i };
+            match rule.tags_match(tags) {
+                TagMatch::Yes => return Decision::Allowed { rule: i },
+                TagMatch::No | TagMatch::Unknown => needs_catalog.push(i),
+            }
+            continue;
+        }
+        // Another role's tag rule is never named: whether it would match is the catalog's word.
+        if !rule.tags.is_empty() {
+            continue;
         }
         for r in &rule.roles {
             if !would_allow.contains(r) {
@@ -499,7 +501,8 @@ mod tests {
             authorize_with_tags(&rules, &[sf(1)], &web, &gz, Some(&both)),
             Decision::Allowed { rule: 0 }
         );
-        // One tag missing, or a value that differs (tags are case-sensitive): no match.
+        // One tag missing, or a value that differs (tags are case-sensitive): no match, said
+        // exactly as when the catalog cannot vouch (issue 17: no existence oracle).
         for have in [
             tags(&[("env", "staging")]),
             tags(&[("env", "Staging"), ("team", "web")]),
@@ -509,7 +512,7 @@ mod tests {
                 authorize_with_tags(&rules, &[sf(1)], &web, &gz, Some(&have)),
                 Decision::Denied {
                     would_allow: vec![],
-                    needs_catalog: vec![]
+                    needs_catalog: vec![0]
                 },
                 "{have:?}"
             );
@@ -564,5 +567,52 @@ mod tests {
             parse_tag("env=a\nb"),
             Err(InvalidTag::BadCharacters(_))
         ));
+    }
+
+    /// A member whose rules could never cover an ID hears the same whether it exists (with
+    /// whatever tags) or not.
+    #[test]
+    fn no_existence_oracle_in_a_refusal() {
+        let rules = vec![
+            Rule {
+                roles: vec![sf(1)],
+                instances: vec!["ins-web*".into()],
+                regions: None,
+                tags: tags(&[("env", "staging")]),
+                gate: Default::default(),
+            },
+            Rule {
+                roles: vec![sf(2)],
+                instances: vec!["*".into()],
+                regions: None,
+                tags: tags(&[("env", "prod")]),
+                gate: Default::default(),
+            },
+            Rule {
+                roles: vec![sf(4)],
+                instances: vec!["*".into()],
+                regions: None,
+                tags: vec![],
+                gate: Default::default(),
+            },
+        ];
+        let gz = region("ap-guangzhou");
+        let prod = tags(&[("env", "prod")]);
+        for (who, id_) in [
+            (sf(1), "ins-web00001"),
+            (sf(1), "ins-db000001"),
+            (sf(3), "ins-db000001"),
+        ] {
+            let id_ = id(id_);
+            let answers: Vec<Decision> = [None, Some(&prod[..]), Some(&[][..])]
+                .into_iter()
+                .map(|t| authorize_with_tags(&rules, &[who], &id_, &gz, t))
+                .collect();
+            assert!(
+                answers.iter().all(|a| *a == answers[0]),
+                "{who:?} {id_}: {answers:?}"
+            );
+            assert!(!matches!(answers[0], Decision::Allowed { .. }));
+        }
     }
 }

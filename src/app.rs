@@ -3,6 +3,7 @@
 //! gateway is down). The Discord adapter ([`crate::discord`]) is glue over this.
 
 pub mod admin;
+pub mod anchor;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -151,6 +152,8 @@ pub enum RunError {
     },
     #[error("Discord client error: {0}")]
     Discord(Box<serenity::Error>),
+    #[error(transparent)]
+    AnchorMismatch(#[from] anchor::AnchorMismatch),
 }
 
 /// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
@@ -213,6 +216,7 @@ pub async fn run_with(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<(), RunError> {
+    let stop = stop_signals();
     let core = Arc::new(build_core(&config, creds, clock)?);
     let app = Arc::new(App {
         bot: Bot::new(
@@ -221,6 +225,21 @@ pub async fn run_with(
         ),
         config: Mutex::new(config.clone()),
     });
+    let mut client = discord::client(&config, token, Arc::clone(&app.bot))
+        .await
+        .map_err(|e| RunError::Discord(Box::new(e)))?;
+    // Before anything is written or posted: the journal must still hold the head the bot last
+    // witnessed in the audit channel.
+    if let Some(channel) = config.discord.audit_channel_id {
+        anchor::check_at_start(
+            &client.http,
+            channel.get(),
+            core.journal(),
+            config.audit.on_anchor_mismatch,
+        )
+        .await?;
+    }
+    discord::watch_gateway(Arc::clone(&app.bot), &client);
     core.run_timers();
     // The catalog: filled now in the background and refreshed every `refresh_secs`; requests by
     // ID never wait for it.
@@ -263,10 +282,6 @@ pub async fn run_with(
             tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
         }
     }
-    let mut client = discord::client(&config, token, Arc::clone(&app.bot))
-        .await
-        .map_err(|e| RunError::Discord(Box::new(e)))?;
-    discord::watch_gateway(Arc::clone(&app.bot), &client);
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;
     // a no-op while no audit channel is configured (a reload may add one).
@@ -302,7 +317,7 @@ pub async fn run_with(
     // runner exists (the gateway is down), and then `start` would never return.
     let ended = tokio::select! {
         r = &mut client_run => Some(r),
-        () = wait_for_signal() => None,
+        () = stop => None,
     };
     // Either way, what is in flight is finished and recorded before the process leaves.
     shutdown(&app).await;
@@ -462,11 +477,24 @@ async fn apply(app: &App, mut new: Config) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the moment this is called: a signal that comes while the
+/// bot is still starting is waited for, not fatal.
+fn stop_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (term, int) => {
+                tracing::error!(term = ?term.err(), int = ?int.err(), "cannot catch SIGTERM or SIGINT; stop the bot with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

@@ -413,3 +413,188 @@ async fn grants_that_lapsed_while_the_bot_was_down_are_ended_at_start() {
         && l.contains(r#""code":"expired""#)
         && l.contains(&format!(r#""refers_to":{}"#, g.grant))));
 }
+
+/// At start the journal is held against the bot's own last anchor in the audit channel: a
+/// journal truncated since stops the start (exit 6) with what was expected and found and how to
+/// inspect it; an anchor posted by someone else is not the bot's; `on_anchor_mismatch = "warn"`
+/// starts anyway.
+#[tokio::test]
+async fn a_journal_truncated_since_the_last_anchor_stops_the_start() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let f = Fakes::start("anchor-check").await;
+    let discord = &f.discord;
+    let config = f.config.replace(
+        "[tencent]",
+        &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+    );
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    for user in 1..=2 {
+        discord.grant(on_call(user, "ins-running1")).await;
+    }
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+
+    // Someone else's line that looks like an anchor, newer than the bot's: not the bot's word.
+    let zeros = "0".repeat(64);
+    discord.post_as(
+        AUDIT_CHANNEL,
+        4242,
+        &format!("journal head: seq 1, sha256 {zeros}"),
+    );
+    // The journal loses its last records, as a truncation by hand would.
+    let journal = f.journal();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&journal, format!("{}\n", kept.join("\n"))).unwrap();
+    let last = text.lines().count();
+
+    let run = |cfg: std::path::PathBuf| async move {
+        let out = support::bot_command(Path::new(env!("CARGO_BIN_EXE_vncbot")), &cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        tokio::time::timeout(Duration::from_secs(30), out)
+            .await
+            .expect("the bot stops at once")
+            .unwrap()
+    };
+    let out = run(cfg.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(&format!("expected seq {last}"))
+            && stderr.contains("ends at seq 2")
+            && stderr.contains("vncbot audit verify --head"),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(
+        after.lines().count(),
+        2,
+        "nothing was written to the journal"
+    );
+
+    // An operator who restored the journal on purpose starts it with a warning.
+    let warn = f.write_config(&config.replace("[audit]", "[audit]\non_anchor_mismatch = \"warn\""));
+    let registered =
+        |c: &support::fake_discord::Call| c.method == "PUT" && c.path.contains("/commands");
+    let before = discord.count(registered);
+    let mut bot = spawn_bot(&warn);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while discord.count(registered) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bot did not start with warn"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+}
+
+/// Records appended by someone who can write the journal point a grant's DM at the audit
+/// channel's anchor (and at another server channel): after a restart the bot edits neither — a
+/// rebuilt DM target is used only once Discord confirms it is the holder's DM.
+#[tokio::test]
+async fn a_forged_dm_target_never_makes_the_bot_edit_the_audit_channel() {
+    use vncbot::audit::{Actor, Entry, Event, Journal};
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    const OPS_CHANNEL: u64 = 810000000000000009;
+    let f = Fakes::start("forged-dm").await;
+    let discord = &f.discord;
+    let config = f.config.replace(
+        "[tencent]",
+        &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+    );
+    let cfg = f.write_config(&config);
+    let mut bot = spawn_bot(&cfg);
+    discord.wait_ready().await;
+    let anchor = discord
+        .wait_for(Duration::from_secs(10), "the anchor at start", |c| {
+            c.path == format!("/api/v10/channels/{AUDIT_CHANNEL}/messages")
+                && c.body["content"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("journal head:"))
+        })
+        .await;
+    let anchor_id: u64 = anchor.reply["id"].as_str().unwrap().parse().unwrap();
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+
+    // Two correctly chained grants, each with a `delivered` naming a channel that is no DM.
+    let (journal, _) = Journal::open(&f.journal()).unwrap();
+    let holder = Actor::Discord {
+        id: 77,
+        name: "mallory".into(),
+    };
+    let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for (channel, message) in [(AUDIT_CHANNEL, anchor_id), (OPS_CHANNEL, 5)] {
+        let granted = journal
+            .append_blocking(
+                Event::Granted,
+                &holder,
+                Entry {
+                    guild: Some(support::GUILD),
+                    instance: Some("ins-running1".into()),
+                    region: Some("ap-guangzhou".into()),
+                    until: Some(until.clone()),
+                    ..Entry::default()
+                },
+            )
+            .unwrap();
+        journal
+            .append_blocking(
+                Event::Delivered,
+                &holder,
+                Entry {
+                    channel: Some(channel),
+                    message: Some(message),
+                    refers_to: Some(granted.seq),
+                    ..Entry::default()
+                },
+            )
+            .unwrap();
+    }
+    drop(journal);
+
+    let mut bot = spawn_bot(&cfg);
+    // The rebuilt grants are announced (and so the resumption is visible to auditors).
+    let rebuilt = |c: &support::fake_discord::Call| {
+        c.path == format!("/api/v10/channels/{AUDIT_CHANNEL}/messages")
+            && c.body["content"]
+                .as_str()
+                .is_some_and(|s| s.contains("rebuilt at start"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while discord.count(rebuilt) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuilt grants' lines"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Discord was asked what the other channel is, and neither target was edited.
+    discord
+        .wait_for(
+            Duration::from_secs(10),
+            "the check of the ops channel",
+            |c| c.method == "GET" && c.path == format!("/api/v10/channels/{OPS_CHANNEL}"),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&bot, libc::SIGTERM);
+    assert_eq!(bot.wait().await.unwrap().code(), Some(0));
+    let edits: Vec<String> = discord
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PATCH" || c.method == "DELETE")
+        .filter(|c| c.path.contains("/channels/"))
+        .map(|c| c.path)
+        .collect();
+    assert!(edits.is_empty(), "{edits:?}");
+}

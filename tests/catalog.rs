@@ -527,12 +527,13 @@ async fn refresher_runs_on_its_interval_and_tag_rules_use_what_it_saw() {
         )
     };
     assert_eq!(decide("ins-web00001"), Decision::Allowed { rule: 0 });
-    // Known but untagged: no match. Unknown to the catalog: fail closed, and say why.
+    // Known but untagged: no match. Unknown to the catalog: fail closed. Both say the same (the
+    // rule that needs the tags), so the answer tells nothing of whether the ID exists.
     assert_eq!(
         decide("ins-running1"),
         Decision::Denied {
             would_allow: vec![],
-            needs_catalog: vec![]
+            needs_catalog: vec![0]
         }
     );
     assert_eq!(

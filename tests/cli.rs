@@ -473,3 +473,37 @@ async fn url_resolves_a_name_through_the_catalog() {
         "only the resolved name reached the console action"
     );
 }
+
+/// The terminal's own words: a missing reason names `--reason`, an unserved region `--region`
+/// (not Discord's options or buttons).
+#[tokio::test]
+async fn url_refusals_name_the_terminals_flags() {
+    let mock = MockCvm::start().await;
+    let dir = TempDir::new("cli-words");
+    let cfg = write_config(
+        &dir,
+        &config_text(&dir, &mock.endpoint(), "")
+            .replace("[audit]", "[audit]\nrequire_reason = true"),
+    );
+    let out = url(&cfg, &["ins-running1"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--reason"), "{stderr}");
+    let out = url(
+        &cfg,
+        &[
+            "ins-running1",
+            "--reason",
+            "INC-1 disk full",
+            "--region",
+            "ap-tokyo",
+        ],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--region") && !stderr.contains("option"),
+        "{stderr}"
+    );
+    assert!(mock.seen().is_empty());
+}

@@ -548,7 +548,7 @@ async fn the_audit_channel_gets_one_line_per_request_never_the_link() {
                 let lines: Vec<_> = d
                     .calls()
                     .into_iter()
-                    .filter(|c| c.path == path && c.status == 200)
+                    .filter(|c| c.method == "POST" && c.path == path && c.status == 200)
                     // The journal head anchored at start is not a request's line.
                     .filter(|c| {
                         !c.body["content"]
@@ -1336,4 +1336,106 @@ async fn a_role_removed_while_tencent_makes_the_link_shows_no_link() {
     assert!(!records
         .iter()
         .any(|r| r["event"] == "delivered" && r["request_id"] == rid.as_str()));
+}
+
+/// A free loopback address for the admin endpoint.
+fn admin_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Discord hangs: a press whose member fetch hangs is answered once the REST bound runs out and
+/// frees its grant (the next press mints); a hung audit-channel post holds up neither `/vnc`
+/// nor presses, and `/healthz` names both troubles while they last.
+#[tokio::test]
+async fn a_hung_discord_neither_freezes_presses_nor_the_audit_feed() {
+    const AUDIT_CHANNEL: u64 = 810000000000000002;
+    let admin = admin_addr();
+    let bot = start_bot(|t| {
+        format!(
+            "{}\n[admin]\nlisten = \"{admin}\"\n",
+            t.replace(
+                "[tencent]",
+                &format!("audit_channel_id = {AUDIT_CHANNEL}\n\n[tencent]"),
+            )
+        )
+    })
+    .await;
+    let d = &bot.discord;
+    // Every audit-channel post hangs for a while: the feed's first line waits on Discord.
+    d.hang("POST", &format!("/channels/{AUDIT_CHANNEL}/messages"), 3);
+    let g = d
+        .grant(vnc(
+            8001,
+            vec![ONCALL_ROLE],
+            vec![("instance", "ins-running1")],
+        ))
+        .await;
+    d.hang("GET", "/members/8001", 1);
+    let t = d.press_button(&g, "open");
+    // Meanwhile another member's /vnc is served.
+    d.grant(vnc(
+        8002,
+        vec![ONCALL_ROLE],
+        vec![("instance", "ins-web00001")],
+    ))
+    .await;
+    let text = press_followup(&bot, &t).await;
+    assert!(text.contains("current roles"), "{text}");
+    let (_, detail) = get(&admin, "/healthz").await;
+    assert!(detail.contains("REST call(s) failed"), "{detail}");
+    // The guard is free: the next press mints.
+    let (_, shown) = press(&bot, &g).await;
+    assert!(shown.path.ends_with("@original"), "{shown:?}");
+    // The feed is stalled on its hung line, and says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, detail) = get(&admin, "/healthz").await;
+        if detail.contains("audit channel: a line has waited") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stall never showed: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The gateway goes away (its socket closed, reconnects refused): readiness fails within 30 s
+/// and the gauge drops; once it is back, the bot is ready again.
+#[tokio::test]
+async fn losing_the_gateway_makes_the_bot_unready_until_it_is_back() {
+    let admin = admin_addr();
+    let bot = start_bot(|t| format!("{t}\n[admin]\nlisten = \"{admin}\"\n")).await;
+    assert_eq!(get(&admin, "/healthz").await.0, 200);
+    bot.discord.drop_gateway();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&admin, "/healthz").await;
+        if status == 503 {
+            assert!(body.contains("gateway"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready 30 s after the gateway went away"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, metrics) = get(&admin, "/metrics").await;
+    assert!(metrics.contains("vncbot_gateway_connected 0"), "{metrics}");
+    bot.discord.restore_gateway();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&admin, "/healthz").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the gateway came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

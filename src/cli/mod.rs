@@ -7,6 +7,7 @@ pub mod check_config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod instances;
+mod refusals;
 pub mod run;
 pub mod url;
 

@@ -11,6 +11,10 @@ pub fn main(config_path: &Path) -> Exit {
             eprintln!("error: {e}");
             Exit::Audit
         }
+        Err(e @ vncbot::app::RunError::AnchorMismatch(_)) => {
+            eprintln!("error: {e}");
+            Exit::Audit
+        }
         Err(e) => {
             eprintln!("error: {e}");
             Exit::Config

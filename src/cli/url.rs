@@ -94,7 +94,7 @@ pub fn main(
                 Exit::Ok
             }
             Err(refusal) => {
-                eprintln!("error: {refusal}");
+                eprintln!("error: {}", super::refusals::say(&refusal));
                 refusal.outcome().exit()
             }
         }

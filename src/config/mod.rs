@@ -132,6 +132,19 @@ pub struct AuditConfig {
     /// How often the journal head is posted to the audit channel (1 to [`MAX_ANCHOR_MINUTES`]);
     /// without `discord.audit_channel_id` nothing is posted.
     pub anchor_minutes: u32,
+    /// What start-up does when the journal no longer holds the head last anchored in the audit
+    /// channel.
+    pub on_anchor_mismatch: OnAnchorMismatch,
+}
+
+/// `[audit] on_anchor_mismatch`: refuse to start (the default), or start with a loud warning
+/// (an operator who restored a journal on purpose).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnchorMismatch {
+    #[default]
+    Refuse,
+    Warn,
 }
 
 impl AuditConfig {

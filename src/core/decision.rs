@@ -433,10 +433,7 @@ mod tests {
             "{}",
             r.refusal
         );
-        assert!(r
-            .refusal
-            .to_string()
-            .contains("ap-guangzhou, ap-shanghai-fsi"));
+        assert!(crate::discord::refusals::say(&r.refusal).contains("ap-guangzhou, ap-shanghai-fsi"));
         assert_eq!(r.instance.unwrap().as_str(), "ins-a1b2c3d4");
         req.region = Some("../etc".into());
         assert!(matches!(
@@ -491,11 +488,11 @@ mod tests {
             Refusal::Denied { would_allow, .. } => assert_eq!(would_allow, &[sf(ONCALL)]),
             other => panic!("{other}"),
         }
-        assert!(r.refusal.to_string().contains(&format!("<@&{ONCALL}>")));
+        assert!(crate::discord::refusals::say(&r.refusal).contains(&format!("<@&{ONCALL}>")));
         let mut p = policy(false);
         p.rules.remove(0);
         let r = refusal(decide(&p, &OPEN, &member(&[], "ins-db000001")));
-        assert!(r.refusal.to_string().contains("no rule allows"));
+        assert!(crate::discord::refusals::say(&r.refusal).contains("no rule allows"));
     }
 
     #[test]
@@ -522,6 +519,10 @@ mod tests {
             r.refusal,
             Refusal::Limited(Limited::Instance { .. })
         ));
-        assert!(r.refusal.to_string().contains("2 seconds"), "{}", r.refusal);
+        assert!(
+            crate::discord::refusals::say(&r.refusal).contains("2 seconds"),
+            "{}",
+            r.refusal
+        );
     }
 }

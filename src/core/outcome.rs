@@ -25,7 +25,7 @@ pub enum Exit {
 }
 
 /// What a Tencent failure means for whoever asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailureKind {
     /// Tencent says the ID is malformed (we validate first, so this is rare).
     MalformedId,
@@ -39,6 +39,7 @@ pub enum FailureKind {
     /// An answer we cannot use, or a request we could not build: an admin must look.
     Misconfigured,
     /// Network, gateway, rate limit or Tencent's own failure: try again.
+    #[default]
     Transient,
 }
 
@@ -68,8 +69,10 @@ impl FailureKind {
     }
 }
 
-/// How one request ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How one request ended. Its journal code and metric label is its name in snake case (Tencent's
+/// failures carry Tencent's own code).
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// `/vnc` outside any server (a DM).
     NotInGuild,
@@ -79,7 +82,7 @@ pub enum Outcome {
     BadRegion,
     BadReason,
     Denied,
-    LimitedMember,
+    LimitedUser,
     LimitedInstance,
     /// Too many refused requests from one member: answered at once, recorded as one count.
     TooManyRefusals,
@@ -108,7 +111,7 @@ pub enum Outcome {
     /// Several instances the actor may open carry the name.
     AmbiguousName,
     /// The catalog (re-read) says the instance cannot serve a console: refused before Tencent.
-    NotReady,
+    InstanceNotReady,
     /// `/vnc` granted a window.
     Granted,
     /// The link reached the member (the DM, or the terminal for `vncbot url`).
@@ -123,38 +126,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome but Tencent's (whose code is Tencent's own).
-    pub const OURS: [Outcome; 25] = [
-        Self::NotInGuild,
-        Self::OtherGuild,
-        Self::BadInstance,
-        Self::BadRegion,
-        Self::BadReason,
-        Self::Denied,
-        Self::LimitedMember,
-        Self::LimitedInstance,
-        Self::TooManyRefusals,
-        Self::AuditUnavailable,
-        Self::BadButton,
-        Self::GrantEnded,
-        Self::NotHolder,
-        Self::LinksUsed,
-        Self::PressInProgress,
-        Self::RolesUnavailable,
-        Self::RoleRemoved,
-        Self::UnknownName,
-        Self::AmbiguousName,
-        Self::NotReady,
-        Self::Granted,
-        Self::Delivered,
-        Self::DmsClosed,
-        Self::DmFailed,
-        Self::NotPrinted,
-    ];
+    pub fn ours() -> impl Iterator<Item = Outcome> {
+        <Self as strum::IntoEnumIterator>::iter().filter(|o| !matches!(o, Self::Tencent { .. }))
+    }
 
     /// The outcome a record's `code` names (read back from the journal). A `failed` record's
     /// code is Tencent's, or ours for a network failure: read it with [`Outcome::failed`].
     pub fn from_code(code: &str) -> Option<Self> {
-        Self::OURS.into_iter().find(|o| o.code() == code)
+        Self::ours().find(|o| o.code() == code)
     }
 
     /// A `failed` record's outcome, as read back (the failure's kind is not recorded).
@@ -175,32 +154,8 @@ impl Outcome {
     /// The code in the journal's `code` field and the metric label.
     pub fn code(&self) -> &str {
         match self {
-            Self::NotInGuild => "not_in_guild",
-            Self::OtherGuild => "other_guild",
-            Self::BadInstance => "bad_instance",
-            Self::BadRegion => "bad_region",
-            Self::BadReason => "bad_reason",
-            Self::Denied => "denied",
-            Self::LimitedMember => "limited_user",
-            Self::LimitedInstance => "limited_instance",
-            Self::TooManyRefusals => "too_many_refusals",
-            Self::AuditUnavailable => "audit_unavailable",
             Self::Tencent { code, .. } => code,
-            Self::BadButton => "bad_button",
-            Self::GrantEnded => "grant_ended",
-            Self::NotHolder => "not_holder",
-            Self::LinksUsed => "links_used",
-            Self::PressInProgress => "press_in_progress",
-            Self::RolesUnavailable => "roles_unavailable",
-            Self::RoleRemoved => "role_removed",
-            Self::UnknownName => "unknown_name",
-            Self::AmbiguousName => "ambiguous_name",
-            Self::NotReady => "instance_not_ready",
-            Self::Granted => "granted",
-            Self::Delivered => "delivered",
-            Self::DmsClosed => "dms_closed",
-            Self::DmFailed => "dm_failed",
-            Self::NotPrinted => "not_printed",
+            other => other.into(),
         }
     }
 
@@ -218,7 +173,7 @@ impl Outcome {
             Self::Granted => "granted",
             Self::UnknownName => "refused: no such instance name",
             Self::AmbiguousName => "refused: several instances carry that name",
-            Self::NotReady => "refused: the instance is not running",
+            Self::InstanceNotReady => "refused: the instance is not running",
             Self::DmsClosed => "not delivered: DMs closed, link discarded",
             Self::DmFailed => "not delivered: DM failed, link discarded",
             Self::NotPrinted => "not delivered: the terminal went away, link discarded",
@@ -228,7 +183,7 @@ impl Outcome {
             Self::BadRegion => "refused: region not served",
             Self::BadReason => "refused: reason missing or malformed",
             Self::Denied => "denied",
-            Self::LimitedMember => "limited: member over the limit",
+            Self::LimitedUser => "limited: member over the limit",
             Self::LimitedInstance => "limited: instance over the limit",
             Self::TooManyRefusals => "limited: too many refused requests",
             Self::AuditUnavailable => "refused: audit journal unwritable",
@@ -250,9 +205,9 @@ impl Outcome {
             | Self::RolesUnavailable
             | Self::UnknownName
             | Self::AmbiguousName
-            | Self::NotReady => Event::Invalid,
+            | Self::InstanceNotReady => Event::Invalid,
             Self::Denied | Self::NotHolder | Self::RoleRemoved => Event::Denied,
-            Self::LimitedMember
+            Self::LimitedUser
             | Self::LimitedInstance
             | Self::TooManyRefusals
             | Self::LinksUsed
@@ -292,7 +247,7 @@ impl Outcome {
             | Self::RolesUnavailable
             | Self::UnknownName
             | Self::AmbiguousName => Exit::BadInput,
-            Self::NotReady => Exit::Refused,
+            Self::InstanceNotReady => Exit::Refused,
             Self::NotHolder | Self::RoleRemoved | Self::LinksUsed | Self::PressInProgress => {
                 Exit::Denied
             }
@@ -301,7 +256,7 @@ impl Outcome {
             | Self::BadInstance
             | Self::BadRegion
             | Self::BadReason => Exit::BadInput,
-            Self::Denied | Self::LimitedMember | Self::LimitedInstance | Self::TooManyRefusals => {
+            Self::Denied | Self::LimitedUser | Self::LimitedInstance | Self::TooManyRefusals => {
                 Exit::Denied
             }
             Self::AuditUnavailable => Exit::Audit,
@@ -324,13 +279,14 @@ mod tests {
 
     #[test]
     fn every_code_reads_back_as_its_outcome() {
-        for o in Outcome::OURS {
+        for o in Outcome::ours() {
             assert_eq!(Outcome::from_code(o.code()), Some(o.clone()), "{o:?}");
         }
         assert_eq!(Outcome::from_code("InvalidInstanceId.NotFound"), None);
-        let codes: std::collections::HashSet<&str> =
-            Outcome::OURS.iter().map(|o| o.code()).collect();
-        assert_eq!(codes.len(), Outcome::OURS.len(), "codes are distinct");
+        let codes: std::collections::HashSet<String> =
+            Outcome::ours().map(|o| o.code().to_owned()).collect();
+        assert_eq!(codes.len(), Outcome::ours().count(), "codes are distinct");
+        assert_eq!(Outcome::ours().count(), 25);
     }
 
     fn api(code: &str) -> TencentError {
@@ -352,7 +308,7 @@ mod tests {
             (Outcome::BadRegion, "bad_region", Exit::BadInput),
             (Outcome::BadReason, "bad_reason", Exit::BadInput),
             (Outcome::Denied, "denied", Exit::Denied),
-            (Outcome::LimitedMember, "limited_user", Exit::Denied),
+            (Outcome::LimitedUser, "limited_user", Exit::Denied),
             (Outcome::LimitedInstance, "limited_instance", Exit::Denied),
             (Outcome::TooManyRefusals, "too_many_refusals", Exit::Denied),
             (Outcome::AuditUnavailable, "audit_unavailable", Exit::Audit),
@@ -374,7 +330,11 @@ mod tests {
             (Outcome::RoleRemoved, "role_removed", Exit::Denied),
             (Outcome::UnknownName, "unknown_name", Exit::BadInput),
             (Outcome::AmbiguousName, "ambiguous_name", Exit::BadInput),
-            (Outcome::NotReady, "instance_not_ready", Exit::Refused),
+            (
+                Outcome::InstanceNotReady,
+                "instance_not_ready",
+                Exit::Refused,
+            ),
             (
                 Outcome::tencent(&api("InvalidInstanceId.NotFound")),
                 "InvalidInstanceId.NotFound",

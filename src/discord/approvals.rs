@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::grant_buttons::grant_buttons;
 use super::{messages, no_mentions, reply, Bot};
 use crate::audit::Actor;
-use crate::core::{ApprovalEvent, ApprovalRequest, Choice, Grant, Outcome, Standing};
+use crate::core::{ApprovalEvent, ApprovalRequest, Choice, Grant, Outcome, Standing, VoteRefusal};
 use crate::ids::Snowflake;
 
 const APPROVE: &str = "vnc:approve:";
@@ -256,7 +256,37 @@ pub async fn run(ctx: &Context, bot: &Arc<Bot>, comp: &ComponentInteraction) {
         }
     };
     if let Err(refusal) = result {
-        tell(ctx, bot, comp, &refusal.to_string()).await;
+        tell(ctx, bot, comp, &say(&refusal)).await;
+    }
+}
+
+/// The sentence for a refused press on a request's button, as the presser reads it.
+pub fn say(r: &VoteRefusal) -> String {
+    match r {
+        VoteRefusal::Unknown => {
+            "This button is not valid: it belongs to no request this bot knows of.".into()
+        }
+        VoteRefusal::Closed(Standing::Pending) => "This request is still open.".into(),
+        VoteRefusal::Closed(Standing::Approved { .. }) => {
+            "This request was already approved.".into()
+        }
+        VoteRefusal::Closed(Standing::Denied { by }) => {
+            format!("This request was already denied by <@{by}>.")
+        }
+        VoteRefusal::Closed(Standing::Expired) | VoteRefusal::Expired => {
+            "This request has expired.".into()
+        }
+        VoteRefusal::Closed(Standing::Cancelled) => {
+            "This request was cancelled by the member who asked.".into()
+        }
+        VoteRefusal::NotApprover => {
+            "Only members with an approver role for this rule may vote on it.".into()
+        }
+        VoteRefusal::OwnRequest => "You cannot vote on your own request.".into(),
+        VoteRefusal::AlreadyVoted => "You have already voted on this request.".into(),
+        VoteRefusal::NotRequester => "Only the member who asked may cancel this request.".into(),
+        VoteRefusal::RolesUnavailable => "Discord did not tell me your current roles, so your vote was not counted. Try again in a moment.".into(),
+        VoteRefusal::Audit(_) => "The bot cannot write its audit trail right now, so nothing was changed. Try again later.".into(),
     }
 }
 
@@ -402,5 +432,7 @@ mod tests {
             assert!(is_ours(bad));
         }
         assert!(!is_ours("vnc:open:1"));
+        // A late press names who decided.
+        assert!(say(&VoteRefusal::Closed(Standing::Denied { by: 4 })).contains("<@4>"));
     }
 }

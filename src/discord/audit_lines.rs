@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::messages::{audit_line, escape};
+use super::messages::{audit_line, escape, who};
 use crate::audit::{Actor, Event, Record};
 use crate::core::Outcome;
 
@@ -61,7 +61,16 @@ impl Lines {
                 }
                 None
             }
-            Event::Issued => None,
+            // A link's `delivered` refers to its `issued` record, which refers to the press.
+            Event::Issued => {
+                if let Some(grant) = e
+                    .refers_to
+                    .and_then(|press| self.presses.get(&press).copied())
+                {
+                    self.remember(r.seq, grant);
+                }
+                None
+            }
             // The DM that carries a grant's buttons: the `granted` line said it all.
             Event::Delivered if e.request_id.is_none() => None,
             Event::Delivered | Event::DmFailed | Event::Failed => {
@@ -214,15 +223,6 @@ impl Lines {
     }
 }
 
-/// How a line names its actor: a mention (which pings nobody: the feed allows no mentions), or
-/// the local user's escaped name.
-pub fn who(actor: &Actor) -> String {
-    match actor {
-        Actor::Discord { id, .. } => format!("<@{id}>"),
-        Actor::Local { user } => escape(user, 60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +297,11 @@ mod tests {
             lines.line(&record(8, Event::Issued, "901", link.clone())),
             None
         );
-        let d = text(lines.line(&record(9, Event::Delivered, "901", link.clone())));
+        let delivered = Entry {
+            refers_to: Some(8),
+            ..link.clone()
+        };
+        let d = text(lines.line(&record(9, Event::Delivered, "901", delivered)));
         assert!(
             d.contains("delivered by DM \\(grant 5\\)") && d.contains("RequestId rid-1"),
             "{d}"

@@ -144,7 +144,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
     match press {
         None => {
             let refusal = app.core.refuse_button(&actor).await;
-            tell(ctx, app, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &super::refusals::say(&refusal)).await;
         }
         Some(Press::Done(id)) => match app.core.end_grant(id, &actor, EndWhy::Done).await {
             Ok(Some(grant)) => show_ended(ctx, app, comp, &grant, EndWhy::Done).await,
@@ -154,7 +154,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
                     show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
                 }
             }
-            Err(refusal) => tell(ctx, app, comp, &refusal.to_string()).await,
+            Err(refusal) => tell(ctx, app, comp, &super::refusals::say(&refusal)).await,
         },
         Some(Press::Open(_)) => {}
     }
@@ -195,7 +195,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             if let (Refusal::GrantEnded, Some(grant)) = (&refusal, app.core.grant_by_id(id)) {
                 show_ended(ctx, app, comp, &grant, EndWhy::Expired).await;
             }
-            tell(ctx, app, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &super::refusals::say(&refusal)).await;
             return;
         }
     };
@@ -215,7 +215,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
             if let Refusal::RoleRemoved { .. } = refusal {
                 show_ended(ctx, app, comp, &grant, EndWhy::RoleRemoved).await;
             }
-            tell(ctx, app, comp, &refusal.to_string()).await;
+            tell(ctx, app, comp, &super::refusals::say(&refusal)).await;
         }
     }
 }

@@ -134,11 +134,7 @@ pub fn audit_line(
         crate::audit::Actor::Discord { .. } => "/vnc",
         crate::audit::Actor::Local { .. } => "vncbot url",
     };
-    let mut s = format!(
-        "{by} by {}: {}",
-        super::audit_lines::who(actor),
-        escape(instance, 40)
-    );
+    let mut s = format!("{by} by {}: {}", who(actor), escape(instance, 40));
     if let Some(r) = region {
         s.push_str(&format!(" ({})", escape(r, 40)));
     }
@@ -150,6 +146,15 @@ pub fn audit_line(
         s.push_str(&format!(". Reason: {}", escape(r, 200)));
     }
     s
+}
+
+/// How a line names its actor: a mention (which pings nobody: the bot allows no mentions), or
+/// the local user's escaped name.
+pub fn who(actor: &crate::audit::Actor) -> String {
+    match actor {
+        crate::audit::Actor::Discord { id, .. } => format!("<@{id}>"),
+        crate::audit::Actor::Local { user } => escape(user, 60),
+    }
 }
 
 /// The journal's head, witnessed in the audit channel (see `vncbot audit verify --head`).

@@ -11,6 +11,7 @@ pub mod audit_lines;
 pub mod autocomplete;
 pub mod grant_buttons;
 pub mod messages;
+pub mod refusals;
 mod render;
 pub mod vnc;
 

@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     match app.core.open(request(cmd)).await {
         Ok(Opened::Granted(grant)) => deliver(ctx, app, cmd, grant).await,
         Ok(Opened::Requested(r)) => super::approvals::requested(ctx, app, cmd, r).await,
-        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
     }
 }
 
@@ -164,7 +164,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
             reply(ctx, app, cmd, text).await;
         }
         // Fail closed: the core has ended a grant whose DM it could not record.
-        Err(refusal) => reply(ctx, app, cmd, &refusal.to_string()).await,
+        Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
     }
 }
 

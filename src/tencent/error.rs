@@ -214,7 +214,7 @@ impl TencentError {
                     instance.product().title()
                 ),
                 ApiErrorKind::NotFound => format!(
-                    "There is no instance {instance} in {region}. If it runs in another region, try again with the region option."
+                    "There is no instance {instance} in {region}. If it runs in another region, ask again naming that region."
                 ),
                 ApiErrorKind::InstanceState => format!(
                     "{instance} is in a state that does not allow a console (stopped, starting or being created). Start it or wait until it is running, then try again."

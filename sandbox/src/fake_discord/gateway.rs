@@ -200,7 +200,9 @@ pub(super) async fn session(
         return;
     };
     let mut seq = 0u64;
-    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}});
+    // Discord asks for a heartbeat every 41.25 s; the stand-in asks every 5 s, so a lost gateway
+    // shows within seconds in tests and the demo.
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 5000}});
     if ws.send(Message::text(hello.to_string())).await.is_err() {
         return;
     }
@@ -233,6 +235,10 @@ pub(super) async fn session(
             }
             ev = events.recv() => {
                 let Ok(mut ev) = ev else { continue };
+                if ev["fake"] == "close" {
+                    let _ = ws.close(None).await;
+                    return;
+                }
                 seq += 1;
                 ev["s"] = json!(seq);
                 if ws.send(Message::text(ev.to_string())).await.is_err() {

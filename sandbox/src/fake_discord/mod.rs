@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,8 @@ pub struct FakeDiscord {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Value>,
     ids: Arc<AtomicU64>,
+    /// The gateway is down: sessions closed, new connections dropped.
+    down: Arc<AtomicBool>,
 }
 
 impl FakeDiscord {
@@ -83,8 +85,15 @@ impl FakeDiscord {
         let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = ws.local_addr().unwrap();
         let ev = events.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::clone(&down);
         tokio::spawn(async move {
             while let Ok((stream, _)) = ws.accept().await {
+                // A gateway that is down: the connection is dropped at once.
+                if refuse.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
                 let rx = ev.subscribe();
                 tokio::spawn(gateway::session(stream, gateway, rx));
             }
@@ -103,7 +112,20 @@ impl FakeDiscord {
             state,
             events,
             ids,
+            down,
         }
+    }
+
+    /// The gateway goes away: every session's socket is closed, and new connections are dropped
+    /// until [`FakeDiscord::restore_gateway`].
+    pub fn drop_gateway(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        let _ = self.events.send(serde_json::json!({ "fake": "close" }));
+    }
+
+    /// The gateway takes connections again.
+    pub fn restore_gateway(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     pub fn config_lines(&self) -> String {

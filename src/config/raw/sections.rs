@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::Collector;
 use crate::config::{
     AdminConfig, AuditConfig, CatalogConfig, GrantsConfig, LimitsConfig, LogConfig, LogFormat,
-    DEFAULT_ANCHOR_MINUTES, DEFAULT_AUDIT_PATH, DEFAULT_CATALOG_REFRESH_SECS,
+    OnAnchorMismatch, DEFAULT_ANCHOR_MINUTES, DEFAULT_AUDIT_PATH, DEFAULT_CATALOG_REFRESH_SECS,
     DEFAULT_PER_INSTANCE_PER_MINUTE, DEFAULT_PER_USER_PER_MINUTE,
     DEFAULT_REFUSALS_PER_USER_PER_MINUTE, MAX_ANCHOR_MINUTES, MAX_API_PER_SECOND,
     MAX_CATALOG_REFRESH_SECS, MAX_GRANT_MINUTES, MAX_LINKS_PER_GRANT, MAX_PER_INSTANCE_PER_MINUTE,
@@ -150,6 +150,7 @@ pub(super) struct RawAudit {
     path: PathBuf,
     require_reason: bool,
     anchor_minutes: u32,
+    on_anchor_mismatch: OnAnchorMismatch,
 }
 
 impl Default for RawAudit {
@@ -158,6 +159,7 @@ impl Default for RawAudit {
             path: PathBuf::from(DEFAULT_AUDIT_PATH),
             require_reason: false,
             anchor_minutes: DEFAULT_ANCHOR_MINUTES,
+            on_anchor_mismatch: OnAnchorMismatch::default(),
         }
     }
 }
@@ -191,6 +193,7 @@ impl RawAudit {
             path: self.path,
             require_reason: self.require_reason,
             anchor_minutes,
+            on_anchor_mismatch: self.on_anchor_mismatch,
         }
     }
 }

@@ -312,7 +312,7 @@ impl<C: Console> Core<C> {
                     .close_request(id, &super::grants::bot(), Closing::Expired)
                     .await
                 {
-                    tracing::debug!(request = id, refusal = %e, "a request's expiry found it closed");
+                    tracing::debug!(request = id, refusal = ?e, "a request's expiry found it closed");
                 }
             }
             ApprovalDue::Remind(id) => {

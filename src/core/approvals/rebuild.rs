@@ -141,7 +141,7 @@ impl<C: Console> Core<C> {
             if r.expires <= now {
                 lapsed += 1;
                 if let Err(e) = self.close_request(r.id, &bot(), Closing::Expired).await {
-                    tracing::error!(request = r.id, refusal = %e, "could not expire a request that lapsed while the bot was down");
+                    tracing::error!(request = r.id, refusal = ?e, "could not expire a request that lapsed while the bot was down");
                 }
             } else {
                 live += 1;
