@@ -169,6 +169,7 @@ async fn bench_memory_and_search() {
             instances: vec!["*".into()],
             regions: None,
             tags: vec![],
+            gate: Default::default(),
         },
         Rule {
             roles: vec![Snowflake::new(2).unwrap()],
@@ -178,12 +179,14 @@ async fn bench_memory_and_search() {
                 ("env".into(), "staging".into()),
                 ("team".into(), "payments".into()),
             ],
+            gate: Default::default(),
         },
         Rule {
             roles: vec![Snowflake::new(3).unwrap()],
             instances: vec!["ins-b00*".into()],
             regions: Some(vec![gz.clone()]),
             tags: vec![],
+            gate: Default::default(),
         },
     ];
     let members: [&[Snowflake]; 3] = [

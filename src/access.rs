@@ -4,7 +4,75 @@
 //! rule with `tags`, the instance carries every listed tag as the catalog last saw it. Roles are
 //! Discord role IDs, never names: anyone who can create a role can copy a name.
 
+use std::time::Duration;
+
 use crate::ids::{InstanceId, Product, Region, Snowflake};
+
+/// Approvals a rule needs by default: one person other than the requester.
+pub const DEFAULT_APPROVALS_REQUIRED: u32 = 1;
+/// More would rarely be reachable at 3 a.m.
+pub const MAX_APPROVALS_REQUIRED: u32 = 5;
+pub const DEFAULT_REQUEST_TTL_MINUTES: u32 = 30;
+/// A day: a request nobody decided by then is stale.
+pub const MAX_REQUEST_TTL_MINUTES: u32 = 1440;
+/// The longest `warning` line shown with a request.
+pub const MAX_WARNING_CHARS: usize = 200;
+
+/// Whether a rule's grants wait for approvers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalMode {
+    /// Self-service: the grant starts at `/vnc` (today's behaviour).
+    #[default]
+    None,
+    /// `/vnc` posts a request; the grant starts when enough approvers approve it.
+    Required,
+}
+
+/// What a rule asks of a request besides the roles: approvals, break-glass, a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    pub approval: ApprovalMode,
+    /// Roles whose members may vote on this rule's requests.
+    pub approver_roles: Vec<Snowflake>,
+    /// Distinct approvers needed (the requester never counts).
+    pub approvals_required: u32,
+    /// How long a request waits for its decision.
+    pub request_ttl: Duration,
+    /// Roles whose members may skip approval in an emergency (loudly).
+    pub break_glass_roles: Vec<Snowflake>,
+    /// A line shown to the requester and the approvers, e.g. "production database".
+    pub warning: Option<String>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            approval: ApprovalMode::None,
+            approver_roles: Vec::new(),
+            approvals_required: DEFAULT_APPROVALS_REQUIRED,
+            request_ttl: Duration::from_secs(u64::from(DEFAULT_REQUEST_TTL_MINUTES) * 60),
+            break_glass_roles: Vec::new(),
+            warning: None,
+        }
+    }
+}
+
+impl Gate {
+    pub fn needs_approval(&self) -> bool {
+        self.approval == ApprovalMode::Required
+    }
+
+    /// Whether these roles include one of the approver roles.
+    pub fn may_vote(&self, roles: &[Snowflake]) -> bool {
+        self.approver_roles.iter().any(|r| roles.contains(r))
+    }
+
+    /// Whether these roles include one of the break-glass roles.
+    pub fn may_break_glass(&self, roles: &[Snowflake]) -> bool {
+        self.break_glass_roles.iter().any(|r| roles.contains(r))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -15,6 +83,8 @@ pub struct Rule {
     pub regions: Option<Vec<Region>>,
     /// `(key, value)` tags the instance must all carry (from the catalog); empty: no condition.
     pub tags: Vec<(String, String)>,
+    /// Approvals, break-glass and the warning; `Gate::default()` is self-service.
+    pub gate: Gate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +403,7 @@ mod tests {
             instances: vec!["lhins-web*".into()],
             regions: None,
             tags: vec![],
+            gate: Default::default(),
         }];
         let gz = region("ap-guangzhou");
         assert_eq!(
@@ -353,12 +424,14 @@ mod tests {
                 instances: vec!["ins-web*".into()],
                 regions: Some(vec![region("ap-guangzhou")]),
                 tags: vec![],
+                gate: Default::default(),
             },
             Rule {
                 roles: vec![sf(2)],
                 instances: vec!["*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             },
         ];
         let web = id("ins-web00001");
@@ -411,12 +484,14 @@ mod tests {
                 instances: vec!["*".into()],
                 regions: None,
                 tags: tags(&[("env", "staging"), ("team", "web")]),
+                gate: Default::default(),
             },
             Rule {
                 roles: vec![sf(2)],
                 instances: vec!["ins-db*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             },
         ];
         let web = id("ins-web00001");
@@ -504,18 +579,21 @@ mod tests {
                 instances: vec!["ins-web*".into()],
                 regions: None,
                 tags: tags(&[("env", "staging")]),
+                gate: Default::default(),
             },
             Rule {
                 roles: vec![sf(2)],
                 instances: vec!["*".into()],
                 regions: None,
                 tags: tags(&[("env", "prod")]),
+                gate: Default::default(),
             },
             Rule {
                 roles: vec![sf(4)],
                 instances: vec!["*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             },
         ];
         let gz = region("ap-guangzhou");

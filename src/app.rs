@@ -330,6 +330,18 @@ pub async fn run_with(
             tracing::error!(error = %e, "could not rebuild grants from the journal; their buttons will be refused")
         }
     }
+    match core.resume_approvals(&config.audit.path).await {
+        Ok((pending, lapsed)) => {
+            tracing::info!(
+                pending,
+                lapsed,
+                "requests for approval rebuilt from the journal"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
+        }
+    }
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;
     // a no-op while no audit channel is configured (a reload may add one).

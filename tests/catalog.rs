@@ -512,6 +512,7 @@ async fn refresher_runs_on_its_interval_and_tag_rules_use_what_it_saw() {
         instances: vec!["*".into()],
         regions: None,
         tags: vec![("env".into(), "staging".into())],
+        gate: Default::default(),
     }];
     let roles = [Snowflake::new(1).unwrap()];
     let decide = |i: &str| {

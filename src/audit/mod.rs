@@ -65,6 +65,19 @@ pub enum Event {
     Resumed,
     /// A reload (SIGHUP) put a new config in force: its `config_digest` and the keys `changed`.
     ConfigReloaded,
+    /// A request for access waits for approvers (`until`: when it expires; `count`: the
+    /// approvals it needs).
+    ApprovalRequested,
+    /// An approver voted on a request (`code`: approve or deny).
+    ApprovalVote,
+    /// A request got its approvals (`code`: the approvers' IDs); its `granted` follows.
+    Approved,
+    /// An approver denied a request.
+    RequestDenied,
+    /// A request expired undecided.
+    Expired,
+    /// The requester cancelled their request.
+    Cancelled,
 }
 
 /// Who asked.

@@ -138,6 +138,41 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
             ids(&rule.roles),
             rule.instances.join(", ")
         );
+        let g = &rule.gate;
+        if g.needs_approval() {
+            let _ = writeln!(
+                out,
+                "      needs {} approval(s) from roles {} within {} min",
+                g.approvals_required,
+                ids(&g.approver_roles),
+                g.request_ttl.as_secs() / 60
+            );
+        }
+        if !g.break_glass_roles.is_empty() {
+            let _ = writeln!(
+                out,
+                "      break-glass: roles {}",
+                ids(&g.break_glass_roles)
+            );
+        }
+        if let Some(w) = &g.warning {
+            let _ = writeln!(out, "      warning: {w}");
+        }
+    }
+    if let Some(a) = &c.approvals {
+        let _ = writeln!(
+            out,
+            "approvals: posted in channel {} (the bot needs View Channel and Send Messages there; start-up checks it); break-glass {} min, {} per member a day, acknowledged within {} h; /vncadmin for roles {}",
+            a.channel_id,
+            a.break_glass_minutes,
+            a.break_glass_per_day,
+            a.ack_hours,
+            if a.admin_roles.is_empty() {
+                "none".into()
+            } else {
+                ids(&a.admin_roles)
+            }
+        );
     }
     let _ = writeln!(
         out,
@@ -383,6 +418,43 @@ path = "/nonexistent-vncbot-check-config/audit.jsonl"
             out.contains("    cvm        -> https://cvm.tencentcloudapi.com/"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn shows_approval_rules_and_the_approvals_channel() {
+        let c = Config::parse(
+            r#"
+[discord]
+guild_ids = [800000000000000001]
+[tencent]
+regions = ["ap-guangzhou"]
+[[allow]]
+roles = [555000000000000001]
+instances = ["*"]
+regions = ["*"]
+approval = "required"
+approver_roles = [555000000000000009]
+approvals_required = 2
+break_glass_roles = [555000000000000008]
+warning = "production database"
+[approvals]
+channel_id = 810000000000000003
+admin_roles = [555000000000000007]
+[audit]
+path = "/nonexistent-vncbot-check-config/audit.jsonl"
+"#,
+        )
+        .unwrap();
+        let (out, _) = report(Path::new("vncbot.toml"), &c, false);
+        for want in [
+            "needs 2 approval(s) from roles 555000000000000009 within 30 min",
+            "break-glass: roles 555000000000000008",
+            "warning: production database",
+            "approvals: posted in channel 810000000000000003",
+            "/vncadmin for roles 555000000000000007",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
     }
 
     #[test]

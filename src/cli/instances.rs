@@ -236,12 +236,14 @@ mod tests {
                 instances: vec!["ins-web*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             },
             Rule {
                 roles: vec![Snowflake::new(13).unwrap()],
                 instances: vec!["*".into()],
                 regions: None,
                 tags: vec![("env".into(), "staging".into())],
+                gate: Default::default(),
             },
         ];
         let web = inst("ins-web00001", "web-01", vec![]);
@@ -283,6 +285,7 @@ mod tests {
             instances: vec!["lhins-*".into()],
             regions: None,
             tags: vec![],
+            gate: Default::default(),
         }];
         let (cvm, lh) = (inst("ins-web00001"), inst("lhins-web00001"));
         let out = table(&[&cvm, &lh], &rules);

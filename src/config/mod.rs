@@ -25,6 +25,10 @@ pub use secrets::{
 pub use source::Source;
 // The sections whose types the modules they configure define; named here too, so callers see
 // one config.
+pub use crate::access::{
+    ApprovalMode, Gate, DEFAULT_APPROVALS_REQUIRED, DEFAULT_REQUEST_TTL_MINUTES,
+    MAX_APPROVALS_REQUIRED, MAX_REQUEST_TTL_MINUTES,
+};
 pub use crate::limits::LimitsConfig;
 pub use crate::tencent::{Language, NotServed, TencentConfig, TencentCredentials};
 
@@ -43,6 +47,32 @@ pub struct Config {
     pub audit: AuditConfig,
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
+    /// `[approvals]`: needed by rules with approvers or break-glass roles.
+    pub approvals: Option<ApprovalsConfig>,
+}
+
+/// `[approvals]`: where requests are posted, break-glass bounds, `/vncadmin`'s roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalsConfig {
+    pub channel_id: Snowflake,
+    /// 1 to [`MAX_BREAK_GLASS_MINUTES`].
+    pub break_glass_minutes: u32,
+    /// Per member, in any 24 hours.
+    pub break_glass_per_day: u32,
+    /// Hours a break-glass use waits for an acknowledgement before `ack_overdue`.
+    pub ack_hours: u32,
+    /// Roles whose members may use `/vncadmin`.
+    pub admin_roles: Vec<Snowflake>,
+}
+
+impl ApprovalsConfig {
+    pub fn break_glass_for(&self) -> Duration {
+        Duration::from_secs(u64::from(self.break_glass_minutes) * 60)
+    }
+
+    pub fn ack_within(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ack_hours) * 3600)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +197,14 @@ pub const DEFAULT_LINKS_PER_GRANT: u32 = 10;
 pub const MAX_LINKS_PER_GRANT: u32 = 30;
 pub const DEFAULT_REFUSALS_PER_USER_PER_MINUTE: u32 = 10;
 pub const MAX_REFUSALS_PER_USER_PER_MINUTE: u32 = 600;
+pub const DEFAULT_BREAK_GLASS_MINUTES: u32 = 30;
+/// Break-glass is for an emergency's first hour; longer needs an approval.
+pub const MAX_BREAK_GLASS_MINUTES: u32 = 60;
+pub const DEFAULT_BREAK_GLASS_PER_DAY: u32 = 2;
+pub const MAX_BREAK_GLASS_PER_DAY: u32 = 10;
+pub const DEFAULT_ACK_HOURS: u32 = 24;
+/// A week: an unacknowledged emergency older than that is not being looked at.
+pub const MAX_ACK_HOURS: u32 = 168;
 pub const DEFAULT_AUDIT_PATH: &str = "vncbot-audit.jsonl";
 pub const DEFAULT_ANCHOR_MINUTES: u32 = 60;
 /// One day: an anchor older than that leaves too long a stretch of the journal unwitnessed.

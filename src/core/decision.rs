@@ -302,12 +302,14 @@ mod tests {
                     instances: vec!["*".into()],
                     regions: None,
                     tags: vec![],
+                    gate: Default::default(),
                 },
                 Rule {
                     roles: vec![sf(WEB)],
                     instances: vec!["ins-web*".into()],
                     regions: Some(vec![Region::parse("ap-guangzhou").unwrap()]),
                     tags: vec![],
+                    gate: Default::default(),
                 },
             ],
             regions: vec![
@@ -319,6 +321,7 @@ mod tests {
             grant_for: std::time::Duration::from_secs(600),
             links_per_grant: 3,
             tencent: None,
+            approvals: None,
         }
     }
 

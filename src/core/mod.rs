@@ -5,6 +5,7 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod approvals;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
@@ -24,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::tencent::{self, Catalog, View};
 use crate::tencent::{Console, TencentClient};
 
+pub use approvals::{ApprovalEvent, ApprovalRequest, Choice, Opened, Standing, VoteRefusal, Voted};
 pub use decision::{decide, Decision, Rejection};
 pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
 pub use outcome::{Exit, FailureKind, Outcome};
@@ -57,6 +59,7 @@ pub struct Core<C = TencentClient> {
     /// Actor key → suppressed refusals since the last flush.
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
+    approvals: approvals::Approvals,
     timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
     clock: Clock,
@@ -103,6 +106,7 @@ impl<C: Console> Core<C> {
             console,
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
+            approvals: approvals::Approvals::default(),
             timers: grants::timers::Timers::default(),
             catalog: None,
             clock: Clock::system(),
@@ -701,6 +705,7 @@ mod tests {
                 instances: vec!["*".into()],
                 regions: None,
                 tags: vec![],
+                gate: Default::default(),
             }],
             regions: vec![Region::parse("ap-guangzhou").unwrap()],
             require_reason: false,
@@ -708,6 +713,7 @@ mod tests {
             grant_for: std::time::Duration::from_secs(600),
             links_per_grant: 3,
             tencent: None,
+            approvals: None,
         }
     }
 

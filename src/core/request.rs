@@ -46,6 +46,8 @@ pub struct Policy {
     pub links_per_grant: u32,
     /// Which products, in which regions, this bot serves (checked before any call).
     pub tencent: Option<crate::config::TencentConfig>,
+    /// `[approvals]`, when configured (rules that need approvers need it).
+    pub approvals: Option<crate::config::ApprovalsConfig>,
 }
 
 impl Policy {
@@ -58,6 +60,7 @@ impl Policy {
             grant_for: c.grants.duration(),
             links_per_grant: c.grants.links_per_grant,
             tencent: Some(c.tencent.clone()),
+            approvals: c.approvals.clone(),
         }
     }
 }

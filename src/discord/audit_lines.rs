@@ -142,6 +142,54 @@ impl Lines {
                     escape(e.region.as_deref().unwrap_or("?"), 40)
                 )))
             }
+            Event::ApprovalRequested => Some(Line::Access(audit_line(
+                &actor,
+                e.instance.as_deref().unwrap_or("?"),
+                e.region.as_deref(),
+                e.reason.as_deref(),
+                &format!(
+                    "asked for approval (request {}, {} approval(s) needed)",
+                    r.seq,
+                    e.count.unwrap_or(1)
+                ),
+                None,
+            ))),
+            Event::ApprovalVote => {
+                let choice = match e.code.as_deref() {
+                    Some("approve") => "approved",
+                    Some("deny") => "denied",
+                    _ => return None,
+                };
+                Some(Line::Access(say(&format!(
+                    "{choice} request {}",
+                    e.refers_to.unwrap_or_default()
+                ))))
+            }
+            Event::Approved => Some(Line::Access(format!(
+                "request {} approved by {}: {} ({})",
+                e.refers_to.unwrap_or_default(),
+                e.code
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|id| id.parse::<u64>().ok())
+                    .map(|id| format!("<@{id}>"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                escape(e.instance.as_deref().unwrap_or("?"), 40),
+                escape(e.region.as_deref().unwrap_or("?"), 40)
+            ))),
+            Event::RequestDenied | Event::Expired | Event::Cancelled => {
+                let what = match r.event {
+                    Event::RequestDenied => "denied",
+                    Event::Expired => "expired undecided",
+                    _ => "cancelled by the member",
+                };
+                Some(Line::Access(say(&format!(
+                    "request {} {what}",
+                    e.refers_to.unwrap_or_default()
+                ))))
+            }
             Event::Sealed => Some(Line::Access(format!(
                 "audit journal: a torn last line (a crash mid-write) was sealed at seq {}",
                 r.seq

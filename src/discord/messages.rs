@@ -33,6 +33,9 @@ pub fn instance_label(g: &Grant, name: Option<&str>) -> String {
 }
 
 /// The grant's DM, waiting for a press.
+/// The answer to `/vnc` when its request could not be posted for the approvers.
+pub const REQUEST_NOT_POSTED: &str = "This instance needs an approver's OK, but the bot could not post your request in the approvals channel, so it was cancelled. The admins have been alerted; try again later.";
+
 pub fn grant_dm(g: &Grant, name: Option<&str>) -> String {
     let u = unix(g.until);
     format!(

@@ -5,6 +5,7 @@
 //! Adding a command: a file with `register()` and `run()`, one line in [`commands`], one arm in
 //! [`Handler::interaction_create`].
 
+pub mod approvals;
 pub mod audit_feed;
 pub mod audit_lines;
 pub mod autocomplete;
@@ -81,6 +82,7 @@ impl Bot {
         // Subscribed now, before grants are resumed: no event is missed while the gateway
         // comes up (they wait in the channel until the REST client exists).
         render::spawn(&bot);
+        approvals::spawn(&bot);
         bot
     }
 
@@ -373,7 +375,11 @@ impl EventHandler for Handler {
                         .await;
                     return;
                 }
-                grant_buttons::run(&ctx, &self.app, &comp).await;
+                if approvals::is_ours(&comp.data.custom_id) {
+                    approvals::run(&ctx, &self.app, &comp).await;
+                } else {
+                    grant_buttons::run(&ctx, &self.app, &comp).await;
+                }
                 drop(work);
                 return;
             }

@@ -12,7 +12,7 @@ use super::messages;
 use super::Bot as App;
 use super::{grant_buttons, no_mentions, reply};
 use crate::audit::Actor;
-use crate::core::{Authority, Grant, Outcome, Request, MAX_REASON_CHARS};
+use crate::core::{Authority, Grant, Opened, Outcome, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
 
 pub const NAME: &str = "vnc";
@@ -97,8 +97,9 @@ fn request(cmd: &CommandInteraction) -> Request {
 /// Runs `/vnc` on an interaction that has already been deferred: a grant, whose DM carries the
 /// Open console and Done buttons. No link and no Tencent call yet.
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
-    match app.core.grant(request(cmd)).await {
-        Ok(grant) => deliver(ctx, app, cmd, grant).await,
+    match app.core.open(request(cmd)).await {
+        Ok(Opened::Granted(grant)) => deliver(ctx, app, cmd, grant).await,
+        Ok(Opened::Requested(r)) => super::approvals::requested(ctx, app, cmd, r).await,
         Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
     }
 }

@@ -108,6 +108,50 @@ impl FakeDiscord {
         token
     }
 
+    /// Sends a button press in a guild channel (type 3 with `guild_id` and a `member` holding
+    /// `roles`) on the message `message` in `channel`; returns the interaction's token.
+    pub fn press_in_guild(
+        &self,
+        user: u64,
+        roles: Vec<u64>,
+        channel: u64,
+        message: u64,
+        custom_id: &str,
+    ) -> String {
+        let id = self.ids.fetch_add(1, Ordering::SeqCst);
+        let token = format!("itoken{id}");
+        let user_json = json!({"id": user.to_string(), "username": format!("user{user}"),
+            "discriminator": "0", "global_name": null, "avatar": null});
+        let d = json!({
+            "id": id.to_string(),
+            "application_id": APP_ID.to_string(),
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "guild_id": crate::GUILD.to_string(),
+            "channel_id": channel.to_string(),
+            "member": {
+                "user": user_json,
+                "roles": roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "deaf": false, "mute": false, "flags": 0,
+                "joined_at": "2024-01-01T00:00:00.000000+00:00",
+                "permissions": "0",
+            },
+            "message": message_json(message, channel, &json!({"content": "request"})),
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 8388608,
+            "app_permissions": "0",
+            "context": 0,
+        });
+        self.events
+            .send(json!({"op": 0, "t": "INTERACTION_CREATE", "d": d}))
+            .expect("the bot is connected to the gateway");
+        token
+    }
+
     /// Sends an autocomplete interaction (type 4) for `/vnc`'s `instance` option as a member of
     /// the served guild types `typed`; returns its token. The answer is a type 8 callback.
     pub fn autocomplete(&self, user: u64, roles: Vec<u64>, typed: &str) -> String {

@@ -1,9 +1,14 @@
 //! `[[allow]]`: who may open which instances, in which regions, with which tags.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::Collector;
-use crate::access::{check_instance_pattern, parse_tag, Rule, MAX_RULE_TAGS};
+use crate::access::{
+    check_instance_pattern, parse_tag, ApprovalMode, Gate, Rule, MAX_APPROVALS_REQUIRED,
+    MAX_REQUEST_TTL_MINUTES, MAX_RULE_TAGS, MAX_WARNING_CHARS,
+};
 use crate::ids::{Product, Region, Snowflake};
 
 #[derive(Deserialize)]
@@ -14,6 +19,14 @@ pub(super) struct RawRule {
     regions: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    approval: ApprovalMode,
+    approver_roles: Option<Vec<Snowflake>>,
+    approvals_required: Option<u32>,
+    request_ttl_minutes: Option<u32>,
+    #[serde(default)]
+    break_glass_roles: Vec<Snowflake>,
+    warning: Option<String>,
 }
 
 /// What a rule is checked against: the regions and products `[tencent]` serves, and whether
@@ -22,6 +35,8 @@ pub(super) struct Context<'a> {
     pub regions: &'a [Region],
     pub products: &'a [Product],
     pub catalog_enabled: bool,
+    /// Whether `[approvals]` (with its channel) is configured.
+    pub approvals_channel: bool,
 }
 
 /// The rules, each checked on its own; none at all is a problem too.
@@ -46,6 +61,7 @@ impl RawRule {
             regions,
             products,
             catalog_enabled,
+            approvals_channel,
         } = *cx;
         let key = |field: &str| format!("allow[{i}].{field}");
         if self.roles.is_empty() {
@@ -126,7 +142,21 @@ impl RawRule {
                 "needs the catalog, but catalog.enabled = false: a tag rule would never match; enable the catalog or remove the tags",
             );
         }
+        let gate = gate(
+            p,
+            i,
+            approvals_channel,
+            GateKeys {
+                approval: self.approval,
+                approver_roles: self.approver_roles,
+                approvals_required: self.approvals_required,
+                request_ttl_minutes: self.request_ttl_minutes,
+                break_glass_roles: self.break_glass_roles,
+                warning: self.warning,
+            },
+        );
         Rule {
+            gate,
             roles: self.roles,
             instances: self.instances,
             // `None` means every configured region.
@@ -137,5 +167,97 @@ impl RawRule {
             },
             tags: rule_tags,
         }
+    }
+}
+
+/// A rule's approval keys as written.
+struct GateKeys {
+    approval: ApprovalMode,
+    approver_roles: Option<Vec<Snowflake>>,
+    approvals_required: Option<u32>,
+    request_ttl_minutes: Option<u32>,
+    break_glass_roles: Vec<Snowflake>,
+    warning: Option<String>,
+}
+
+/// `allow[i]`'s approval keys: approver keys only with `approval = "required"`, approvers
+/// and break-glass only with an `[approvals]` channel to post in.
+fn gate(p: &mut Collector, i: usize, approvals_channel: bool, k: GateKeys) -> Gate {
+    let key = |field: &str| format!("allow[{i}].{field}");
+    let d = Gate::default();
+    let required = k.approval == ApprovalMode::Required;
+    if !required {
+        for (field, set) in [
+            ("approver_roles", k.approver_roles.is_some()),
+            ("approvals_required", k.approvals_required.is_some()),
+            ("request_ttl_minutes", k.request_ttl_minutes.is_some()),
+        ] {
+            if set {
+                p.push(
+                    key(field),
+                    "only applies with approval = \"required\": set that, or remove this key",
+                );
+            }
+        }
+    }
+    let approver_roles = k.approver_roles.unwrap_or_default();
+    if required && approver_roles.is_empty() {
+        p.push(
+            key("approver_roles"),
+            "is empty but approval = \"required\": list the Discord role IDs whose members may approve",
+        );
+    }
+    p.duplicates(&key("approver_roles"), &approver_roles);
+    p.duplicates(&key("break_glass_roles"), &k.break_glass_roles);
+    let approvals_required = match k.approvals_required {
+        Some(n) => p
+            .in_range(
+                &key("approvals_required"),
+                n,
+                MAX_APPROVALS_REQUIRED,
+                "distinct approvers a request needs; the requester never counts",
+            )
+            .get(),
+        None => d.approvals_required,
+    };
+    let request_ttl = match k.request_ttl_minutes {
+        Some(m) => Duration::from_secs(
+            u64::from(
+                p.in_range(
+                    &key("request_ttl_minutes"),
+                    m,
+                    MAX_REQUEST_TTL_MINUTES,
+                    "minutes a request waits for its decision before it expires",
+                )
+                .get(),
+            ) * 60,
+        ),
+        None => d.request_ttl,
+    };
+    if (required || !k.break_glass_roles.is_empty()) && !approvals_channel {
+        p.push(
+            key(if required { "approval" } else { "break_glass_roles" }),
+            "needs an [approvals] section with channel_id: requests and break-glass uses are posted there",
+        );
+    }
+    if let Some(w) = &k.warning {
+        if w.trim().is_empty()
+            || w.chars().count() > MAX_WARNING_CHARS
+            || w.chars()
+                .any(|c| c.is_control() || crate::text::is_invisible(c))
+        {
+            p.push(
+                key("warning"),
+                format!("must be one line of 1 to {MAX_WARNING_CHARS} visible characters, e.g. \"production database\""),
+            );
+        }
+    }
+    Gate {
+        approval: k.approval,
+        approver_roles,
+        approvals_required,
+        request_ttl,
+        break_glass_roles: k.break_glass_roles,
+        warning: k.warning.map(|w| w.trim().to_owned()),
     }
 }

@@ -5,6 +5,7 @@
 //! stopping at the first. A section's defaults are its raw struct's `Default`.
 
 mod allow;
+mod approvals;
 mod discord;
 mod sections;
 mod ship;
@@ -17,6 +18,7 @@ use std::num::NonZeroU32;
 use serde::Deserialize;
 
 use self::allow::RawRule;
+use self::approvals::RawApprovals;
 use self::discord::RawDiscord;
 use self::sections::{RawAdmin, RawAudit, RawCatalog, RawGrants, RawLimits, RawLog};
 use self::tencent::RawTencent;
@@ -40,6 +42,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     log: RawLog,
+    approvals: Option<RawApprovals>,
 }
 
 /// Parses and validates config text.
@@ -139,6 +142,7 @@ impl RawConfig {
         let discord = self.discord.validate(&mut p);
         let tencent = self.tencent.validate(&mut p);
         let catalog_enabled = self.catalog.enabled;
+        let approvals = self.approvals.and_then(|a| a.validate(&mut p));
         let allow = allow::validate(
             &mut p,
             self.allow,
@@ -146,6 +150,7 @@ impl RawConfig {
                 regions: &tencent.regions,
                 products: &tencent.products,
                 catalog_enabled,
+                approvals_channel: approvals.is_some(),
             },
         );
         let grants = self.grants.validate(&mut p);
@@ -168,6 +173,7 @@ impl RawConfig {
             audit,
             admin,
             log,
+            approvals,
         })
     }
 }
@@ -468,6 +474,18 @@ listen = "localhost"
             "# products = [\"cvm\", \"lighthouse\"]",
             "# lighthouse_regions = [",
             "\"lhins-*\"",
+            "# approval = \"required\"",
+            "# approver_roles =",
+            "# approvals_required =",
+            "# request_ttl_minutes =",
+            "# break_glass_roles =",
+            "# warning =",
+            "# [approvals]",
+            "# channel_id =",
+            "# break_glass_minutes =",
+            "# break_glass_per_day =",
+            "# ack_hours =",
+            "# admin_roles =",
         ] {
             assert!(text.contains(key), "the example lacks {key}");
         }
@@ -635,5 +653,99 @@ listen = "localhost"
         let off = format!("{text}\n[catalog]\nenabled = false\n");
         let msgs = problems_for(&off, "allow[0].tags");
         assert!(msgs[0].contains("catalog.enabled = false"), "{msgs:?}");
+    }
+
+    /// A rule that needs approval, with `[approvals]`; `extra` is added to the rule.
+    fn approval_rule(extra: &str, approvals: &str) -> String {
+        format!(
+            "{GOOD}approval = \"required\"\napprover_roles = [555000000000000009]\n{extra}\n[approvals]\n{approvals}\n"
+        )
+    }
+
+    #[test]
+    fn approval_keys_get_defaults_written_once() {
+        let c = Config::parse(&approval_rule("", "channel_id = 810000000000000003")).unwrap();
+        let g = &c.allow[0].gate;
+        assert!(g.needs_approval());
+        assert_eq!(
+            g.approvals_required,
+            crate::access::DEFAULT_APPROVALS_REQUIRED
+        );
+        assert_eq!(
+            g.request_ttl,
+            Duration::from_secs(u64::from(crate::access::DEFAULT_REQUEST_TTL_MINUTES) * 60)
+        );
+        let a = c.approvals.unwrap();
+        assert_eq!(a.channel_id.get(), 810000000000000003);
+        assert_eq!(
+            (a.break_glass_minutes, a.break_glass_per_day, a.ack_hours),
+            (30, 2, 24)
+        );
+        assert!(a.admin_roles.is_empty());
+        // Without the keys, a rule is self-service as before.
+        let plain = Config::parse(GOOD).unwrap();
+        assert!(!plain.allow[0].gate.needs_approval());
+        assert!(plain.approvals.is_none());
+    }
+
+    #[test]
+    fn every_approval_key_is_read() {
+        let c = Config::parse(&approval_rule(
+            "approvals_required = 2\nrequest_ttl_minutes = 10\nbreak_glass_roles = [555000000000000008]\nwarning = \"production database\"",
+            "channel_id = 810000000000000003\nbreak_glass_minutes = 15\nbreak_glass_per_day = 1\nack_hours = 4\nadmin_roles = [555000000000000007]",
+        ))
+        .unwrap();
+        let g = &c.allow[0].gate;
+        assert_eq!(g.approvals_required, 2);
+        assert_eq!(g.request_ttl, Duration::from_secs(600));
+        assert_eq!(g.break_glass_roles[0].get(), 555000000000000008);
+        assert_eq!(g.warning.as_deref(), Some("production database"));
+        let a = c.approvals.unwrap();
+        assert_eq!(
+            (a.break_glass_minutes, a.break_glass_per_day, a.ack_hours),
+            (15, 1, 4)
+        );
+        assert_eq!(a.admin_roles[0].get(), 555000000000000007);
+    }
+
+    #[test]
+    fn approval_keys_are_checked_with_the_fix() {
+        let text = approval_rule(
+            "approvals_required = 0\nrequest_ttl_minutes = 5000\nwarning = \"\"",
+            "channel_id = 810000000000000003\nbreak_glass_minutes = 61\nbreak_glass_per_day = 0\nack_hours = 0\nadmin_roles = [1, 1]",
+        );
+        for key in [
+            "allow[0].approvals_required",
+            "allow[0].request_ttl_minutes",
+            "allow[0].warning",
+            "approvals.break_glass_minutes",
+            "approvals.break_glass_per_day",
+            "approvals.ack_hours",
+            "approvals.admin_roles[1]",
+        ] {
+            assert_eq!(
+                problems_for(&text, key).len(),
+                1,
+                "{key}: {:?}",
+                problems(&text)
+            );
+        }
+        assert!(problems_for(&text, "approvals.break_glass_minutes")[0].contains("1 to 60"));
+        // Required without approvers, and without a channel to post in.
+        let text = format!("{GOOD}approval = \"required\"\n");
+        assert!(problems_for(&text, "allow[0].approver_roles")[0].contains("may approve"));
+        assert!(problems_for(&text, "allow[0].approval")[0].contains("[approvals]"));
+        // Break-glass needs the channel too; approver keys need approval = "required".
+        let text = format!("{GOOD}break_glass_roles = [5]\napprovals_required = 2\n");
+        assert!(problems_for(&text, "allow[0].break_glass_roles")[0].contains("channel_id"));
+        assert!(problems_for(&text, "allow[0].approvals_required")[0].contains("required"));
+        // The section without its channel.
+        let text = approval_rule("", "ack_hours = 2");
+        assert!(problems_for(&text, "approvals.channel_id")[0].contains("is missing"));
+        // An unknown mode names the choices.
+        match Config::parse(&format!("{GOOD}approval = \"maybe\"\n")) {
+            Err(ParseError::Syntax(s)) => assert!(s.contains("required"), "{s}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -13,13 +13,13 @@ use crate::core::{Core, Outcome, Refusal, Request};
 use crate::limits::Spend;
 use crate::tencent::Console;
 
-pub(super) fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     OffsetDateTime::from(t)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-pub(super) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     OffsetDateTime::parse(s, &Rfc3339)
         .ok()
         .map(SystemTime::from)
@@ -36,17 +36,29 @@ impl<C: Console> Core<C> {
     /// `/vnc`: decides as for a link (the member's limit counts it), then records a `granted`
     /// record with `until` and schedules the window's end. No Tencent call.
     pub async fn grant(&self, req: Request) -> Result<Grant, Refusal> {
-        let Actor::Discord { id: user, name } = req.actor.clone() else {
+        let Actor::Discord { .. } = req.actor else {
             // Grants are for Discord members; `vncbot url` mints at once.
             return Err(Refusal::NotInGuild);
         };
         let a = self.admit(&req, Spend::Member).await?;
+        self.grant_admitted(&req, a).await
+    }
+
+    /// Records the grant an admitted `/vnc` opens, and schedules its end.
+    pub(crate) async fn grant_admitted(
+        &self,
+        req: &Request,
+        a: crate::core::Approved,
+    ) -> Result<Grant, Refusal> {
+        let Actor::Discord { id: user, name } = req.actor.clone() else {
+            return Err(Refusal::NotInGuild);
+        };
         let guild = a.guild.ok_or(Refusal::NotInGuild)?;
         let until = self.clock.now() + self.policy().grant_for;
         let id = self
             .record(
                 Event::Granted,
-                &req,
+                req,
                 Some(&a.instance),
                 Some(&a.region),
                 Entry {
@@ -70,11 +82,15 @@ impl<C: Console> Core<C> {
             until: parse_rfc3339(&rfc3339(until)).unwrap_or(until),
             dm: None,
         };
-        self.grants
-            .slots()
-            .insert(id, GrantState::new(grant.clone()));
-        self.timers.schedule(grant.until, Due::GrantEnds(id));
+        self.start_grant(grant.clone());
         Ok(grant)
+    }
+
+    /// Holds a recorded grant and schedules its end (`/vnc`, or an approval).
+    pub(crate) fn start_grant(&self, grant: Grant) {
+        let (id, until) = (grant.id, grant.until);
+        self.grants.slots().insert(id, GrantState::new(grant));
+        self.timers.schedule(until, Due::GrantEnds(id));
     }
 
     /// Records the DM that carries a grant's buttons, or the outcome that kept it from being

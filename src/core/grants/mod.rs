@@ -23,6 +23,7 @@ use super::{Policy, Refusal};
 use crate::audit::Actor;
 use crate::ids::{InstanceId, Region, Snowflake};
 
+pub(crate) use lifecycle::{bot, parse_rfc3339, rfc3339};
 pub use press::Press;
 
 /// How a grant's `until` is written in the journal.
@@ -243,6 +244,7 @@ mod tests {
             grant_for: Duration::from_secs(600),
             links_per_grant: links,
             tencent: None,
+            approvals: None,
         }
     }
 

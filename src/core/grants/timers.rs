@@ -18,6 +18,8 @@ pub(crate) enum Due {
     GrantEnds(u64),
     /// A link shown in this DM (channel, message) is dead: scrub it.
     LinkExpires { grant: u64, dm: (u64, u64) },
+    /// A request's expiry or reminder (src/core/approvals).
+    Approval(crate::core::approvals::ApprovalDue),
 }
 
 /// The queue of deadlines; [`Core::run_timers`] serves it.
@@ -102,6 +104,7 @@ impl<C: Console + Send + Sync + 'static> Core<C> {
                     tracing::error!(grant = id, error = %e, "could not record a grant's end");
                 }
             }
+            Due::Approval(due) => self.fire_approval(due).await,
             Due::LinkExpires { grant, dm } => {
                 let Some(g) = self.grant_by_id(grant) else {
                     return;
