@@ -272,23 +272,32 @@ fn summarise(refusals: &Mutex<Refusals>) {
 
 /// Posts one line, retrying what may mend itself; false when it was given up on.
 async fn post(http: &Http, channel: ChannelId, line: String) -> bool {
-    for attempt in 1..=ATTEMPTS {
+    use backon::{ExponentialBuilder, Retryable};
+    // 1 s, 2 s, 4 s between attempts: the project's one retry helper.
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_max_times(ATTEMPTS as usize - 1);
+    let send = || async {
         let msg = CreateMessage::new()
             .content(line.clone())
             .allowed_mentions(no_mentions());
-        match channel.send_message(http, msg).await {
-            Ok(_) => return true,
-            Err(e) if attempt < ATTEMPTS && worth_retrying(&e) => {
-                tracing::warn!(%channel, attempt, error = %e, "could not post to the audit channel; retrying");
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-            }
-            Err(e) => {
-                tracing::error!(%channel, error = %e, "gave up posting to the audit channel (the journal has the record)");
-                return false;
-            }
+        channel.send_message(http, msg).await
+    };
+    let sent = send
+        .retry(backoff)
+        .when(worth_retrying)
+        .notify(|e, wait| {
+            tracing::warn!(%channel, error = %e, retry_in_ms = wait.as_millis() as u64, "could not post to the audit channel; retrying");
+        })
+        .await;
+    match sent {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(%channel, error = %e, "gave up posting to the audit channel (the journal has the record)");
+            false
         }
     }
-    false
 }
 
 /// A wrong channel or a missing permission (4xx) will not mend itself in seconds; retrying it
