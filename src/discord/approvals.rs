@@ -8,8 +8,7 @@ use std::sync::Arc;
 use serenity::all::{
     ButtonStyle, ChannelId, CommandInteraction, ComponentInteraction, Context, CreateActionRow,
     CreateAllowedMentions, CreateButton, CreateInteractionResponse,
-    CreateInteractionResponseFollowup, CreateMessage, EditMessage, GuildId, Http, MessageId,
-    RoleId, UserId,
+    CreateInteractionResponseFollowup, CreateMessage, EditMessage, Http, MessageId, RoleId, UserId,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -17,7 +16,6 @@ use super::grant_buttons::grant_buttons;
 use super::{messages, no_mentions, reply, Bot};
 use crate::audit::Actor;
 use crate::core::{ApprovalEvent, ApprovalRequest, Choice, Grant, Outcome, Standing, VoteRefusal};
-use crate::ids::Snowflake;
 
 const APPROVE: &str = "vnc:approve:";
 const DENY: &str = "vnc:deny:";
@@ -249,7 +247,7 @@ pub async fn run(ctx: &Context, bot: &Arc<Bot>, comp: &ComponentInteraction) {
         Some(Press::Cancel(id)) => bot.core.cancel_request(id, &actor).await.map(|_| ()),
         Some(Press::Vote(id, choice)) => {
             let roles = match bot.core.approval_request(id) {
-                Some(r) => member_roles(ctx, bot, r.guild, comp).await,
+                Some(r) => super::grant_buttons::member_roles(ctx, bot, r.guild, comp).await,
                 None => None,
             };
             bot.core.vote(id, &actor, roles, choice).await.map(|_| ())
@@ -288,26 +286,6 @@ pub fn say(r: &VoteRefusal) -> String {
         VoteRefusal::RolesUnavailable => "Discord did not tell me your current roles, so your vote was not counted. Try again in a moment.".into(),
         VoteRefusal::Audit(_) => "The bot cannot write its audit trail right now, so nothing was changed. Try again later.".into(),
     }
-}
-
-async fn member_roles(
-    ctx: &Context,
-    bot: &Bot,
-    guild: Snowflake,
-    comp: &ComponentInteraction,
-) -> Option<Vec<Snowflake>> {
-    let member = ctx
-        .http
-        .get_member(GuildId::new(guild.get()), comp.user.id)
-        .await;
-    let member = bot.rest("read a voter's roles", member)?;
-    Some(
-        member
-            .roles
-            .iter()
-            .filter_map(|r| Snowflake::new(r.get()))
-            .collect(),
-    )
 }
 
 /// Subscribes to the core's approval events now and renders them once the gateway is up.

@@ -224,7 +224,7 @@ async fn open(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction, actor:
 
 /// The presser's roles as Discord gives them now (a button in a DM carries no member); `None`
 /// when Discord could not be asked.
-async fn member_roles(
+pub(super) async fn member_roles(
     ctx: &Context,
     app: &App,
     guild: Snowflake,
