@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod discord;
+mod flock;
 pub mod ids;
 pub mod limits;
 pub mod link;

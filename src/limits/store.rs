@@ -24,9 +24,8 @@ use std::ops::{Add, Sub};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 /// The format this build writes and reads.
@@ -320,41 +319,22 @@ impl Locked<'_> {
 }
 
 /// An exclusive `flock` on the file, released on drop (as the journal's, in `audit::lock`).
-struct Flock<'a>(&'a File);
+struct Flock<'a>(#[allow(dead_code)] crate::flock::Held<'a>);
 
 impl<'a> Flock<'a> {
     fn exclusive(file: &'a File, path: &Path) -> Result<Self, StateError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(100);
-        loop {
-            match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Self(file)),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    let waited = start.elapsed();
-                    if waited >= LOCK_WAIT {
-                        return Err(StateError::Locked {
-                            path: path.to_owned(),
-                            waited,
-                        });
-                    }
-                    std::thread::sleep(pause.min(LOCK_WAIT - waited));
-                    pause = (pause * 2).min(LOCK_POLL_MAX);
-                }
-                Err(e) => {
-                    return Err(StateError::Io {
-                        path: path.to_owned(),
-                        source: e.into(),
-                    })
-                }
-            }
+        use crate::flock::NotTaken;
+        match crate::flock::exclusive(file, LOCK_WAIT, Duration::from_micros(100), LOCK_POLL_MAX) {
+            Ok(held) => Ok(Self(held)),
+            Err(NotTaken::Busy(waited)) => Err(StateError::Locked {
+                path: path.to_owned(),
+                waited,
+            }),
+            Err(NotTaken::Io(source)) => Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            }),
         }
-    }
-}
-
-impl Drop for Flock<'_> {
-    fn drop(&mut self) {
-        let _ = rustix::fs::flock(self.0, FlockOperation::Unlock);
     }
 }
 
@@ -445,10 +425,10 @@ mod tests {
         let (_dir, path) = temp();
         let f = StateFile::open(&path).unwrap();
         let other = File::open(&path).unwrap();
-        rustix::fs::flock(&other, FlockOperation::LockExclusive).unwrap();
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::LockExclusive).unwrap();
         let e = f.lock().err().expect("locked twice");
         assert!(matches!(e, StateError::Locked { .. }), "{e}");
-        rustix::fs::flock(&other, FlockOperation::Unlock).unwrap();
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::Unlock).unwrap();
         f.lock().unwrap();
     }
 }
