@@ -43,6 +43,12 @@ pub struct Gate {
     pub break_glass_roles: Vec<Snowflake>,
     /// A line shown to the requester and the approvers, e.g. "production database".
     pub warning: Option<String>,
+    /// `on_call = true`: the rule applies only while the member is on call (PagerDuty, at
+    /// `[oncall] max_escalation_level` or below).
+    pub on_call: bool,
+    /// `on_call_skips_approval = true` (with `approval = "required"`): an on-call member is
+    /// granted without votes.
+    pub on_call_skips_approval: bool,
 }
 
 impl Default for Gate {
@@ -54,6 +60,8 @@ impl Default for Gate {
             request_ttl: Duration::from_secs(u64::from(DEFAULT_REQUEST_TTL_MINUTES) * 60),
             break_glass_roles: Vec::new(),
             warning: None,
+            on_call: false,
+            on_call_skips_approval: false,
         }
     }
 }
@@ -100,6 +108,8 @@ pub enum Decision {
         /// "a rule for your roles needs tags …, and the catalog has no record of this instance".
         needs_catalog: Vec<usize>,
     },
+    /// No rule allowed, but this `on_call` rule would have, were the member on call.
+    NotOnCall { rule: usize },
 }
 
 /// How a rule's tag condition stands for one instance.
@@ -168,12 +178,27 @@ pub fn authorize_with_tags(
     region: &Region,
     tags: Option<&[(String, String)]>,
 ) -> Decision {
+    authorize_on_call(rules, roles, instance, region, tags, false)
+}
+
+/// [`authorize_with_tags`], knowing whether the member is on call now: an `on_call` rule
+/// matches only then. A rule that would have matched but for that is named in
+/// [`Decision::NotOnCall`] when no other rule allows.
+pub fn authorize_on_call(
+    rules: &[Rule],
+    roles: &[Snowflake],
+    instance: &InstanceId,
+    region: &Region,
+    tags: Option<&[(String, String)]>,
+    on_call: bool,
+) -> Decision {
     // What a refusal says must not depend on what the catalog knows: a member could otherwise
     // learn whether an ID exists, and its tags, from the wording. So `would_allow` names the
     // roles of the tag-less rules covering the ID and region, and a tag rule of the member's
     // that does not match says the same whether the instance carries other tags or is unknown.
     let mut would_allow = Vec::new();
     let mut needs_catalog = Vec::new();
+    let mut not_on_call = None;
     for (i, rule) in rules.iter().enumerate() {
         if !rule.covers(instance, region) {
             continue;
@@ -181,6 +206,9 @@ pub fn authorize_with_tags(
         let has_role = rule.roles.iter().any(|r| roles.contains(r));
         if has_role {
             match rule.tags_match(tags) {
+                TagMatch::Yes if rule.gate.on_call && !on_call => {
+                    not_on_call.get_or_insert(i);
+                }
                 TagMatch::Yes => return Decision::Allowed { rule: i },
                 TagMatch::No | TagMatch::Unknown => needs_catalog.push(i),
             }
@@ -195,6 +223,9 @@ pub fn authorize_with_tags(
                 would_allow.push(*r);
             }
         }
+    }
+    if let Some(rule) = not_on_call {
+        return Decision::NotOnCall { rule };
     }
     Decision::Denied {
         would_allow,

@@ -158,6 +158,9 @@ impl App {
             );
         }
         lines.extend(self.shipping.health_detail());
+        if let Some(oncall) = self.core().oncall() {
+            lines.extend(oncall.health_detail());
+        }
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
@@ -196,6 +199,8 @@ pub enum RunError {
     Discord(Box<serenity::Error>),
     #[error(transparent)]
     AnchorMismatch(#[from] anchor::AnchorMismatch),
+    #[error(transparent)]
+    OnCall(#[from] crate::oncall::startup::OnCallStartError),
 }
 
 /// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
@@ -250,7 +255,8 @@ pub async fn run(
     run_with(config, config_path, token, creds, Clock::system()).await
 }
 
-/// [`run`], on the given clock (tests move it forward instead of waiting out a window).
+/// [`run`], on the given clock (tests move it forward instead of waiting out a window). With
+/// `[oncall]`, the PagerDuty key comes from `PAGERDUTY_TOKEN`.
 pub async fn run_with(
     config: Config,
     config_path: Option<PathBuf>,
@@ -258,8 +264,42 @@ pub async fn run_with(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<(), RunError> {
+    let pagerduty = match config.oncall {
+        Some(_) => Some(crate::config::pagerduty_token_from_env()?),
+        None => None,
+    };
+    run_with_oncall(config, config_path, token, creds, clock, pagerduty).await
+}
+
+/// [`run_with`], with the PagerDuty key given (tests and the demo, which must not share one
+/// process environment). Without `[oncall]` the key is ignored; with it, it is required.
+pub async fn run_with_oncall(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    pagerduty_token: Option<secrecy::SecretString>,
+) -> Result<(), RunError> {
     let stop = stop_signals();
-    let core = Arc::new(build_core(&config, creds, clock)?);
+    let core = build_core(&config, creds, clock.clone())?;
+    let core = match (&config.oncall, pagerduty_token) {
+        (None, _) => core,
+        (Some(_), None) => {
+            return Err(RunError::Env(crate::config::EnvError::Missing(
+                crate::config::PAGERDUTY_TOKEN,
+                "a PagerDuty REST API key for [oncall]",
+            )))
+        }
+        (Some(oncall), Some(key)) => {
+            // Before Discord: a key PagerDuty refuses or an unknown policy stops the start.
+            let (cache, _checked) =
+                crate::oncall::startup::start(oncall, &key, clock, Arc::clone(core.metrics()))
+                    .await?;
+            core.with_oncall(cache)
+        }
+    };
+    let core = Arc::new(core);
     let live = Arc::downgrade(&core);
     core.metrics().sample_grants_live(move || {
         live.upgrade()

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod limits;
 pub mod link;
 pub mod metrics;
+pub mod oncall;
 pub mod ship;
 pub mod suggest;
 pub mod tencent;

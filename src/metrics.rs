@@ -96,6 +96,11 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     /// Grants live now, read from the core at each scrape.
     grants_live: Sampled,
+    /// 1 while the on-call cache serves nothing (PagerDuty failing past the grace period, or
+    /// not answered yet): nobody counts as on call.
+    pub oncall_stale: Gauge,
+    /// On-call refreshes that failed (the last good entries were kept for the grace period).
+    pub oncall_refresh_failures: Counter,
 }
 
 /// The labels of `vncbot_limited_total`: a per-member limit, a per-instance limit, or refusals
@@ -166,6 +171,8 @@ impl Metrics {
             config_reload_failures: Counter::default(),
             config_last_reload_success: Gauge::default(),
             grants_live: Sampled::default(),
+            oncall_stale: Gauge::default(),
+            oncall_refresh_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("commands", "Commands by outcome", m.commands.clone());
@@ -256,6 +263,16 @@ impl Metrics {
             "audit_ship_lag_seconds",
             "Age of the oldest journal record not yet shipped to object storage",
             m.audit_ship_lag.clone(),
+        );
+        registry.register(
+            "oncall_stale",
+            "1 while nobody counts as on call because PagerDuty failed past the grace period (or never answered)",
+            m.oncall_stale.clone(),
+        );
+        registry.register(
+            "oncall_refresh_failures",
+            "On-call refreshes from PagerDuty that failed",
+            m.oncall_refresh_failures.clone(),
         );
         // Labels known from the start are exported at 0, so an alert on a rate sees a series
         // before the first event instead of no data.

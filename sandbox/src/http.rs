@@ -50,6 +50,8 @@ pub enum Reply {
     Reset,
     /// Wait, then answer.
     Delay(Duration, Box<Reply>),
+    /// This answer, with these extra headers (a 429's `ratelimit-reset`).
+    WithHeaders(Vec<(&'static str, String)>, Box<Reply>),
 }
 
 impl Reply {
@@ -142,8 +144,13 @@ async fn read(req: hyper::Request<Incoming>) -> Result<HttpRequest, hyper::Error
 }
 
 async fn answer(mut reply: Reply, reset: &Notify) -> Response<Body> {
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
     loop {
         match reply {
+            Reply::WithHeaders(headers, next) => {
+                extra.extend(headers);
+                reply = *next;
+            }
             Reply::Delay(d, next) => {
                 tokio::time::sleep(d).await;
                 reply = *next;
@@ -158,11 +165,13 @@ async fn answer(mut reply: Reply, reset: &Notify) -> Response<Body> {
                 content_type,
                 body,
             } => {
-                return Response::builder()
+                let mut response = Response::builder()
                     .status(status_code(status))
-                    .header(CONTENT_TYPE, content_type)
-                    .body(Body::new(body.into()))
-                    .unwrap();
+                    .header(CONTENT_TYPE, content_type);
+                for (name, value) in &extra {
+                    response = response.header(*name, value.as_str());
+                }
+                return response.body(Body::new(body.into())).unwrap();
             }
             Reply::Redirect { status, location } => {
                 return Response::builder()

@@ -16,6 +16,7 @@
 pub mod fake_discord;
 pub mod http;
 pub mod mock_cvm;
+pub mod pagerduty;
 
 /// The stand-ins' server, roles and channels (Discord snowflakes).
 pub const GUILD: u64 = 800000000000000001;

@@ -78,6 +78,8 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
             old.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),
         ),
         ("log.format", old.log.format != new.log.format),
+        // The PagerDuty client, its cache and its refresh are set up at start.
+        ("oncall", old.oncall != new.oncall),
     ];
     checks
         .into_iter()
@@ -109,6 +111,7 @@ pub(super) fn keep_running(old: &Config, mut new: Config) -> Config {
     new.audit.path.clone_from(&old.audit.path);
     new.admin = old.admin;
     new.log.format = old.log.format;
+    new.oncall.clone_from(&old.oncall);
     debug_assert!(restart_only_changes(old, &new).is_empty());
     new
 }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use append::Repair;
 pub use follow::{Follower, Missed};
+pub use record::OnCallEvidence;
 pub use record::{format_time, read_records, Entry, Record};
 pub use verify::{verify_bytes, verify_file, verify_file_anchored, Problem, Summary, VerifyError};
 pub use writer::Journal;

@@ -61,6 +61,50 @@ pub struct Entry {
     /// On `config_reloaded` records: the keys whose value the reload changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// What PagerDuty said of the member when an on-call rule decided (grants, refusals,
+    /// requests, a press after the shift).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_call: Option<OnCallEvidence>,
+}
+
+/// The on-call evidence a record carries (`on_call` in the journal): what PagerDuty said when
+/// the decision was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OnCallEvidence {
+    /// `on_call`, `not_on_call`, `not_mapped`, `unavailable`, or `shift_ended` (a press after
+    /// the shift).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagerduty_user: Option<String>,
+    /// RFC 3339; absent for a shift that runs indefinitely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift_end: Option<String>,
+}
+
+impl OnCallEvidence {
+    /// How it reads in the report and the audit channel: `on call (PABC123, level 1, shift
+    /// until 2026-…)`.
+    pub fn describe(&self) -> String {
+        match self.status.as_str() {
+            "on_call" => format!(
+                "on call ({}, level {}, {})",
+                self.policy.as_deref().unwrap_or("?"),
+                self.level.map_or("?".into(), |l| l.to_string()),
+                self.shift_end
+                    .as_deref()
+                    .map_or("shift open-ended".into(), |e| format!("shift until {e}"))
+            ),
+            "not_on_call" => "not on call".into(),
+            "not_mapped" => "not in [oncall.users]".into(),
+            "unavailable" => "PagerDuty unreachable past the grace period".into(),
+            other => other.replace('_', " "),
+        }
+    }
 }
 
 /// One whole journal line as read back.

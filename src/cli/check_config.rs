@@ -158,6 +158,18 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
         if let Some(w) = &g.warning {
             let _ = writeln!(out, "      warning: {w}");
         }
+        if g.on_call {
+            let _ = writeln!(
+                out,
+                "      only while the member is on call in PagerDuty (grants end with the shift; each press asks again)"
+            );
+        }
+        if g.on_call_skips_approval {
+            let _ = writeln!(
+                out,
+                "      on-call members need no approval (the PagerDuty evidence is journaled)"
+            );
+        }
     }
     if let Some(a) = &c.approvals {
         let _ = writeln!(
@@ -173,6 +185,27 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
                 ids(&a.admin_roles)
             }
         );
+    }
+    if let Some(o) = &c.oncall {
+        let _ = writeln!(
+            out,
+            "oncall: PagerDuty at {} (key from {}), escalation policies {}, on call at level {} or below; asked every {} s, the last answer served {} s more while PagerDuty fails, then nobody is on call",
+            o.api_base,
+            config::PAGERDUTY_TOKEN,
+            o.escalation_policy_ids.join(", "),
+            o.max_escalation_level,
+            o.refresh.as_secs(),
+            o.stale_grace.as_secs()
+        );
+        if o.users.is_empty() {
+            let _ = writeln!(
+                out,
+                "  users: none mapped in [oncall.users]: nobody can ever be on call"
+            );
+        }
+        for (discord, pd) in &o.users {
+            let _ = writeln!(out, "  user {discord} -> PagerDuty {pd}");
+        }
     }
     let _ = writeln!(
         out,
@@ -276,6 +309,18 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
             let _ = writeln!(out, "  {}: set", config::DISCORD_TOKEN);
         }
         Err(e) => problems.push(e.to_string()),
+    }
+    if c.oncall.is_some() {
+        match config::pagerduty_token_from_env() {
+            Ok(_) => {
+                let _ = writeln!(
+                    out,
+                    "  {}: set (checked against PagerDuty at start)",
+                    config::PAGERDUTY_TOKEN
+                );
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
     (out, problems)
 }

@@ -22,6 +22,7 @@ use crate::ids::Snowflake;
 pub use secrets::{
     discord_token_from_env, EnvError, DISCORD_TOKEN, SECRET_ID, SECRET_KEY, SESSION_TOKEN,
 };
+pub use secrets::{pagerduty_token_from_env, PAGERDUTY_TOKEN};
 pub use source::Source;
 // The sections whose types the modules they configure define; named here too, so callers see
 // one config.
@@ -30,6 +31,7 @@ pub use crate::access::{
     MAX_APPROVALS_REQUIRED, MAX_REQUEST_TTL_MINUTES,
 };
 pub use crate::limits::LimitsConfig;
+pub use crate::oncall::OnCallConfig;
 pub use crate::tencent::{Language, NotServed, TencentConfig, TencentCredentials};
 
 pub const DEFAULT_PATH: &str = "config/vncbot.toml";
@@ -49,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[approvals]`: needed by rules with approvers or break-glass roles.
     pub approvals: Option<ApprovalsConfig>,
+    /// `[oncall]`: where the on-call rota comes from (PagerDuty); needed by `on_call` rules.
+    pub oncall: Option<OnCallConfig>,
 }
 
 /// `[approvals]`: where requests are posted, break-glass bounds, `/vncadmin`'s roles.

@@ -73,3 +73,16 @@ pub fn discord_token_from_env() -> Result<SecretString, EnvError> {
     .expect("required");
     Ok(token.into())
 }
+
+pub const PAGERDUTY_TOKEN: &str = crate::oncall::PAGERDUTY_TOKEN;
+
+/// The PagerDuty REST API key, from the environment only (needed when `[oncall]` is set).
+pub fn pagerduty_token_from_env() -> Result<SecretString, EnvError> {
+    let token = env_var(
+        PAGERDUTY_TOKEN,
+        "a PagerDuty REST API key for [oncall]; a read-only key is enough: Integrations > API Access Keys",
+        true,
+    )?
+    .expect("required");
+    Ok(token.into())
+}

@@ -4,6 +4,7 @@
 use crate::access::{self, Rule};
 use crate::ids::{InstanceId, Quoted, Region};
 use crate::limits::{Limited, LimitsGuard, Spend};
+use crate::oncall::OnCall;
 use crate::tencent::{Instance, Resolution, View};
 
 use super::refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
@@ -56,7 +57,19 @@ pub fn decide_with(
     catalog: Option<&View>,
     req: &Request,
 ) -> Decision {
-    match evaluate(policy, limits, catalog, req) {
+    decide_on_call(policy, limits, catalog, &OnCall::NoSource, req)
+}
+
+/// [`decide_with`], with what the on-call cache says of the member now (`on_call` rules match
+/// only while they are on call).
+pub fn decide_on_call(
+    policy: &Policy,
+    limits: &impl LimitView,
+    catalog: Option<&View>,
+    on_call: &OnCall,
+    req: &Request,
+) -> Decision {
+    match evaluate(policy, limits, catalog, on_call, req) {
         Ok(a) => Decision::Approve(Box::new(a)),
         Err(r) => Decision::Refuse(Box::new(r)),
     }
@@ -85,6 +98,7 @@ fn evaluate(
     policy: &Policy,
     limits: &impl LimitView,
     catalog: Option<&View>,
+    on_call: &OnCall,
     req: &Request,
 ) -> Result<Approved, Rejection> {
     let refuse = |refusal, instance: Option<&InstanceId>, region: Option<&Region>| Rejection {
@@ -218,7 +232,15 @@ fn evaluate(
     let tags = catalog
         .and_then(|v| v.lookup(&instance))
         .map(|i| i.tags.as_slice());
-    let rule = authorize(&policy.rules, &req.authority, &instance, &region, tags).map_err(fail)?;
+    let rule = authorize_on_call(
+        &policy.rules,
+        &req.authority,
+        &instance,
+        &region,
+        tags,
+        on_call,
+    )
+    .map_err(fail)?;
     limits
         .check(&req.actor.key(), &instance)
         .map_err(|l| fail(Refusal::Limited(l)))?;
@@ -245,11 +267,29 @@ pub fn authorize(
     region: &Region,
     tags: Option<&[(String, String)]>,
 ) -> Result<Option<usize>, Refusal> {
+    authorize_on_call(rules, authority, instance, region, tags, &OnCall::NoSource)
+}
+
+/// [`authorize`], with what the on-call cache says of the member now.
+pub fn authorize_on_call(
+    rules: &[Rule],
+    authority: &Authority,
+    instance: &InstanceId,
+    region: &Region,
+    tags: Option<&[(String, String)]>,
+    on_call: &OnCall,
+) -> Result<Option<usize>, Refusal> {
+    let is_on = matches!(on_call, OnCall::On(_));
     match authority {
         Authority::LocalCredentials => Ok(None),
         Authority::Roles(roles) => {
-            match access::authorize_with_tags(rules, roles, instance, region, tags) {
+            match access::authorize_on_call(rules, roles, instance, region, tags, is_on) {
                 access::Decision::Allowed { rule } => Ok(Some(rule)),
+                access::Decision::NotOnCall { .. } => Err(Refusal::NotOnCall {
+                    instance: instance.clone(),
+                    region: region.clone(),
+                    on_call: Box::new(on_call.clone()),
+                }),
                 access::Decision::Denied {
                     would_allow,
                     needs_catalog,

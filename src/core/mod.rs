@@ -8,6 +8,7 @@
 pub mod approvals;
 pub mod decision;
 pub mod grants;
+pub(crate) mod on_call;
 pub mod outcome;
 mod record;
 pub mod refusal;
@@ -66,6 +67,8 @@ pub struct Core<C = TencentClient> {
     clock: Clock,
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
+    /// Who is on call (PagerDuty), when `[oncall]` is configured.
+    oncall: Option<Arc<crate::oncall::OnCallCache>>,
 }
 
 impl<C> Core<C> {
@@ -112,6 +115,7 @@ impl<C: Console> Core<C> {
             catalog: None,
             clock: Clock::system(),
             metrics: journal_metrics,
+            oncall: None,
         }
     }
 
@@ -280,6 +284,17 @@ impl<C: Console> Core<C> {
     /// The decision and its limits: an approval (not yet recorded; the caller records what it
     /// means) or a refusal (recorded here).
     async fn admit(&self, req: &Request, spend: Spend) -> Result<Approved, Refusal> {
+        self.admit_on_call(req, spend).await.map(|(a, _)| a)
+    }
+
+    /// [`Core::admit`], with what the on-call cache said of the member (asked once, before
+    /// the decision; its evidence is journaled with a refusal it caused).
+    pub(crate) async fn admit_on_call(
+        &self,
+        req: &Request,
+        spend: Spend,
+    ) -> Result<(Approved, crate::oncall::OnCall), Refusal> {
+        let on_call = self.on_call_of(&req.actor);
         let (policy, limits) = self.live();
         let key = req.actor.key();
         let decision = {
@@ -292,8 +307,13 @@ impl<C: Console> Core<C> {
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
             let view = self.catalog_view();
-            let d =
-                decision::decide_with(&policy, &decision::Spending(&g, spend), view.as_ref(), req);
+            let d = decision::decide_on_call(
+                &policy,
+                &decision::Spending(&g, spend),
+                view.as_ref(),
+                &on_call,
+                req,
+            );
             match &d {
                 Decision::Approve(a) => g.take_spend(&key, &a.instance, spend),
                 Decision::Refuse(_) => g.take_refusal(&key),
@@ -301,7 +321,7 @@ impl<C: Console> Core<C> {
             d
         };
         match decision {
-            Decision::Approve(approved) => Ok(*approved),
+            Decision::Approve(approved) => Ok((*approved, on_call)),
             Decision::Refuse(rejected) => {
                 let Rejection {
                     refusal,
@@ -322,6 +342,10 @@ impl<C: Console> Core<C> {
                         region.as_ref(),
                         Entry {
                             code: Some(outcome.code().to_owned()),
+                            on_call: match &refusal {
+                                Refusal::NotOnCall { .. } => on_call::evidence(&on_call),
+                                _ => None,
+                            },
                             ..Entry::default()
                         },
                     )
@@ -410,12 +434,13 @@ impl<C: Console> Core<C> {
         // reload that removed the rule stops requests already waiting.
         let tags = self.tags_of(self.catalog_view().as_ref(), &a.instance);
         let denied_now = || {
-            decision::authorize(
+            decision::authorize_on_call(
                 &self.policy().rules,
                 &a.authority,
                 &a.instance,
                 &a.region,
                 tags.as_deref(),
+                &self.on_call_of(&a.actor),
             )
             .err()
         };

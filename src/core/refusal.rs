@@ -72,6 +72,21 @@ pub enum Refusal {
         error: Box<TencentError>,
         message: String,
     },
+    /// A rule for the member's roles needs them on call, and PagerDuty (as cached) says they
+    /// are not, are not mapped, or cannot be asked.
+    NotOnCall {
+        instance: InstanceId,
+        region: Region,
+        on_call: Box<crate::oncall::OnCall>,
+    },
+    /// A press on a grant given because the member was on call, who is no longer (the shift
+    /// ended, or was handed over): the grant ends. With `Unavailable`, PagerDuty cannot be asked
+    /// and the grant stays.
+    ShiftEnded {
+        instance: InstanceId,
+        region: Region,
+        on_call: Box<crate::oncall::OnCall>,
+    },
 }
 
 impl Refusal {
@@ -102,6 +117,7 @@ impl Refusal {
             Refusal::AmbiguousName { .. } => Outcome::AmbiguousName,
             Refusal::NotReady { .. } => Outcome::InstanceNotReady,
             Refusal::Tencent { error, .. } => Outcome::tencent(error),
+            Refusal::NotOnCall { .. } | Refusal::ShiftEnded { .. } => Outcome::Denied,
         }
     }
 

@@ -98,6 +98,7 @@ pub fn grant_ended_dm(g: &Grant, name: Option<&str>, why: EndWhy, at: SystemTime
         EndWhy::RoleRemoved => ": your roles no longer allow it",
         EndWhy::DmFailed => "",
         EndWhy::RegionDropped => ": the bot no longer serves its region",
+        EndWhy::ShiftEnded => ": PagerDuty no longer has you on call",
     };
     format!(
         "Console access to {} ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",

@@ -59,6 +59,41 @@ pub fn say(r: &Refusal) -> String {
         Refusal::RolesUnavailable => "Discord did not tell me your current roles, so no link was made. Try again in a moment.".into(),
         Refusal::RoleRemoved { instance, region } => format!("Your roles no longer allow {instance} in {region}, so this access has ended. Ask an admin if you need it."),
         Refusal::Tencent { message, .. } => message.clone(),
+        Refusal::NotOnCall {
+            instance,
+            region,
+            on_call,
+        } => format!(
+            "{instance} in {region} is open to your roles only while you are on call, and {}",
+            not_on_call(on_call)
+        ),
+        Refusal::ShiftEnded {
+            instance,
+            region,
+            on_call,
+        } if matches!(**on_call, crate::oncall::OnCall::Unavailable { .. }) => format!(
+            "Your access to {instance} in {region} was given because you were on call, and {} Your access stays; press again later.",
+            not_on_call(on_call)
+        ),
+        Refusal::ShiftEnded {
+            instance,
+            region,
+            on_call,
+        } => format!(
+            "Your access to {instance} in {region} was given because you were on call, and {} So this access has ended.",
+            not_on_call(on_call)
+        ),
+    }
+}
+
+/// Why PagerDuty (as the bot sees it) does not count the member as on call.
+fn not_on_call(on_call: &crate::oncall::OnCall) -> String {
+    use crate::oncall::OnCall;
+    match on_call {
+        OnCall::Off { max_level } => format!("PagerDuty does not have you on call right now (at escalation level {max_level} or below of the configured policies). If you just took over, try again in a minute; otherwise ask an approver or an admin."),
+        OnCall::NotMapped => "your Discord account is not linked to a PagerDuty user ([oncall.users] in the bot's config), so you never count as on call. Ask an admin to add you.".into(),
+        OnCall::Unavailable { .. } => "PagerDuty could not be reached for longer than the bot may trust its last answer, so nobody counts as on call right now (fail closed). Try again later, or ask an admin.".into(),
+        OnCall::On(_) | OnCall::NoSource => "the on-call check did not pass. Ask an admin.".into(),
     }
 }
 

@@ -27,6 +27,10 @@ pub(super) struct RawRule {
     #[serde(default)]
     break_glass_roles: Vec<Snowflake>,
     warning: Option<String>,
+    #[serde(default)]
+    on_call: bool,
+    #[serde(default)]
+    on_call_skips_approval: bool,
 }
 
 /// What a rule is checked against: the regions and products `[tencent]` serves, and whether
@@ -37,6 +41,8 @@ pub(super) struct Context<'a> {
     pub catalog_enabled: bool,
     /// Whether `[approvals]` (with its channel) is configured.
     pub approvals_channel: bool,
+    /// Whether `[oncall]` is written (on-call keys need it).
+    pub oncall: bool,
 }
 
 /// The rules, each checked on its own; none at all is a problem too.
@@ -62,6 +68,7 @@ impl RawRule {
             products,
             catalog_enabled,
             approvals_channel,
+            oncall,
         } = *cx;
         let key = |field: &str| format!("allow[{i}].{field}");
         if self.roles.is_empty() {
@@ -153,8 +160,21 @@ impl RawRule {
                 request_ttl_minutes: self.request_ttl_minutes,
                 break_glass_roles: self.break_glass_roles,
                 warning: self.warning,
+                on_call: self.on_call,
+                on_call_skips_approval: self.on_call_skips_approval,
             },
         );
+        for (field, set) in [
+            ("on_call", gate.on_call),
+            ("on_call_skips_approval", gate.on_call_skips_approval),
+        ] {
+            if set && !oncall {
+                p.push(
+                    key(field),
+                    "needs an [oncall] section (provider = \"pagerduty\", escalation_policy_ids and [oncall.users]): without it nobody is ever on call",
+                );
+            }
+        }
         Rule {
             gate,
             roles: self.roles,
@@ -178,6 +198,8 @@ struct GateKeys {
     request_ttl_minutes: Option<u32>,
     break_glass_roles: Vec<Snowflake>,
     warning: Option<String>,
+    on_call: bool,
+    on_call_skips_approval: bool,
 }
 
 /// `allow[i]`'s approval keys: approver keys only with `approval = "required"`, approvers
@@ -191,6 +213,7 @@ fn gate(p: &mut Collector, i: usize, approvals_channel: bool, k: GateKeys) -> Ga
             ("approver_roles", k.approver_roles.is_some()),
             ("approvals_required", k.approvals_required.is_some()),
             ("request_ttl_minutes", k.request_ttl_minutes.is_some()),
+            ("on_call_skips_approval", k.on_call_skips_approval),
         ] {
             if set {
                 p.push(
@@ -259,5 +282,7 @@ fn gate(p: &mut Collector, i: usize, approvals_channel: bool, k: GateKeys) -> Ga
         request_ttl,
         break_glass_roles: k.break_glass_roles,
         warning: k.warning.map(|w| w.trim().to_owned()),
+        on_call: k.on_call,
+        on_call_skips_approval: k.on_call_skips_approval,
     }
 }

@@ -7,6 +7,7 @@
 mod allow;
 mod approvals;
 mod discord;
+mod oncall;
 mod sections;
 mod ship;
 mod tencent;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use self::allow::RawRule;
 use self::approvals::RawApprovals;
 use self::discord::RawDiscord;
+use self::oncall::RawOnCall;
 use self::sections::{RawAdmin, RawAudit, RawCatalog, RawGrants, RawLimits, RawLog};
 use self::tencent::RawTencent;
 use super::{Config, ParseError, Problem};
@@ -43,6 +45,7 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     approvals: Option<RawApprovals>,
+    oncall: Option<RawOnCall>,
 }
 
 /// Parses and validates config text.
@@ -143,6 +146,8 @@ impl RawConfig {
         let tencent = self.tencent.validate(&mut p);
         let catalog_enabled = self.catalog.enabled;
         let approvals = self.approvals.and_then(|a| a.validate(&mut p));
+        let oncall_section = self.oncall.is_some();
+        let oncall = self.oncall.and_then(|o| o.validate(&mut p));
         let allow = allow::validate(
             &mut p,
             self.allow,
@@ -151,6 +156,7 @@ impl RawConfig {
                 products: &tencent.products,
                 catalog_enabled,
                 approvals_channel: approvals.is_some(),
+                oncall: oncall_section,
             },
         );
         let grants = self.grants.validate(&mut p);
@@ -174,6 +180,7 @@ impl RawConfig {
             admin,
             log,
             approvals,
+            oncall,
         })
     }
 }

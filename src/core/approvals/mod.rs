@@ -180,14 +180,20 @@ impl<C: Console> Core<C> {
             return Err(Refusal::NotInGuild);
         };
         let policy = self.policy();
-        let a = self.admit(&req, Spend::Member).await?;
+        let (a, on_call) = self.admit_on_call(&req, Spend::Member).await?;
         let gate = a
             .rule
             .and_then(|r| policy.rules.get(r))
             .map(|r| r.gate.clone())
             .unwrap_or_default();
-        if !gate.needs_approval() {
-            return self.grant_admitted(&req, a).await.map(Opened::Granted);
+        // An on-call member of an `on_call_skips_approval` rule needs no votes: the evidence
+        // goes with the grant instead.
+        let skips = gate.on_call_skips_approval && on_call.shift().is_some();
+        if !gate.needs_approval() || skips {
+            return self
+                .grant_on_call(&req, a, &on_call)
+                .await
+                .map(Opened::Granted);
         }
         let guild = a.guild.ok_or(Refusal::NotInGuild)?;
         if a.reason.is_none() {
@@ -204,6 +210,9 @@ impl<C: Console> Core<C> {
                     rule: a.rule,
                     until: Some(super::grants::rfc3339(expires)),
                     count: Some(u64::from(gate.approvals_required)),
+                    on_call: (gate.on_call || gate.on_call_skips_approval)
+                        .then(|| on_call.evidence())
+                        .flatten(),
                     ..Entry::default()
                 },
             )

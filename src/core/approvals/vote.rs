@@ -197,7 +197,14 @@ impl<C: Console> Core<C> {
 
     /// The grant an approval starts: `granted`, referring to the request, its window from now.
     async fn grant_approved(&self, r: &ApprovalRequest) -> Result<Grant, crate::audit::AuditError> {
-        let until = self.clock.now() + r.window;
+        // An `on_call` rule's grant ends with the shift, as a self-service one does.
+        let on_call = if r.gate.on_call {
+            self.on_call_of(&r.requester())
+        } else {
+            crate::oncall::OnCall::NoSource
+        };
+        let shift = crate::core::on_call::basis(&r.gate, &on_call).filter(|_| r.gate.on_call);
+        let until = crate::core::on_call::capped(self.clock.now() + r.window, shift);
         let appended = self
             .journal
             .append(
@@ -208,6 +215,7 @@ impl<C: Console> Core<C> {
                     reason: r.reason.clone(),
                     rule: r.rule,
                     until: Some(rfc3339(until)),
+                    on_call: shift.and(on_call.evidence()),
                     ..request_entry(r)
                 },
             )
@@ -224,7 +232,7 @@ impl<C: Console> Core<C> {
             until: parse_rfc3339(&rfc3339(until)).unwrap_or(until),
             dm: None,
         };
-        self.start_grant(grant.clone());
+        self.start_grant_on_call(grant.clone(), shift.is_some());
         Ok(grant)
     }
 

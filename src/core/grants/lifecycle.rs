@@ -9,8 +9,10 @@ use time::OffsetDateTime;
 use super::timers::Due;
 use super::{is_holder, EndWhy, Grant, GrantEvent, GrantState, HEADS_UP_WINDOW, REMEMBER_ENDED};
 use crate::audit::{Actor, Entry, Event};
+use crate::core::on_call;
 use crate::core::{Core, Outcome, Refusal, Request};
 use crate::limits::Spend;
+use crate::oncall::OnCall;
 use crate::tencent::Console;
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -40,21 +42,42 @@ impl<C: Console> Core<C> {
             // Grants are for Discord members; `vncbot url` mints at once.
             return Err(Refusal::NotInGuild);
         };
-        let a = self.admit(&req, Spend::Member).await?;
-        self.grant_admitted(&req, a).await
+        let (a, on_call) = self.admit_on_call(&req, Spend::Member).await?;
+        self.grant_on_call(&req, a, &on_call).await
     }
 
     /// Records the grant an admitted `/vnc` opens, and schedules its end.
+    // For callers that grant on no on-call evidence (break-glass, tools).
+    #[allow(dead_code)]
     pub(crate) async fn grant_admitted(
         &self,
         req: &Request,
         a: crate::core::Approved,
     ) -> Result<Grant, Refusal> {
+        self.grant_on_call(req, a, &OnCall::NoSource).await
+    }
+
+    /// [`Core::grant_admitted`], knowing what the on-call cache said: a grant that rests on the
+    /// member's shift ends with it at the latest, carries its evidence, and re-checks it at
+    /// each press.
+    pub(crate) async fn grant_on_call(
+        &self,
+        req: &Request,
+        a: crate::core::Approved,
+        on_call: &OnCall,
+    ) -> Result<Grant, Refusal> {
         let Actor::Discord { id: user, name } = req.actor.clone() else {
             return Err(Refusal::NotInGuild);
         };
         let guild = a.guild.ok_or(Refusal::NotInGuild)?;
-        let until = self.clock.now() + self.policy().grant_for;
+        let policy = self.policy();
+        let gate = a
+            .rule
+            .and_then(|r| policy.rules.get(r))
+            .map(|r| r.gate.clone())
+            .unwrap_or_default();
+        let shift = on_call::basis(&gate, on_call);
+        let until = on_call::capped(self.clock.now() + policy.grant_for, shift);
         let id = self
             .record(
                 Event::Granted,
@@ -64,6 +87,7 @@ impl<C: Console> Core<C> {
                 Entry {
                     rule: a.rule,
                     until: Some(rfc3339(until)),
+                    on_call: shift.and(on_call::evidence(on_call)),
                     ..Entry::default()
                 },
             )
@@ -82,14 +106,22 @@ impl<C: Console> Core<C> {
             until: parse_rfc3339(&rfc3339(until)).unwrap_or(until),
             dm: None,
         };
-        self.start_grant(grant.clone());
+        self.start_grant_on_call(grant.clone(), shift.is_some());
         Ok(grant)
     }
 
     /// Holds a recorded grant and schedules its end (`/vnc`, or an approval).
+    #[allow(dead_code)]
     pub(crate) fn start_grant(&self, grant: Grant) {
+        self.start_grant_on_call(grant, false);
+    }
+
+    /// [`Core::start_grant`]; with `on_call`, each press asks whether the member still is.
+    pub(crate) fn start_grant_on_call(&self, grant: Grant, on_call: bool) {
         let (id, until) = (grant.id, grant.until);
-        self.grants.slots().insert(id, GrantState::new(grant));
+        let mut state = GrantState::new(grant);
+        state.on_call = on_call;
+        self.grants.slots().insert(id, state);
         self.timers.schedule(until, Due::GrantEnds(id));
     }
 

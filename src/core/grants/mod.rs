@@ -84,6 +84,9 @@ pub enum EndWhy {
     /// A config reload stopped serving the grant's region.
     #[strum(serialize = "region_not_served")]
     RegionDropped,
+    /// A press found the member no longer on call (PagerDuty), on a grant given because they
+    /// were.
+    ShiftEnded,
 }
 
 impl EndWhy {
@@ -93,7 +96,10 @@ impl EndWhy {
 
     /// Ended by a press, which answers on its own interaction (the DM it was pressed in).
     pub fn answered_by_press(self) -> bool {
-        matches!(self, EndWhy::Done | EndWhy::RoleRemoved)
+        matches!(
+            self,
+            EndWhy::Done | EndWhy::RoleRemoved | EndWhy::ShiftEnded
+        )
     }
 }
 
@@ -139,6 +145,8 @@ pub(crate) struct GrantState {
     pub pressing: bool,
     /// Ended in memory; stays so even if its `ended` record could not be written.
     pub ended: bool,
+    /// Given because the member was on call: each press asks PagerDuty's cache again.
+    pub on_call: bool,
 }
 
 impl GrantState {
@@ -148,6 +156,7 @@ impl GrantState {
             links: 0,
             pressing: false,
             ended: false,
+            on_call: false,
         }
     }
 

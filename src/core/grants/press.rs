@@ -4,10 +4,11 @@
 use super::timers::Due;
 use super::{check_press, EndWhy, Grant, Grants, HeadsUp, Minted, HEADS_UP_WINDOW};
 use crate::audit::{Actor, Entry, Event};
-use crate::core::decision::authorize;
+use crate::core::decision::authorize_on_call;
 use crate::core::{Approved, Authority, Core, Refusal, Request};
 use crate::ids::Snowflake;
 use crate::limits::Spend;
+use crate::oncall::OnCall;
 use crate::tencent::Console;
 
 /// A press being served: the grant is marked busy until this is dropped, so two presses at once
@@ -37,6 +38,17 @@ impl<C: Console> Core<C> {
         grant: Option<&Grant>,
         refusal: Refusal,
     ) -> Refusal {
+        self.refuse_press_with(presser, grant, refusal, None).await
+    }
+
+    /// [`Core::refuse_press`], with the on-call evidence that refused it.
+    pub(crate) async fn refuse_press_with(
+        &self,
+        presser: &Actor,
+        grant: Option<&Grant>,
+        refusal: Refusal,
+        on_call: Option<crate::audit::OnCallEvidence>,
+    ) -> Refusal {
         // Refused presses count against the member's refusal budget, as refused requests do:
         // past it they are answered from memory and recorded as one count.
         let key = presser.key();
@@ -58,6 +70,7 @@ impl<C: Console> Core<C> {
             region: grant.map(|g| g.region.to_string()),
             // A number from a forged button names nothing: only a real grant is referred to.
             refers_to: grant.map(|g| g.id),
+            on_call,
             ..Entry::default()
         };
         match self.note(&refusal.outcome(), presser, entry).await {
@@ -130,12 +143,16 @@ impl<C: Console> Core<C> {
         let tags = self
             .catalog_view()
             .and_then(|v| v.lookup(&g.instance).map(|i| i.tags.clone()));
-        let rule = match authorize(
+        // Each press asks again whether the member is on call: for an `on_call` rule, and for a
+        // grant given because they were (no votes, or a window bounded by the shift).
+        let on_call = self.on_call_of(presser);
+        let rule = match authorize_on_call(
             &policy.rules,
             &authority,
             &g.instance,
             &g.region,
             tags.as_deref(),
+            &on_call,
         ) {
             Ok(rule) => rule,
             // Only the catalog's word is missing (a tag rule it cannot vouch for right now):
@@ -143,8 +160,15 @@ impl<C: Console> Core<C> {
             Err(denied @ Refusal::Denied { .. }) if denied.needs_tags() => {
                 return Err(self.refuse_press(presser, Some(g), denied).await);
             }
+            Err(Refusal::NotOnCall { on_call, .. }) => {
+                return Err(self.shift_ended(presser, g, *on_call).await)
+            }
             Err(_) => return Err(self.role_removed(presser, g).await),
         };
+        let rests_on_shift = self.grants.slots().get(&g.id).is_some_and(|s| s.on_call);
+        if rests_on_shift && on_call.shift().is_none() {
+            return Err(self.shift_ended(presser, g, on_call).await);
+        }
         // A press spends the instance's budget and the member's own budget for presses (at the
         // member's rate, apart from their `/vnc` budget): one member pressing over and over
         // cannot use up an instance's budget and lock everyone else out of it.
@@ -249,12 +273,13 @@ impl<C: Console> Core<C> {
                 let tags = self
                     .catalog_view()
                     .and_then(|v| v.lookup(&g.instance).map(|i| i.tags.clone()));
-                match authorize(
+                match authorize_on_call(
                     &self.policy().rules,
                     &Authority::Roles(roles),
                     &g.instance,
                     &g.region,
                     tags.as_deref(),
+                    &self.on_call_of(&g.holder()),
                 ) {
                     Ok(_) => return Ok(minted),
                     Err(denied) if denied.needs_tags() => denied,
@@ -283,6 +308,27 @@ impl<C: Console> Core<C> {
             self.end_grant(g.id, &holder, EndWhy::RoleRemoved).await?;
         }
         Err(refusal)
+    }
+
+    /// The member is no longer on call, on a grant that rests on it: the press is refused, with
+    /// what PagerDuty said, and the grant ends (it stays while PagerDuty cannot be asked).
+    async fn shift_ended(&self, presser: &Actor, g: &Grant, on_call: OnCall) -> Refusal {
+        let mut evidence = on_call.evidence();
+        let unavailable = matches!(on_call, OnCall::Unavailable { .. });
+        if let Some(e) = evidence.as_mut().filter(|_| !unavailable) {
+            e.status = "shift_ended".into();
+        }
+        let refusal = crate::core::on_call::shift_ended(g, on_call);
+        let refusal = self
+            .refuse_press_with(presser, Some(g), refusal, evidence)
+            .await;
+        if unavailable {
+            return refusal;
+        }
+        match self.end_grant(g.id, presser, EndWhy::ShiftEnded).await {
+            Ok(_) => refusal,
+            Err(e) => e,
+        }
     }
 
     /// The member's roles no longer allow the grant's instance: the press is refused and the

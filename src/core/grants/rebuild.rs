@@ -56,20 +56,20 @@ impl<C: Console> Core<C> {
                     if until + REMEMBER_ENDED < now {
                         continue;
                     }
-                    slots.insert(
-                        r.seq,
-                        GrantState::new(Grant {
-                            id: r.seq,
-                            user,
-                            name,
-                            guild,
-                            instance,
-                            region,
-                            reason: e.reason.clone(),
-                            until,
-                            dm: None,
-                        }),
-                    );
+                    let mut state = GrantState::new(Grant {
+                        id: r.seq,
+                        user,
+                        name,
+                        guild,
+                        instance,
+                        region,
+                        reason: e.reason.clone(),
+                        until,
+                        dm: None,
+                    });
+                    // A grant given because the member was on call keeps asking after a restart.
+                    state.on_call = e.on_call.as_ref().is_some_and(|o| o.status == "on_call");
+                    slots.insert(r.seq, state);
                 }
                 Event::Delivered => {
                     if let (Some(s), Some(c), Some(m)) = (
