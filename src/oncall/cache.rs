@@ -180,20 +180,26 @@ impl OnCallCache {
 
     /// One refresh; returns how long to wait before the next (`ratelimit-reset` after a 429).
     pub async fn refresh_once(&self, client: &PagerDuty) -> Duration {
-        match client.oncalls().await {
-            Ok(shifts) => {
-                self.store(shifts);
-                self.config.refresh
-            }
-            Err(e) => {
-                let wait = match &e {
-                    PagerDutyError::RateLimited(reset) => (*reset).max(Duration::from_secs(1)),
-                    _ => self.config.refresh,
-                };
-                self.fail(e);
-                wait
-            }
+        let next = self.attempt(client).await;
+        self.clock.until(next)
+    }
+
+    /// One refresh; returns when the next is due. The deadline is fixed before the attempt is
+    /// announced, so whoever waits for the announcement and then moves the clock moves it past
+    /// a deadline that is already set.
+    async fn attempt(&self, client: &PagerDuty) -> SystemTime {
+        let result = client.oncalls().await;
+        let wait = match &result {
+            Ok(_) => self.config.refresh,
+            Err(PagerDutyError::RateLimited(reset)) => (*reset).max(Duration::from_secs(1)),
+            Err(_) => self.config.refresh,
+        };
+        let next = self.clock.now() + wait;
+        match result {
+            Ok(shifts) => self.store(shifts),
+            Err(e) => self.fail(e),
         }
+        next
     }
 
     /// Refreshes every `refresh` (sooner or later as a 429 says), forever, starting after
@@ -205,10 +211,10 @@ impl OnCallCache {
     ) -> tokio::task::JoinHandle<()> {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let mut wait = first_wait;
+            let mut next = cache.clock.now() + first_wait;
             loop {
-                cache.clock.sleep(wait).await;
-                wait = cache.refresh_once(&client).await;
+                cache.clock.sleep_until(next).await;
+                next = cache.attempt(&client).await;
             }
         })
     }
@@ -322,7 +328,7 @@ mod tests {
         let detail = cache.health_detail().unwrap();
         assert!(detail.contains("serving the on-call entries"), "{detail}");
         clock.advance(Duration::from_secs(301));
-        cache.fail(PagerDutyError::Timeout);
+        cache.fail(PagerDutyError::Timeout(Duration::from_secs(10)));
         assert!(matches!(
             cache.lookup(ALICE),
             OnCall::Unavailable { last_ok: Some(_) }

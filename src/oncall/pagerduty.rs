@@ -38,8 +38,8 @@ pub enum PagerDutyError {
     RateLimited(Duration),
     #[error("PagerDuty answered HTTP {0}")]
     Status(u16),
-    #[error("PagerDuty did not answer within {} s", TIMEOUT.as_secs())]
-    Timeout,
+    #[error("PagerDuty did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
     #[error("cannot reach PagerDuty: {0}")]
     Network(String),
     #[error("PagerDuty's answer could not be read: {0}")]
@@ -52,6 +52,7 @@ pub struct PagerDuty {
     http: reqwest::Client,
     base: Url,
     policies: Vec<String>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for PagerDuty {
@@ -94,7 +95,6 @@ impl PagerDuty {
             .default_headers(headers)
             // Never follow a redirect: it would carry the key to whatever host Location names.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("vncbot/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -102,7 +102,14 @@ impl PagerDuty {
             http,
             base: config.api_base.clone(),
             policies: config.escalation_policy_ids.clone(),
+            timeout: TIMEOUT,
         })
+    }
+
+    /// Each call's bound ([`TIMEOUT`] by default).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn url(&self, path: &str) -> Url {
@@ -112,9 +119,10 @@ impl PagerDuty {
     }
 
     async fn get(&self, url: Url) -> Result<Vec<u8>, PagerDutyError> {
-        let resp = self.http.get(url).send().await.map_err(|e| {
+        let resp = self.http.get(url).timeout(self.timeout).send();
+        let resp = resp.await.map_err(|e| {
             if e.is_timeout() {
-                PagerDutyError::Timeout
+                PagerDutyError::Timeout(self.timeout)
             } else {
                 // Without the URL: it names nothing secret, but the error's chain is enough.
                 PagerDutyError::Network(e.without_url().to_string())
