@@ -87,7 +87,11 @@ impl Allowed {
             });
         }
         if let Some(v) = self.on_call.as_ref().filter(|v| present(Some(v))) {
-            parts.push(format!("on call: {}", text_of(v)));
+            // The evidence vncbot writes reads as `on call (PABC123, level 1, shift until …)`.
+            match serde_json::from_value::<vncbot::audit::OnCallEvidence>(v.clone()) {
+                Ok(e) if !e.status.is_empty() => parts.push(e.describe()),
+                _ => parts.push(format!("on call: {}", text_of(v))),
+            }
         }
         parts.join("; ")
     }

@@ -184,17 +184,20 @@ impl OnCallCache {
         self.clock.until(next)
     }
 
-    /// One refresh; returns when the next is due. The deadline is fixed before the attempt is
-    /// announced, so whoever waits for the announcement and then moves the clock moves it past
-    /// a deadline that is already set.
+    /// One refresh; returns when the next is due: `refresh` after this one started (so the pace
+    /// does not drift with PagerDuty's latency), or `ratelimit-reset` after a 429's answer. The
+    /// deadline rests only on times read before the attempt is announced, so whoever sees the
+    /// request or the announcement and then moves the clock moves it past a deadline already
+    /// fixed.
     async fn attempt(&self, client: &PagerDuty) -> SystemTime {
+        let started = self.clock.now();
         let result = client.oncalls().await;
-        let wait = match &result {
-            Ok(_) => self.config.refresh,
-            Err(PagerDutyError::RateLimited(reset)) => (*reset).max(Duration::from_secs(1)),
-            Err(_) => self.config.refresh,
+        let next = match &result {
+            Err(PagerDutyError::RateLimited(reset)) => {
+                self.clock.now() + (*reset).max(Duration::from_secs(1))
+            }
+            _ => started + self.config.refresh,
         };
-        let next = self.clock.now() + wait;
         match result {
             Ok(shifts) => self.store(shifts),
             Err(e) => self.fail(e),
