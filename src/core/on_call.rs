@@ -102,4 +102,56 @@ mod tests {
         assert_eq!(evidence(&on).unwrap().status, "on_call");
         assert!(evidence(&OnCall::NoSource).is_none());
     }
+
+    #[test]
+    fn an_on_call_rule_matches_only_while_on_call_and_another_rule_still_can() {
+        use crate::access::Rule;
+        use crate::core::decision::authorize_on_call;
+        use crate::core::Authority;
+        use crate::ids::{InstanceId, Region, Snowflake};
+
+        let sf = |n| Snowflake::new(n).unwrap();
+        let rule = |role, on_call| Rule {
+            roles: vec![sf(role)],
+            instances: vec!["*".into()],
+            regions: None,
+            tags: vec![],
+            gate: Gate {
+                on_call,
+                ..Gate::default()
+            },
+        };
+        let (id, gz) = (
+            InstanceId::parse("ins-a1b2c3d4").unwrap(),
+            Region::parse("ap-guangzhou").unwrap(),
+        );
+        let rules = vec![rule(1, true), rule(2, false)];
+        let ask = |roles: &[u64], oc: &OnCall| {
+            authorize_on_call(
+                &rules,
+                &Authority::Roles(roles.iter().map(|r| sf(*r)).collect()),
+                &id,
+                &gz,
+                None,
+                oc,
+            )
+        };
+        let on = shift(None);
+        assert_eq!(ask(&[1], &on).unwrap(), Some(0));
+        for off in [
+            OnCall::Off { max_level: 1 },
+            OnCall::NotMapped,
+            OnCall::Unavailable { last_ok: None },
+            OnCall::NoSource,
+        ] {
+            match ask(&[1], &off) {
+                Err(Refusal::NotOnCall { on_call, .. }) => assert_eq!(*on_call, off),
+                other => panic!("{other:?}"),
+            }
+            // A plain rule for another of the member's roles still opens it.
+            assert_eq!(ask(&[1, 2], &off).unwrap(), Some(1));
+        }
+        // Without the role, on call or not, it is a plain denial.
+        assert!(matches!(ask(&[3], &on), Err(Refusal::Denied { .. })));
+    }
 }

@@ -331,4 +331,38 @@ escalation_policy_ids = ["PABC123"]
             "needs an [oncall] section",
         );
     }
+
+    #[test]
+    fn the_example_shows_every_on_call_key_and_parses_uncommented() {
+        let text = include_str!("../../../config/vncbot.example.toml");
+        for key in [
+            "# on_call = true",
+            "# on_call_skips_approval = true",
+            "# [oncall]",
+            "# provider = \"pagerduty\"",
+            "# api_base =",
+            "# escalation_policy_ids =",
+            "# max_escalation_level =",
+            "# refresh_secs = 60",
+            "# stale_grace_secs =",
+            "# [oncall.users]",
+            "PAGERDUTY_TOKEN",
+        ] {
+            assert!(text.contains(key), "the example lacks {key}");
+        }
+        // The block, uncommented, is a valid section.
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [oncall]"))
+            .take_while(|l| l.starts_with('#') || l.starts_with(' '))
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let o = Config::parse(&format!("{GOOD}{block}"))
+            .unwrap()
+            .oncall
+            .unwrap();
+        assert_eq!(o.escalation_policy_ids, ["PABC123"]);
+        assert_eq!(o.users.len(), 1);
+    }
 }
