@@ -68,7 +68,7 @@ pub struct Core<C = TencentClient> {
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
     /// Who is on call (PagerDuty), when `[oncall]` is configured.
-    oncall: Option<Arc<crate::oncall::OnCallCache>>,
+    oncall: Option<Arc<dyn crate::oncall::OnCallSource>>,
 }
 
 impl<C> Core<C> {

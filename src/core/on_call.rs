@@ -7,18 +7,18 @@ use std::time::SystemTime;
 use super::{Core, Refusal};
 use crate::access::Gate;
 use crate::audit::{Actor, OnCallEvidence};
-use crate::oncall::{OnCall, OnCallCache, Shift};
+use crate::oncall::{OnCall, OnCallSource, Shift};
 use crate::tencent::Console;
 
 impl<C: Console> Core<C> {
-    /// Asks `cache` who is on call: `on_call` rules match only while the member is.
-    pub fn with_oncall(mut self, cache: Arc<OnCallCache>) -> Self {
-        self.oncall = Some(cache);
+    /// Asks `source` who is on call: `on_call` rules match only while the member is.
+    pub fn with_oncall(mut self, source: Arc<dyn OnCallSource>) -> Self {
+        self.oncall = Some(source);
         self
     }
 
-    /// The on-call cache, when `[oncall]` is configured.
-    pub fn oncall(&self) -> Option<&Arc<OnCallCache>> {
+    /// The on-call source, when `[oncall]` is configured.
+    pub fn oncall(&self) -> Option<&Arc<dyn OnCallSource>> {
         self.oncall.as_ref()
     }
 

@@ -52,7 +52,16 @@ impl Lines {
                 e.instance.as_deref().unwrap_or("?"),
                 e.region.as_deref(),
                 e.reason.as_deref(),
-                &format!("{} (grant {})", Outcome::Granted.channel_text(), r.seq),
+                &format!(
+                    "{} (grant {}){}",
+                    Outcome::Granted.channel_text(),
+                    r.seq,
+                    // Given because PagerDuty has the member on call: say which shift.
+                    e.on_call
+                        .as_ref()
+                        .filter(|o| o.status == "on_call")
+                        .map_or(String::new(), |o| format!(", {}", o.describe()))
+                ),
                 None,
             ))),
             Event::Requested => {
@@ -395,6 +404,30 @@ mod tests {
         assert!(
             t.contains("printed to the terminal") && !t.contains("<@1>"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn a_grant_given_on_call_names_the_shift() {
+        let mut lines = Lines::default();
+        let g = text(lines.line(&record(
+            5,
+            Event::Granted,
+            "901",
+            Entry {
+                on_call: Some(crate::audit::OnCallEvidence {
+                    status: "on_call".into(),
+                    policy: Some("PABC123".into()),
+                    level: Some(1),
+                    pagerduty_user: Some("PUSER01".into()),
+                    shift_end: Some("2026-12-03T14:00:00Z".into()),
+                }),
+                ..at("ins-running1")
+            },
+        )));
+        assert!(
+            g.contains("on call") && g.contains("PABC123") && g.contains("level 1"),
+            "{g}"
         );
     }
 }

@@ -74,6 +74,26 @@ impl OnCallConfig {
     }
 }
 
+/// What the core asks of a schedule source: "is member M on call now, and until when?" (the
+/// level bound is the source's own config). [`OnCallCache`] is the one in use; tests may give
+/// the core another.
+pub trait OnCallSource: Send + Sync {
+    /// What is known of this Discord member now.
+    fn lookup(&self, discord_user: u64) -> OnCall;
+    /// What `/healthz` should say while the source is failing; `None` while it answers.
+    fn health_detail(&self) -> Option<String>;
+}
+
+impl OnCallSource for OnCallCache {
+    fn lookup(&self, discord_user: u64) -> OnCall {
+        OnCallCache::lookup(self, discord_user)
+    }
+
+    fn health_detail(&self) -> Option<String> {
+        OnCallCache::health_detail(self)
+    }
+}
+
 /// Whether a PagerDuty ID looks like one (`PABC123`): letters and digits, 2 to 20 of them.
 pub fn is_pagerduty_id(s: &str) -> bool {
     (2..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
