@@ -93,6 +93,28 @@ impl MockPagerDuty {
         Self { addr, state, seen }
     }
 
+    /// A stand-in with one escalation policy and these users on call on it from an hour ago,
+    /// indefinitely: `(user ID, name, escalation level)`. What `vncbot demo` needs to show an
+    /// on-call member let through.
+    pub async fn start_with_rota(policy: &str, on_call: &[(&str, &str, u32)]) -> Self {
+        let pd = Self::start().await;
+        pd.add_policy(policy);
+        let start = SystemTime::now() - Duration::from_secs(3600);
+        let mut entries = Vec::new();
+        for (user, name, level) in on_call {
+            pd.add_user(user, name);
+            entries.push(OnCall {
+                policy: policy.to_owned(),
+                level: *level,
+                user: (*user).to_owned(),
+                start,
+                end: None,
+            });
+        }
+        pd.set_oncalls(entries);
+        pd
+    }
+
     /// `http://127.0.0.1:PORT`, for `[oncall] api_base`.
     pub fn api_base(&self) -> String {
         format!("http://{}", self.addr)
@@ -345,6 +367,50 @@ fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_rota_is_served_only_with_both_headers() {
+        let pd = MockPagerDuty::start_with_rota("PDEMO01", &[("PUSER01", "Ana", 1)]).await;
+        let ok = HttpRequest {
+            method: "GET".into(),
+            path: "/oncalls?escalation_policy_ids%5B%5D=PDEMO01&include%5B%5D=users&limit=100&offset=0".into(),
+            headers: vec![
+                ("authorization".into(), format!("Token token={TOKEN}")),
+                ("accept".into(), ACCEPT.into()),
+            ],
+            body: vec![],
+            received_at: std::time::Instant::now(),
+        };
+        let status = |r: Reply| match r {
+            Reply::Respond { status, body, .. } => (status, String::from_utf8(body).unwrap()),
+            other => panic!("{other:?}"),
+        };
+        let (code, body) = status(handle(&pd.state, &ok));
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("\"PUSER01\"") && body.contains("\"type\":\"user\""),
+            "{body}"
+        );
+        assert!(
+            body.contains("\"more\":false") && body.contains("\"end\":null"),
+            "{body}"
+        );
+        let mut no_key = ok.clone();
+        no_key.headers.remove(0);
+        assert_eq!(status(handle(&pd.state, &no_key)).0, 401);
+        let mut no_accept = ok.clone();
+        no_accept.headers.remove(1);
+        assert_eq!(status(handle(&pd.state, &no_accept)).0, 406);
+        pd.fail_next(Fault::Status(500));
+        assert_eq!(status(handle(&pd.state, &ok)).0, 500);
+        pd.fail_next(Fault::RateLimited { reset_secs: 3 });
+        match handle(&pd.state, &ok) {
+            Reply::WithHeaders(h, _) => {
+                assert!(h.contains(&("ratelimit-reset", "3".to_owned())), "{h:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn queries_are_decoded() {
