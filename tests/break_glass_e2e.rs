@@ -363,6 +363,36 @@ async fn a_flag_and_an_overdue_use_posted_again_with_the_gauge() {
         (&flags[0]["actor_id"], &flags[0]["refers_to"]),
         (&"7003".into(), &flagged.into())
     );
+
+    // `vncbot audit report` shows each on its grant's row, with how it was answered, over the
+    // journal the bot wrote (its chain verified).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vncbot"))
+        .args(["audit", "report", "--format", "json"])
+        .arg(bot.journal())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let allowed: Vec<&Value> = report["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| &g["allowed"])
+        .collect();
+    assert_eq!(allowed.len(), 2, "{report:#}");
+    assert_eq!(allowed[0]["break_glass"]["use"], flagged);
+    assert_eq!(allowed[0]["flagged_by"]["id"], "7003");
+    assert_eq!(allowed[1]["break_glass"]["use"], late);
+    assert_eq!(allowed[1]["acknowledged_by"]["id"], "7003");
+    assert_eq!(allowed[1]["ack_overdue"], true);
+    assert_eq!(report["totals"]["break_glass"], 2);
+    assert_eq!(report["totals"]["break_glass_flagged"], 1);
+    assert_eq!(report["totals"]["break_glass_unacknowledged"], 0);
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //! The rows are a projection of the journal's records, made here and nowhere else: a `granted`
 //! record opens a row (its `seq` is the grant's id); records that refer to it (`refers_to`) fill
 //! it in: `requested` per press, `issued` per link (referring to its `requested`), a press
-//! refused or failed (referring to the grant or to its `requested`), and `ended` with its code. Fields a newer bot writes (`instance_name`, `rule_roles`, `approvers`,
+//! refused or failed (referring to the grant or to its `requested`), and `ended` with its code.
+//! A break-glass grant refers to its `break_glass` record, and that use's `acknowledged`,
+//! `flagged` and `ack_overdue` records (which refer to the use) land on the grant's row. Fields a newer bot writes (`instance_name`, `rule_roles`, `approvers`,
 //! `break_glass`, `acknowledged_by`, `on_call`) show when present and are simply absent before.
 
 pub mod html;
@@ -57,6 +59,12 @@ pub struct Allowed {
     pub acknowledged_by: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_call: Option<Value>,
+    /// Who flagged a break-glass use as not justified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flagged_by: Option<Value>,
+    /// A break-glass use went unanswered past `ack_hours`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_overdue: Option<Value>,
 }
 
 impl Allowed {
@@ -66,6 +74,11 @@ impl Allowed {
 
     pub fn is_acknowledged(&self) -> bool {
         present(self.acknowledged_by.as_ref())
+    }
+
+    /// An approver flagged the break-glass use (and nobody acknowledged it).
+    pub fn is_flagged(&self) -> bool {
+        !self.is_acknowledged() && present(self.flagged_by.as_ref())
     }
 
     /// One phrase: `rule 2; roles 555…; approved by bob; BREAK-GLASS, NOT acknowledged; on call: …`.
@@ -81,8 +94,14 @@ impl Allowed {
             parts.push(format!("approved by {}", text_of(v)));
         }
         if self.is_break_glass() {
-            parts.push(match &self.acknowledged_by {
-                Some(v) if !v.is_null() => format!("BREAK-GLASS, acknowledged by {}", text_of(v)),
+            parts.push(match (&self.acknowledged_by, &self.flagged_by) {
+                (Some(v), _) if !v.is_null() => {
+                    format!("BREAK-GLASS, acknowledged by {}", text_of(v))
+                }
+                (_, Some(v)) if !v.is_null() => format!("BREAK-GLASS, FLAGGED by {}", text_of(v)),
+                _ if present(self.ack_overdue.as_ref()) => {
+                    "BREAK-GLASS, NOT acknowledged (overdue)".to_owned()
+                }
                 _ => "BREAK-GLASS, NOT acknowledged".to_owned(),
             });
         }
@@ -163,6 +182,8 @@ impl GrantRow {
                 break_glass: opt("break_glass"),
                 acknowledged_by: opt("acknowledged_by"),
                 on_call: opt("on_call"),
+                flagged_by: opt("flagged_by"),
+                ack_overdue: opt("ack_overdue"),
             },
             granted_at: r.time.map(format_time),
             until: until.map(format_time),
@@ -204,6 +225,8 @@ pub struct Projection {
     by_grant: HashMap<u64, usize>,
     /// A press's `requested` seq → its grant, so its `issued` counts for the grant.
     presses: HashMap<u64, u64>,
+    /// A `break_glass` record's seq → the grant it opened (once its `granted` is read).
+    glass: HashMap<u64, Option<u64>>,
 }
 
 impl Projection {
@@ -214,9 +237,18 @@ impl Projection {
     pub fn add(&mut self, r: &Raw) {
         let refers = r.u64("refers_to");
         match r.event.as_str() {
+            "break_glass" => {
+                self.glass.insert(r.seq, None);
+                return;
+            }
             "granted" => {
                 self.by_grant.insert(r.seq, self.rows.len());
-                self.rows.push(GrantRow::open(r));
+                let mut row = GrantRow::open(r);
+                if let Some(used) = refers.and_then(|u| self.glass.get_mut(&u)) {
+                    *used = Some(r.seq);
+                    row.allowed.break_glass = Some(serde_json::json!({ "use": refers }));
+                }
+                self.rows.push(row);
                 return;
             }
             "requested" => {
@@ -233,6 +265,14 @@ impl Projection {
                 return;
             }
             _ => {}
+        }
+        // What refers to a break-glass use: only its answers count on the grant's row (a
+        // refused press on Acknowledge is no press of the grant).
+        if let Some(used) = refers.and_then(|u| self.glass.get(&u)) {
+            if let Some(i) = self.index(*used) {
+                self.answer(i, r);
+            }
+            return;
         }
         // An outcome of a press refers to the press's `requested`; the rest to the grant.
         let grant = refers.map(|q| self.presses.get(&q).copied().unwrap_or(q));
@@ -256,12 +296,28 @@ impl Projection {
                 }
             }
             // An acknowledgement written as its own record, by whoever acknowledged.
-            "acknowledged" if !g.allowed.is_acknowledged() => {
-                g.allowed.acknowledged_by = Some(serde_json::json!({
-                    "id": r.actor_id(),
-                    "name": r.actor_name(),
-                }));
+            "acknowledged" | "flagged" | "ack_overdue" => self.answer(i, r),
+            _ => {}
+        }
+    }
+
+    /// A break-glass use's answer (or its lack) on its grant's row.
+    fn answer(&mut self, i: usize, r: &Raw) {
+        let a = &mut self.rows[i].allowed;
+        let who = || {
+            Some(serde_json::json!({
+                "id": r.actor_id(),
+                "name": r.actor_name(),
+            }))
+        };
+        match r.event.as_str() {
+            "acknowledged" if !a.is_acknowledged() && !present(a.flagged_by.as_ref()) => {
+                a.acknowledged_by = who();
             }
+            "flagged" if !a.is_acknowledged() && !present(a.flagged_by.as_ref()) => {
+                a.flagged_by = who();
+            }
+            "ack_overdue" => a.ack_overdue = Some(Value::Bool(true)),
             _ => {}
         }
     }
@@ -294,6 +350,8 @@ pub struct Totals {
     pub presses_refused: u64,
     pub break_glass: usize,
     pub break_glass_unacknowledged: usize,
+    /// Break-glass uses an approver flagged as not justified.
+    pub break_glass_flagged: usize,
 }
 
 impl Totals {
@@ -308,7 +366,11 @@ impl Totals {
             links_minted: rows.iter().map(|g| g.links_minted).sum(),
             presses_refused: rows.iter().map(|g| g.presses_refused).sum(),
             break_glass: glass.clone().count(),
-            break_glass_unacknowledged: glass.filter(|g| !g.allowed.is_acknowledged()).count(),
+            break_glass_unacknowledged: glass
+                .clone()
+                .filter(|g| !g.allowed.is_acknowledged() && !g.allowed.is_flagged())
+                .count(),
+            break_glass_flagged: glass.filter(|g| g.allowed.is_flagged()).count(),
         }
     }
 }
@@ -460,8 +522,8 @@ fn write_table(r: &Report, out: &mut impl Write) -> io::Result<()> {
     let t = &r.totals;
     writeln!(
         out,
-        "{} grant(s), {} member(s), {} instance(s), {} link(s) minted, {} press(es) refused, {} break-glass use(s) ({} not acknowledged)",
-        t.grants, t.members, t.instances, t.links_minted, t.presses_refused, t.break_glass, t.break_glass_unacknowledged
+        "{} grant(s), {} member(s), {} instance(s), {} link(s) minted, {} press(es) refused, {} break-glass use(s) ({} not acknowledged, {} flagged)",
+        t.grants, t.members, t.instances, t.links_minted, t.presses_refused, t.break_glass, t.break_glass_unacknowledged, t.break_glass_flagged
     )
 }
 
