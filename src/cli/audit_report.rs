@@ -561,6 +561,8 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
         "ended_by",
         "links_minted",
         "presses_refused",
+        "flagged_by",
+        "ack_overdue",
     ])?;
     let text = |v: &Option<Value>| v.as_ref().map(text_of).unwrap_or_default();
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -587,6 +589,8 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
             opt(&g.ended_by),
             g.links_minted.to_string(),
             g.presses_refused.to_string(),
+            text(&a.flagged_by),
+            text(&a.ack_overdue),
         ];
         w.write_record(cells.iter().map(|c| csv_cell(c)))?;
     }
