@@ -79,13 +79,11 @@ fn unix(t: std::time::SystemTime) -> u64 {
 fn pinged(u: &BreakGlassUse, overdue_post: bool) -> Vec<crate::ids::Snowflake> {
     let mut roles = u.approver_roles.clone();
     if overdue_post {
-        roles.extend(
-            u.admin_roles
-                .iter()
-                .filter(|r| !roles.contains(r))
-                .copied()
-                .collect::<Vec<_>>(),
-        );
+        for r in &u.admin_roles {
+            if !roles.contains(r) {
+                roles.push(*r);
+            }
+        }
     }
     roles
 }
