@@ -96,6 +96,8 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     /// Grants live now, read from the core at each scrape.
     grants_live: Sampled,
+    /// Break-glass uses neither acknowledged nor flagged yet (overdue ones included).
+    pub break_glass_unacknowledged: Gauge,
     /// 1 while the on-call cache serves nothing (PagerDuty failing past the grace period, or
     /// not answered yet): nobody counts as on call.
     pub oncall_stale: Gauge,
@@ -171,6 +173,7 @@ impl Metrics {
             config_reload_failures: Counter::default(),
             config_last_reload_success: Gauge::default(),
             grants_live: Sampled::default(),
+            break_glass_unacknowledged: Gauge::default(),
             oncall_stale: Gauge::default(),
             oncall_refresh_failures: Counter::default(),
             registry: Registry::default(),
@@ -263,6 +266,11 @@ impl Metrics {
             "audit_ship_lag_seconds",
             "Age of the oldest journal record not yet shipped to object storage",
             m.audit_ship_lag.clone(),
+        );
+        registry.register(
+            "break_glass_unacknowledged",
+            "Break-glass uses that no approver has acknowledged or flagged yet",
+            m.break_glass_unacknowledged.clone(),
         );
         registry.register(
             "oncall_stale",

@@ -111,7 +111,6 @@ impl<C: Console> Core<C> {
     }
 
     /// Holds a recorded grant and schedules its end (`/vnc`, or an approval).
-    #[allow(dead_code)]
     pub(crate) fn start_grant(&self, grant: Grant) {
         self.start_grant_on_call(grant, false);
     }
