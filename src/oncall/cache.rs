@@ -238,12 +238,12 @@ impl OnCallCache {
             Some(t) if self.fresh(&s, now) => Some(format!(
                 "oncall: PagerDuty failing ({why}, {} time(s) in a row); serving the on-call entries from {} for {} s more (stale_grace_secs)",
                 s.failures,
-                crate::core::grants::rfc3339(t),
+                super::rfc3339(t),
                 self.serve_until(t).duration_since(now).unwrap_or_default().as_secs()
             )),
             Some(t) => Some(format!(
                 "oncall: STALE: PagerDuty has failed past the grace period ({why}); the last good answer is from {}: nobody counts as on call (fail closed)",
-                crate::core::grants::rfc3339(t)
+                super::rfc3339(t)
             )),
         }
     }

@@ -94,6 +94,23 @@ impl OnCallSource for OnCallCache {
     }
 }
 
+/// A time as PagerDuty and the journal write it (RFC 3339, UTC). The schedule source sits
+/// below the core, so it formats times itself.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// An RFC 3339 time, with any offset PagerDuty sends.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
 /// Whether a PagerDuty ID looks like one (`PABC123`): letters and digits, 2 to 20 of them.
 pub fn is_pagerduty_id(s: &str) -> bool {
     (2..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -152,7 +169,7 @@ impl OnCall {
             policy: shift.map(|s| s.policy.clone()),
             level: shift.map(|s| s.level),
             pagerduty_user: shift.map(|s| s.user.clone()),
-            shift_end: shift.and_then(|s| s.end).map(crate::core::grants::rfc3339),
+            shift_end: shift.and_then(|s| s.end).map(rfc3339),
         })
     }
 }

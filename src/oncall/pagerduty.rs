@@ -206,7 +206,7 @@ impl PagerDuty {
 }
 
 fn time(s: &str) -> Result<SystemTime, PagerDutyError> {
-    crate::core::grants::parse_rfc3339(s)
+    super::parse_rfc3339(s)
         .ok_or_else(|| PagerDutyError::Invalid(format!("{s:?} is not an RFC 3339 time")))
 }
 
