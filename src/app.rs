@@ -305,6 +305,12 @@ pub async fn run_with_oncall(
         live.upgrade()
             .map_or(0, |c| i64::try_from(c.live_grants()).unwrap_or(i64::MAX))
     });
+    let pending = Arc::downgrade(&core);
+    core.metrics().sample_approvals_pending(move || {
+        pending.upgrade().map_or(0, |c| {
+            i64::try_from(c.pending_approvals()).unwrap_or(i64::MAX)
+        })
+    });
     core.metrics().config_loaded(std::time::SystemTime::now());
     let shipping = crate::ship::Shipping::start(
         config.audit.ship.as_ref(),

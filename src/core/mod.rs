@@ -303,28 +303,32 @@ impl<C: Console> Core<C> {
         let on_call = self.on_call_of(&req.actor);
         let (policy, limits) = self.live();
         let key = req.actor.key();
-        let decision = {
-            let mut g = limits
-                .lock()
-                .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
-            if let Err(retry_after) = g.check_refusal(&key) {
-                drop(g);
+        let view = self.catalog_view();
+        let (owned, held_key, held_on_call) = (req.clone(), key.clone(), on_call.clone());
+        let decided = limits
+            .with(move |g| {
+                g.check_refusal(&held_key)?;
+                let d = decision::decide_on_call(
+                    &policy,
+                    &decision::Spending(g, spend),
+                    view.as_ref(),
+                    &held_on_call,
+                    &owned,
+                );
+                match &d {
+                    Decision::Approve(a) => g.take_spend(&held_key, &a.instance, spend),
+                    Decision::Refuse(_) => g.take_refusal(&held_key),
+                }
+                Ok(d)
+            })
+            .await
+            .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
+        let decision = match decided {
+            Ok(d) => d,
+            Err(retry_after) => {
                 self.suppress(&key, &req.actor, req.guild);
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
-            let view = self.catalog_view();
-            let d = decision::decide_on_call(
-                &policy,
-                &decision::Spending(&g, spend),
-                view.as_ref(),
-                &on_call,
-                req,
-            );
-            match &d {
-                Decision::Approve(a) => g.take_spend(&key, &a.instance, spend),
-                Decision::Refuse(_) => g.take_refusal(&key),
-            }
-            d
         };
         match decision {
             Decision::Approve(approved) => Ok((*approved, on_call)),

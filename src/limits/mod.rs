@@ -250,6 +250,26 @@ impl RequestLimits {
         })
     }
 
+    /// Runs `f` with the limits held for one decision. In-process limits are a mutex held for
+    /// microseconds, so `f` runs here; shared ones lock, read and rewrite a file (and may wait
+    /// up to half a second for another process), so `f` runs on the blocking pool, and the
+    /// runtime's worker threads stay free to acknowledge the next interaction meanwhile.
+    pub async fn with<T, F>(self: &Arc<Self>, f: F) -> Result<T, StateError>
+    where
+        F: FnOnce(&mut LimitsGuard<'_>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.shared.is_none() {
+            return self.lock().map(|mut g| f(&mut g));
+        }
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.lock().map(|mut g| f(&mut g))).await {
+            Ok(result) => result,
+            // `f` panicked (a bug): re-raise it here, as if it had run inline.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// Forgets keys whose limits have fully recovered, so memory follows active members only
     /// (the shared file is pruned at each write).
     pub fn shrink(&self) {

@@ -167,6 +167,12 @@ impl<C: Console> Core<C> {
         self.approvals.events.subscribe()
     }
 
+    /// Requests still waiting for a decision: the `vncbot_approvals_pending` gauge.
+    pub fn pending_approvals(&self) -> usize {
+        let slots = self.approvals.slots();
+        slots.values().filter(|r| r.is_pending()).count()
+    }
+
     /// The request with this id, in whatever state.
     pub fn approval_request(&self, id: u64) -> Option<ApprovalRequest> {
         self.approvals.slots().get(&id).cloned()
