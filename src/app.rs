@@ -345,6 +345,11 @@ pub async fn run_with(
             tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
         }
     }
+    // Role changes already recorded: each audit log entry is recorded once across restarts, and
+    // the backfill at READY starts after the newest.
+    if let Err(e) = core.resume_role_changes(&config.audit.path) {
+        tracing::error!(error = %e, "could not read the role changes recorded in the journal; the backfill reads the whole audit log and may record some twice");
+    }
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;
     // a no-op while no audit channel is configured (a reload may add one).

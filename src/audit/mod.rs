@@ -78,6 +78,19 @@ pub enum Event {
     Expired,
     /// The requester cancelled their request.
     Cancelled,
+    /// Someone gave a member a role the config names (from the server's audit log, action 25):
+    /// `actor` who, `target` whom, `role`, `reason`, `audit_log_entry`.
+    RoleGranted,
+    /// Someone took a role the config names from a member (action 25, `$remove`).
+    RoleRevoked,
+    /// A role the config names was changed (action 31): `changed` holds the keys (`name`,
+    /// `permissions`, …).
+    RoleUpdated,
+    /// A role the config names was deleted (action 32).
+    RoleDeleted,
+    /// The permissions of one of the bot's commands changed in a server (`command`, and the
+    /// overwrites now in force in `permissions`). Discord does not say who.
+    CommandPermissionsChanged,
 }
 
 /// Who asked.

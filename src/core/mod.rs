@@ -12,6 +12,7 @@ pub mod outcome;
 mod record;
 pub mod refusal;
 pub mod request;
+pub mod role_changes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -66,6 +67,8 @@ pub struct Core<C = TencentClient> {
     clock: Clock,
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
+    /// Which role changes are recorded already (see [`role_changes`]).
+    role_changes: role_changes::Ledger,
 }
 
 impl<C> Core<C> {
@@ -112,6 +115,7 @@ impl<C: Console> Core<C> {
             catalog: None,
             clock: Clock::system(),
             metrics: journal_metrics,
+            role_changes: role_changes::Ledger::default(),
         }
     }
 

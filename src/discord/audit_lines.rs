@@ -202,6 +202,11 @@ impl Lines {
                     Some(keys) => escape(&keys.join(", "), 300),
                 }
             ))),
+            Event::RoleGranted
+            | Event::RoleRevoked
+            | Event::RoleUpdated
+            | Event::RoleDeleted
+            | Event::CommandPermissionsChanged => super::role_changes::line(r).map(Line::Access),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod grant_buttons;
 pub mod messages;
 pub mod refusals;
 mod render;
+pub mod role_changes;
 pub mod vnc;
 
 use std::collections::{HashMap, VecDeque};
@@ -233,7 +234,10 @@ pub async fn client(config: &Config, token: &str, app: Arc<Bot>) -> serenity::Re
             .proxy(base.as_str().trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
-    let client = serenity::all::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
+    // GUILD_MODERATION (not privileged) brings the server's audit log entries as they are
+    // made: who gave or took a role the config names (see `role_changes`).
+    let intents = GatewayIntents::GUILDS | GatewayIntents::GUILD_MODERATION;
+    let client = serenity::all::ClientBuilder::new_with_http(http.build(), intents)
         .event_handler(Handler { app })
         .await?;
     if let Some(gw) = &config.discord.gateway_url {
@@ -345,6 +349,7 @@ impl EventHandler for Handler {
         self.app.set_http(Arc::clone(&ctx.http));
         self.app.audit_feed.start(Arc::clone(&ctx.http));
         register_commands(&ctx.http, &self.app).await;
+        role_changes::spawn_backfill(Arc::clone(&self.app), Arc::clone(&ctx.http));
     }
 
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
@@ -410,5 +415,22 @@ impl EventHandler for Handler {
             vnc::NAME => vnc::run(&ctx, &self.app, &cmd).await,
             _ => reply(&ctx, &self.app, &cmd, messages::REPLY_UNKNOWN_COMMAND).await,
         }
+    }
+
+    async fn guild_audit_log_entry_create(
+        &self,
+        ctx: Context,
+        entry: serenity::model::guild::audit_log::AuditLogEntry,
+        guild_id: GuildId,
+    ) {
+        role_changes::on_entry(&ctx, &self.app, &entry, guild_id).await;
+    }
+
+    async fn command_permissions_update(
+        &self,
+        ctx: Context,
+        permission: serenity::all::CommandPermissions,
+    ) {
+        role_changes::on_command_permissions(&ctx, &self.app, &permission).await;
     }
 }
