@@ -151,7 +151,8 @@ pub fn spawn_backfill(bot: Arc<Bot>, http: Arc<Http>) {
                         "cannot read the audit log of server {guild}: the bot lacks the View Audit Log permission (VIEW_AUDIT_LOG). Role changes made while it was down are not recorded, and Discord sends none as they happen. Re-invite the bot with that permission (permissions=128 in the invite URL; see the README)"
                     );
                     tracing::warn!(guild = %guild, "{why}");
-                    bot.audit_feed.post(format!("WARNING: {why}"));
+                    bot.audit_feed
+                        .post(format!("WARNING: {}", escape(&why, 600)));
                 }
                 Err(Stop::Other) => {}
             }
@@ -278,7 +279,7 @@ pub(super) fn line(r: &Record) -> Option<String> {
         if e.via.as_deref() == Some(Via::Backfill.as_str()) {
             let at = ((entry >> 22) + DISCORD_EPOCH_MS) / 1000;
             text.push_str(&format!(
-                ", while the bot was down (at <t:{at}:f>; audit log entry {entry})"
+                ", read from the audit log at start (made <t:{at}:f>; audit log entry {entry})"
             ));
         } else {
             text.push_str(&format!(", audit log entry {entry}"));
@@ -381,7 +382,7 @@ mod tests {
         );
         let l = line(&r).unwrap();
         assert!(
-            l.starts_with("role change: <@7> took the role <@&555> from <@9>, while the bot was down (at <t:1767225600:f>"),
+            l.starts_with("role change: <@7> took the role <@&555> from <@9>, read from the audit log at start (made <t:1767225600:f>"),
             "{l}"
         );
     }

@@ -202,6 +202,16 @@ pub(super) fn answer(
                     &body,
                 ),
             ),
+            ("GET", ["api", "v10", "guilds", guild, "audit-logs"]) => super::audit_log::page(
+                state,
+                guild,
+                req.path.split_once('?').map_or("", |(_, q)| q),
+            ),
+            ("GET", ["api", "v10", "users", user]) => (
+                200,
+                json!({"id": user, "username": format!("user{user}"), "discriminator": "0",
+                    "global_name": null, "avatar": null}),
+            ),
             _ => (404, json!({"message": "404: Not Found", "code": 0})),
         }
     };

@@ -1,0 +1,296 @@
+//! The server's audit log: entries a test or the demo adds, kept for
+//! `GET /guilds/{id}/audit-logs` (filtered by `action_type`, `user_id`, `before`, `after` and
+//! `limit` as Discord does) and dispatched as `GUILD_AUDIT_LOG_ENTRY_CREATE` to the sessions that
+//! identified with the `GUILD_MODERATION` intent; and `APPLICATION_COMMAND_PERMISSIONS_UPDATE`,
+//! which needs no intent.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::{Call, FakeDiscord, State, APP_ID};
+
+/// The gateway intent that brings audit log entries (1 << 2, not privileged).
+pub const GUILD_MODERATION: u64 = 1 << 2;
+/// Discord's audit log actions the fake's helpers write.
+pub const MEMBER_ROLE_UPDATE: u8 = 25;
+pub const ROLE_UPDATE: u8 = 31;
+pub const ROLE_DELETE: u8 = 32;
+/// Discord's snowflake epoch (2015-01-01), in Unix milliseconds.
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// One audit log entry, before it gets its ID.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub action: u8,
+    /// Who acted.
+    pub user: u64,
+    /// Whom (a member) or what (a role) it acted on.
+    pub target: u64,
+    pub reason: Option<String>,
+    /// Discord's `changes`: `[{key, old_value?, new_value?}]`.
+    pub changes: Value,
+}
+
+impl AuditEntry {
+    /// `by` gave `member` the role (action 25, `$add`).
+    pub fn role_given(by: u64, member: u64, role: u64, name: &str, reason: Option<&str>) -> Self {
+        Self::member_roles(by, member, "$add", role, name, reason)
+    }
+
+    /// `by` took the role from `member` (action 25, `$remove`).
+    pub fn role_taken(by: u64, member: u64, role: u64, name: &str, reason: Option<&str>) -> Self {
+        Self::member_roles(by, member, "$remove", role, name, reason)
+    }
+
+    fn member_roles(
+        by: u64,
+        member: u64,
+        key: &str,
+        role: u64,
+        name: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        Self {
+            action: MEMBER_ROLE_UPDATE,
+            user: by,
+            target: member,
+            reason: reason.map(str::to_owned),
+            changes: json!([{"key": key, "new_value": [{"id": role.to_string(), "name": name}]}]),
+        }
+    }
+
+    /// `by` renamed the role and changed its permissions (action 31).
+    pub fn role_updated(by: u64, role: u64, old_name: &str, new_name: &str) -> Self {
+        Self {
+            action: ROLE_UPDATE,
+            user: by,
+            target: role,
+            reason: None,
+            changes: json!([
+                {"key": "name", "old_value": old_name, "new_value": new_name},
+                {"key": "permissions", "old_value": "0", "new_value": "8"},
+            ]),
+        }
+    }
+
+    /// `by` deleted the role (action 32): Discord lists what it was.
+    pub fn role_deleted(by: u64, role: u64, name: &str) -> Self {
+        Self {
+            action: ROLE_DELETE,
+            user: by,
+            target: role,
+            reason: None,
+            changes: json!([
+                {"key": "name", "old_value": name},
+                {"key": "permissions", "old_value": "0"},
+                {"key": "color", "old_value": 0},
+                {"key": "hoist", "old_value": false},
+                {"key": "mentionable", "old_value": false},
+            ]),
+        }
+    }
+}
+
+impl FakeDiscord {
+    /// Adds an entry to `guild`'s audit log (its ID a snowflake of now, above every earlier
+    /// one); returns the ID. Nothing is dispatched: as if the bot was down.
+    pub fn add_audit_entry(&self, guild: u64, entry: &AuditEntry) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let id = ((now - DISCORD_EPOCH_MS) << 22).max(st.last_audit_entry + 1);
+        st.last_audit_entry = id;
+        let mut v = json!({
+            "id": id.to_string(),
+            "user_id": entry.user.to_string(),
+            "target_id": entry.target.to_string(),
+            "action_type": entry.action,
+            "changes": entry.changes,
+        });
+        if let Some(r) = &entry.reason {
+            v["reason"] = json!(r);
+        }
+        st.audit_log.push((guild, v));
+        id
+    }
+
+    /// [`FakeDiscord::add_audit_entry`], then dispatched as it happens.
+    pub fn audit(&self, guild: u64, entry: &AuditEntry) -> u64 {
+        let id = self.add_audit_entry(guild, entry);
+        self.dispatch_audit_entry(id);
+        id
+    }
+
+    /// Sends `GUILD_AUDIT_LOG_ENTRY_CREATE` for a stored entry (again, if a test wants a
+    /// duplicate). Only sessions that asked for `GUILD_MODERATION` get it, and none while the
+    /// audit log is forbidden (Discord sends it only with `VIEW_AUDIT_LOG`).
+    pub fn dispatch_audit_entry(&self, id: u64) {
+        let found = {
+            let st = self.state.lock().unwrap();
+            st.audit_log
+                .iter()
+                .find(|(_, v)| v["id"].as_str().and_then(|s| s.parse().ok()) == Some(id))
+                .cloned()
+        };
+        let (guild, mut d) = found.expect("an entry added with add_audit_entry");
+        d["guild_id"] = json!(guild.to_string());
+        let _ = self
+            .events
+            .send(json!({"op": 0, "t": "GUILD_AUDIT_LOG_ENTRY_CREATE", "d": d}));
+    }
+
+    /// From now on `GET /guilds/{id}/audit-logs` answers 403 (code 50013, Missing Permissions)
+    /// and no entry is dispatched: the bot was invited without `VIEW_AUDIT_LOG`.
+    pub fn forbid_audit_log(&self) {
+        self.state.lock().unwrap().audit_log_forbidden = true;
+    }
+
+    /// The query of every `GET /guilds/{id}/audit-logs` so far (`action_type=25&after=…`).
+    pub fn audit_log_queries(&self) -> Vec<String> {
+        self.state.lock().unwrap().audit_log_queries.clone()
+    }
+
+    /// Waits until `n` calls match, or panics after `timeout`.
+    pub async fn wait_for_count(
+        &self,
+        timeout: Duration,
+        what: &str,
+        n: usize,
+        f: impl Fn(&Call) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let recorded = Arc::clone(&self.state.lock().unwrap().recorded);
+        loop {
+            // Registered before counting, so a call recorded in between still wakes us.
+            let next = recorded.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if self.count(&f) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, next).await.is_err() {
+                panic!(
+                    "timed out waiting for {n} × {what}; calls: {:#?}",
+                    self.calls()
+                );
+            }
+        }
+    }
+
+    /// The intents of every IDENTIFY the gateway received, in order.
+    pub fn identified_intents(&self) -> Vec<u64> {
+        self.state.lock().unwrap().intents.clone()
+    }
+
+    /// Sends `APPLICATION_COMMAND_PERMISSIONS_UPDATE` for `command` (the application's ID means
+    /// all its commands) in `guild`; `permissions` are `(id, type, allowed)` with type 1 role,
+    /// 2 user, 3 channel.
+    pub fn update_command_permissions(
+        &self,
+        guild: u64,
+        command: u64,
+        permissions: &[(u64, u8, bool)],
+    ) {
+        let perms: Vec<Value> = permissions
+            .iter()
+            .map(|(id, kind, allowed)| {
+                json!({"id": id.to_string(), "type": kind, "permission": allowed})
+            })
+            .collect();
+        let d = json!({
+            "id": command.to_string(),
+            "application_id": APP_ID.to_string(),
+            "guild_id": guild.to_string(),
+            "permissions": perms,
+        });
+        let _ = self
+            .events
+            .send(json!({"op": 0, "t": "APPLICATION_COMMAND_PERMISSIONS_UPDATE", "d": d}));
+    }
+}
+
+/// Whether a session that identified with `intents` gets `event` (what Discord checks).
+pub(super) fn delivered(event: &Value, intents: u64, state: &Arc<Mutex<State>>) -> bool {
+    event["t"] != "GUILD_AUDIT_LOG_ENTRY_CREATE"
+        || (intents & GUILD_MODERATION != 0 && !state.lock().unwrap().audit_log_forbidden)
+}
+
+/// `GET /guilds/{guild}/audit-logs?…`: entries newest first. With `after` (and no `before`)
+/// Discord answers the `limit` entries just after it; otherwise the newest below `before`.
+pub(super) fn page(state: &Arc<Mutex<State>>, guild: &str, query: &str) -> (u16, Value) {
+    let mut st = state.lock().unwrap();
+    // serenity starts its query with `&`.
+    st.audit_log_queries
+        .push(query.trim_start_matches('&').to_owned());
+    if st.audit_log_forbidden {
+        return (
+            403,
+            json!({"message": "Missing Permissions", "code": 50013}),
+        );
+    }
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let guild: u64 = guild.parse().unwrap_or(0);
+    let limit = param("limit").unwrap_or(50).clamp(1, 100) as usize;
+    let (after, before) = (param("after"), param("before"));
+    let id_of = |v: &Value| {
+        v["id"]
+            .as_str()
+            .and_then(|i| i.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut entries: Vec<&Value> = st
+        .audit_log
+        .iter()
+        .filter(|(g, v)| {
+            *g == guild
+                && param("action_type").is_none_or(|a| v["action_type"] == a)
+                && param("user_id")
+                    .is_none_or(|u| v["user_id"].as_str().and_then(|s| s.parse().ok()) == Some(u))
+                && after.is_none_or(|a| id_of(v) > a)
+                && before.is_none_or(|b| id_of(v) < b)
+        })
+        .map(|(_, v)| v)
+        .collect();
+    entries.sort_by_key(|v| id_of(v));
+    let mut page: Vec<Value> = if after.is_some() && before.is_none() {
+        entries.into_iter().take(limit).cloned().collect()
+    } else {
+        entries.into_iter().rev().take(limit).cloned().collect()
+    };
+    page.sort_by_key(|v| std::cmp::Reverse(id_of(v)));
+    let mut users: Vec<String> = page
+        .iter()
+        .filter_map(|v| v["user_id"].as_str().map(str::to_owned))
+        .collect();
+    users.sort();
+    users.dedup();
+    let users: Vec<Value> = users
+        .iter()
+        .map(|u| {
+            json!({"id": u, "username": format!("user{u}"), "discriminator": "0",
+                "global_name": null, "avatar": null})
+        })
+        .collect();
+    (
+        200,
+        json!({
+            "audit_log_entries": page,
+            "users": users,
+            "integrations": [],
+            "webhooks": [],
+            "guild_scheduled_events": [],
+            "threads": [],
+            "application_commands": [],
+            "auto_moderation_rules": [],
+        }),
+    )
+}
