@@ -294,3 +294,103 @@ pub(super) fn page(state: &Arc<Mutex<State>>, guild: &str, query: &str) -> (u16,
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::GUILD;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn next_dispatch(ws: &mut Ws) -> Value {
+        loop {
+            let msg = ws.next().await.unwrap().unwrap();
+            let Ok(text) = msg.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap();
+            if v["op"] == 0 {
+                return v;
+            }
+        }
+    }
+
+    async fn identify(f: &FakeDiscord, intents: u64) -> Ws {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}", f.gateway))
+            .await
+            .unwrap();
+        let identify = json!({"op": 2, "d": {"token": "t", "intents": intents}});
+        ws.send(Message::text(identify.to_string())).await.unwrap();
+        assert_eq!(next_dispatch(&mut ws).await["t"], "READY");
+        ws
+    }
+
+    #[tokio::test]
+    async fn audit_log_entries_reach_only_sessions_that_asked_for_guild_moderation() {
+        let f = FakeDiscord::start().await;
+        let mut without = identify(&f, 1).await;
+        let mut with = identify(&f, 1 | GUILD_MODERATION).await;
+        assert_eq!(f.identified_intents(), [1, 1 | GUILD_MODERATION]);
+        let id = f.audit(
+            GUILD,
+            &AuditEntry::role_given(1, 2, 3, "oncall", Some("why")),
+        );
+        f.update_command_permissions(GUILD, 9, &[(3, 1, true)]);
+        let got = next_dispatch(&mut with).await;
+        assert_eq!(got["t"], "GUILD_AUDIT_LOG_ENTRY_CREATE");
+        assert_eq!(got["d"]["id"], id.to_string());
+        assert_eq!(got["d"]["guild_id"], GUILD.to_string());
+        assert_eq!(got["d"]["reason"], "why");
+        let got = next_dispatch(&mut without).await;
+        assert_eq!(got["t"], "APPLICATION_COMMAND_PERMISSIONS_UPDATE");
+        assert_eq!(got["d"]["permissions"][0]["permission"], true);
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_filters_and_pages_as_discord_does() {
+        let f = FakeDiscord::start().await;
+        let ids: Vec<u64> = (0..5)
+            .map(|i| {
+                let e = if i == 2 {
+                    AuditEntry::role_deleted(1, 3, "oncall")
+                } else {
+                    AuditEntry::role_given(1, 2, 3, "oncall", None)
+                };
+                f.add_audit_entry(GUILD, &e)
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let listed = |query: &str| -> Vec<u64> {
+            let (status, v) = page(&f.state, &GUILD.to_string(), query);
+            assert_eq!(status, 200);
+            v["audit_log_entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+                .collect()
+        };
+        // Newest first; `after` gives the entries just after it, `before` those just before.
+        assert_eq!(listed(""), [ids[4], ids[3], ids[2], ids[1], ids[0]]);
+        assert_eq!(listed("action_type=25"), [ids[4], ids[3], ids[1], ids[0]]);
+        assert_eq!(
+            listed(&format!("action_type=25&after={}&limit=2", ids[0])),
+            [ids[3], ids[1]]
+        );
+        assert_eq!(
+            listed(&format!("before={}&limit=2", ids[3])),
+            [ids[2], ids[1]]
+        );
+        assert_eq!(listed("action_type=32&after=0"), [ids[2]]);
+        assert!(page(&f.state, "1", "").1["audit_log_entries"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        f.forbid_audit_log();
+        let (status, v) = page(&f.state, &GUILD.to_string(), "");
+        assert_eq!((status, &v["code"]), (403, &json!(50013)));
+    }
+}
