@@ -7,10 +7,12 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde_json::Value;
 use serenity::all::{
     CommandPermissionType, CommandPermissions, Context, GuildId, Http, LightMethod, Request, Route,
 };
-use serenity::model::guild::audit_log::{AuditLogEntry, AuditLogs, Change};
+use serenity::model::guild::audit_log::{AuditLogEntry, Change};
 
 use super::messages::escape;
 use super::Bot;
@@ -186,27 +188,46 @@ async fn backfill_guild(bot: &Bot, http: &Http, guild: u64) -> Result<usize, Sto
                     return Err(Stop::Other);
                 }
             };
-            let full = page.entries.len() >= PAGE;
-            let mut entries = page.entries;
+            let full = page.audit_log_entries.len() >= PAGE;
+            let mut entries: Vec<(u64, Value)> = page
+                .audit_log_entries
+                .into_iter()
+                .filter_map(|v| Some((v["id"].as_str()?.parse().ok()?, v)))
+                .collect();
             // Oldest first, so the journal has them in the order they happened.
-            entries.sort_by_key(|e| e.id);
-            for e in entries.iter().filter(|e| e.id.get() > after) {
-                let name = page.users.get(&e.user_id).map(|u| u.name.clone());
+            entries.sort_by_key(|(id, _)| *id);
+            let newest = entries.last().map(|(id, _)| *id);
+            for (id, raw) in entries.into_iter().filter(|(id, _)| *id > after) {
+                // One at a time: an entry serenity cannot read (Discord leaves `user_id` null
+                // for some of its own actions) is skipped, not the whole page, every start.
+                let e = match serde_json::from_value::<AuditLogEntry>(raw) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        tracing::warn!(entry = id, guild, error = %err,
+                            "an audit log entry could not be read and was not recorded; see it in the server's audit log");
+                        continue;
+                    }
+                };
+                let name = page
+                    .users
+                    .iter()
+                    .find(|u| u.id == e.user_id.get().to_string())
+                    .map(|u| u.username.clone());
                 match bot
                     .core
-                    .record_role_entry(&plain(e, guild, name), Via::Backfill)
+                    .record_role_entry(&plain(&e, guild, name), Via::Backfill)
                     .await
                 {
                     Ok(n) => recorded += n,
                     Err(err) => {
-                        tracing::error!(error = %err, entry = %e.id, guild,
+                        tracing::error!(error = %err, entry = id, guild,
                             "AUDIT WRITE FAILED: stopped recording role changes from the audit log; the next start tries again");
                         return Err(Stop::Other);
                     }
                 }
             }
-            match entries.last() {
-                Some(newest) if full => after = after.max(newest.id.get()),
+            match newest {
+                Some(newest) if full => after = after.max(newest),
                 _ => break,
             }
         }
@@ -214,15 +235,25 @@ async fn backfill_guild(bot: &Bot, http: &Http, guild: u64) -> Result<usize, Sto
     Ok(recorded)
 }
 
+/// One page of the audit log: the entries as Discord sent them (each read with serenity's
+/// [`AuditLogEntry`] on its own) and the users they name.
+#[derive(Deserialize)]
+struct Page {
+    audit_log_entries: Vec<Value>,
+    #[serde(default)]
+    users: Vec<PageUser>,
+}
+
+#[derive(Deserialize)]
+struct PageUser {
+    id: String,
+    username: String,
+}
+
 /// `GET /guilds/{id}/audit-logs?action_type=…&after=…&limit=100`. serenity's own
-/// `GuildId::audit_logs` has no `after`; its route and types are used as they are. With `after`,
-/// Discord answers the entries just after it, newest first.
-async fn audit_log_page(
-    http: &Http,
-    guild: u64,
-    action: u8,
-    after: u64,
-) -> serenity::Result<AuditLogs> {
+/// `GuildId::audit_logs` has no `after`; its route is used as it is. With `after`, Discord
+/// answers the entries just after it, newest first.
+async fn audit_log_page(http: &Http, guild: u64, action: u8, after: u64) -> serenity::Result<Page> {
     let params = vec![
         ("action_type", action.to_string()),
         ("after", after.to_string()),

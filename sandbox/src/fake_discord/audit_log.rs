@@ -118,6 +118,17 @@ impl FakeDiscord {
         id
     }
 
+    /// Adds an entry made by Discord itself: `user_id` is null, as Discord leaves it for some
+    /// of its own actions.
+    pub fn add_audit_entry_by_discord(&self, guild: u64, entry: &AuditEntry) -> u64 {
+        let id = self.add_audit_entry(guild, entry);
+        let mut st = self.state.lock().unwrap();
+        if let Some((_, v)) = st.audit_log.last_mut() {
+            v["user_id"] = Value::Null;
+        }
+        id
+    }
+
     /// [`FakeDiscord::add_audit_entry`], then dispatched as it happens.
     pub fn audit(&self, guild: u64, entry: &AuditEntry) -> u64 {
         let id = self.add_audit_entry(guild, entry);
