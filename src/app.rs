@@ -261,6 +261,19 @@ pub async fn run_with(
     clock: Clock,
 ) -> Result<(), RunError> {
     let stop = stop_signals();
+    run_until(config, config_path, token, creds, clock, stop).await
+}
+
+/// [`run_with`], stopping (with the same clean shutdown) when `stop` completes instead of at a
+/// signal: `vncbot demo` ends its tour's bot this way and keeps the stand-ins running.
+pub async fn run_until(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
     for warning in config.warnings() {
         tracing::warn!(%warning, "config: {warning}");
     }
