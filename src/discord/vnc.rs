@@ -55,6 +55,7 @@ pub fn register(regions: &[Region], require_reason: bool) -> CreateCommand {
             .required(require_reason)
             .max_length(MAX_REASON_CHARS as u16),
         )
+        .add_option(super::break_glass::option())
 }
 
 /// The interaction as a core request.
@@ -97,6 +98,9 @@ fn request(cmd: &CommandInteraction) -> Request {
 /// Runs `/vnc` on an interaction that has already been deferred: a grant, whose DM carries the
 /// Open console and Done buttons. No link and no Tencent call yet.
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
+    if super::break_glass::asked(cmd) {
+        return super::break_glass::run(ctx, app, cmd, request(cmd)).await;
+    }
     match app.core.open(request(cmd)).await {
         Ok(Opened::Granted(grant)) => deliver(ctx, app, cmd, grant).await,
         Ok(Opened::Requested(r)) => super::approvals::requested(ctx, app, cmd, r).await,
@@ -108,9 +112,24 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
 /// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
 /// its ID is known and the buttons' DM can be edited later.
 async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) {
+    deliver_marked(ctx, app, cmd, grant, None).await;
+}
+
+/// [`deliver`], with `mark` (break-glass says so) before the DM's text and the reply's.
+pub(super) async fn deliver_marked(
+    ctx: &Context,
+    app: &Arc<App>,
+    cmd: &CommandInteraction,
+    grant: Grant,
+    mark: Option<&str>,
+) {
+    let marked = |text: String| match mark {
+        Some(m) => format!("{m}\n{text}"),
+        None => text,
+    };
     let name = app.core.instance_name(&grant.instance);
     let message = CreateMessage::new()
-        .content(messages::grant_dm(&grant, name.as_deref()))
+        .content(marked(messages::grant_dm(&grant, name.as_deref())))
         .components(grant_buttons::grant_buttons(grant.id))
         .allowed_mentions(no_mentions())
         .nonce(serenity::all::Nonce::String(format!("grant-{}", grant.id)))
@@ -150,7 +169,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
                 ctx,
                 app,
                 cmd,
-                &messages::grant_reply(&grant, name.as_deref()),
+                &marked(messages::grant_reply(&grant, name.as_deref())),
             )
             .await;
         }
