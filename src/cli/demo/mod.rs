@@ -216,11 +216,16 @@ async fn tour(keep: bool, dir: std::path::PathBuf) -> Exit {
 
     step("The audit channel (a line per event, never the link)");
     let path = format!("/api/v10/channels/{AUDIT_CHANNEL}/messages");
-    for c in discord.calls().iter().filter(|c| c.path == path) {
-        let line = render(c.body["content"].as_str().unwrap_or_default());
-        if !line.is_empty() {
-            say(&format!("   {line}"));
-        }
+    // What the bot posted there (its reads of the channel, at start, are no lines).
+    for c in discord
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == path)
+    {
+        say(&format!(
+            "   {}",
+            render(c.body["content"].as_str().unwrap_or_default())
+        ));
     }
 
     step("The audit journal (hash-chained, fsynced; never the link)");
