@@ -52,7 +52,9 @@ pub fn build_core(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<Core, StartError> {
-    let (journal, repair) = Journal::open_clocked(&config.audit.path, clock.clone())?;
+    // Every record this process writes names the config it ran under (`config_digest`).
+    let (journal, repair) =
+        Journal::open_configured(&config.audit.path, clock.clone(), config.source.digest())?;
     let path = config.audit.path.display();
     match repair {
         Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
@@ -259,6 +261,22 @@ pub async fn run_with(
     clock: Clock,
 ) -> Result<(), RunError> {
     let stop = stop_signals();
+    run_until(config, config_path, token, creds, clock, stop).await
+}
+
+/// [`run_with`], stopping (with the same clean shutdown) when `stop` completes instead of at a
+/// signal: `vncbot demo` ends its tour's bot this way and keeps the stand-ins running.
+pub async fn run_until(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "config: {warning}");
+    }
     let core = Arc::new(build_core(&config, creds, clock)?);
     let live = Arc::downgrade(&core);
     core.metrics().sample_grants_live(move || {

@@ -27,6 +27,12 @@ pub fn main(config_path: &Path, offline: bool) -> Exit {
     };
     let (report, problems) = report(config_path, &config, offline);
     print!("{report}");
+    // What every journal record written under this config names (`config_digest`).
+    println!("config digest: {}", config.source.digest());
+    // Valid, but probably not what was meant: said, and the exit code stays 0.
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     if problems.is_empty() && offline {
         println!("OK: the config is valid (the environment was not checked: --offline).");
         Exit::Ok

@@ -117,7 +117,16 @@ impl FakeDiscord {
     ) -> String {
         let id = self.ids.fetch_add(1, Ordering::SeqCst);
         let token = format!("itoken{id}");
-        let user_json = json!({"id": user.to_string(), "username": format!("user{user}"),
+        // The name the member's commands carried (or [`FakeDiscord::set_name`]), as for a DM press.
+        let name = self
+            .state
+            .lock()
+            .unwrap()
+            .names
+            .get(&user)
+            .cloned()
+            .unwrap_or_else(|| format!("user{user}"));
+        let user_json = json!({"id": user.to_string(), "username": name,
             "discriminator": "0", "global_name": null, "avatar": null});
         let d = json!({
             "id": id.to_string(),
