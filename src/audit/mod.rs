@@ -78,6 +78,9 @@ pub enum Event {
     Expired,
     /// The requester cancelled their request.
     Cancelled,
+    /// A grant's window was extended (`refers_to`: the grant; `until`: the new end;
+    /// `previous_until`: the end it replaced). Once per grant.
+    Extended,
 }
 
 /// Who asked.

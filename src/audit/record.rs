@@ -61,6 +61,9 @@ pub struct Entry {
     /// On `config_reloaded` records: the keys whose value the reload changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// On `extended` records: the end the extension replaced (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<String>,
 }
 
 /// One whole journal line as read back.

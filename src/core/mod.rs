@@ -5,10 +5,12 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod admin;
 pub mod approvals;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
+pub mod pick;
 mod record;
 pub mod refusal;
 pub mod request;
@@ -28,7 +30,9 @@ use crate::tencent::{Console, TencentClient};
 
 pub use approvals::{ApprovalEvent, ApprovalRequest, Choice, Opened, Standing, VoteRefusal, Voted};
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
+pub use grants::{
+    EndWhy, ExtendRefusal, Extended, Extending, Grant, GrantEvent, HeadsUp, Minted, Press,
+};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -66,6 +70,8 @@ pub struct Core<C = TencentClient> {
     clock: Clock,
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
+    /// Candidates offered for ambiguous names ([`pick`]).
+    picks: pick::Picks,
 }
 
 impl<C> Core<C> {
@@ -112,6 +118,7 @@ impl<C: Console> Core<C> {
             catalog: None,
             clock: Clock::system(),
             metrics: journal_metrics,
+            picks: pick::Picks::default(),
         }
     }
 

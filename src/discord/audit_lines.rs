@@ -112,6 +112,7 @@ impl Lines {
                 let text = match e.code.as_deref() {
                     Some("done") => "ended by the member",
                     Some("expired") => "access ended: window over",
+                    Some("revoked") => "access revoked by an admin",
                     // A lost role or a dropped region: the refused press said so; a failed DM:
                     // its own line did.
                     _ => return None,
@@ -202,6 +203,22 @@ impl Lines {
                     Some(keys) => escape(&keys.join(", "), 300),
                 }
             ))),
+            Event::Extended => {
+                let t = |v: Option<&str>| {
+                    v.and_then(crate::core::grants::parse_rfc3339).map_or_else(
+                        || "?".to_owned(),
+                        |t| format!("<t:{}:f>", super::messages::unix(t)),
+                    )
+                };
+                Some(Line::Access(say(&self.about_grant(
+                    &format!(
+                        "access extended from {} to {}",
+                        t(e.previous_until.as_deref()),
+                        t(e.until.as_deref())
+                    ),
+                    r,
+                ))))
+            }
         }
     }
 
