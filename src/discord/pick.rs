@@ -78,7 +78,7 @@ pub(super) async fn offer(ctx: &Context, bot: &Arc<Bot>, to: &impl Answer, req: 
         .iter()
         .map(|c| CreateSelectMenuOption::new(label(c), c.id.as_str()).description(c.state.clone()))
         .collect();
-    let n = bot.core.offer_pick(req, candidates);
+    let n = bot.core.offer_pick(req, candidates.clone());
     let menu = CreateSelectMenu::new(
         format!("{PICK}{n}"),
         CreateSelectMenuKind::String { options },
@@ -86,16 +86,21 @@ pub(super) async fn offer(ctx: &Context, bot: &Arc<Bot>, to: &impl Answer, req: 
     .placeholder("Pick the instance")
     .min_values(1)
     .max_values(1);
+    let listed: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("{} ({}, {})", c.id, c.region, c.state))
+        .collect();
     let text = format!(
-        "Several instances you may open are named {name}: pick one. {}",
+        "Several instances you may open are named {name}: {}. Pick one below{}.",
+        listed.join("; "),
         if req.reason.is_some() {
-            "Your reason goes with it."
+            " (your reason goes with it)"
         } else {
             ""
         }
     );
     let edit = EditInteractionResponse::new()
-        .content(text.trim_end())
+        .content(text)
         .components(vec![CreateActionRow::SelectMenu(menu)])
         .allowed_mentions(no_mentions());
     bot.rest("offer a menu of instances", to.edit(&ctx.http, edit).await);

@@ -18,10 +18,12 @@ use tokio::sync::broadcast;
 
 use crate::http::serve;
 
+mod admin;
 mod gateway;
 mod member;
 mod rest;
 
+pub use admin::AdminOption;
 pub use gateway::Invocation;
 pub use member::{vnc, GrantDm};
 
@@ -65,6 +67,8 @@ struct State {
     hangs: Vec<(String, String, usize)>,
     /// (method, path fragment, delay in ms, how many more times): answered late, but answered.
     slows: Vec<(String, String, u64, usize)>,
+    /// Channels the bot may not see or post in (403 Missing Access).
+    unpostable: HashSet<u64>,
 }
 
 #[derive(Clone)]

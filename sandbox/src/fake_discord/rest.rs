@@ -43,7 +43,17 @@ pub(super) fn answer(
             f.2
         })
     };
-    let (status, reply) = if let Some(status) = injected {
+    // A channel the bot may not see: reading it or posting in it is 403, as Discord answers.
+    let forbidden = match (req.method.as_str(), &seg[..]) {
+        ("GET", ["api", "v10", "channels", channel])
+        | ("POST", ["api", "v10", "channels", channel, "messages"]) => channel
+            .parse::<u64>()
+            .is_ok_and(|c| state.lock().unwrap().unpostable.contains(&c)),
+        _ => false,
+    };
+    let (status, reply) = if forbidden {
+        (403, json!({"message": "Missing Access", "code": 50001}))
+    } else if let Some(status) = injected {
         let body = match status {
             429 => {
                 json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false})
