@@ -628,6 +628,28 @@ async fn an_approvals_channel_the_bot_cannot_post_in_stops_the_start() {
     // Nothing was registered or posted.
     assert!(!bot.discord.calls().iter().any(|c| c.method != "GET"));
 
+    // Readable, but the channel's overwrites deny the bot Send Messages.
+    let no_send = Fakes::start("admin-no-send").await;
+    no_send.discord.deny_send(APPROVALS);
+    no_send
+        .discord
+        .set_roles(support::fake_discord::APP_ID, vec![]);
+    let config = Config::parse(&config_text(&no_send)).unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        vncbot::app::run_with(config, None, TOKEN, creds(), no_send.clock.clone()),
+    )
+    .await
+    .expect("the start is refused at once")
+    .expect_err("the bot refuses to start");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "approvals.channel_id {APPROVALS}: the bot lacks Send Messages"
+        )),
+        "{text}"
+    );
+
     // With [approvals] only for /vncadmin (no rule needs approvers), it starts, loudly.
     let only_admin = Fakes::start("admin-only").await;
     only_admin.discord.unpostable(APPROVALS);

@@ -71,6 +71,13 @@ pub async fn check(http: &Http, channel: u64) -> Result<(), ApprovalsChannelErro
             kind: format!("a {:?} channel", gc.kind).to_lowercase(),
         });
     }
+    // A thread takes its permissions from its parent: reading it was the check.
+    if matches!(
+        gc.kind,
+        ChannelType::PublicThread | ChannelType::PrivateThread
+    ) {
+        return Ok(());
+    }
     // The bot's permissions there: its roles in the server and the channel's overwrites.
     let computed: serenity::Result<Permissions> = async {
         let guild = http.get_guild(gc.guild_id).await?;

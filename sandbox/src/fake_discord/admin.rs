@@ -32,7 +32,42 @@ fn member_json(user: u64, roles: &[u64]) -> Value {
     })
 }
 
+/// Discord's permission bits that the fake's server gives @everyone.
+pub(super) const VIEW_CHANNEL: u64 = 1 << 10;
+pub(super) const SEND_MESSAGES: u64 = 1 << 11;
+
+/// The served server as `GET /guilds/{id}` gives it: @everyone may view channels and post.
+pub(super) fn guild_json(guild: &str) -> Value {
+    json!({
+        "id": guild, "name": "ops", "icon": null, "icon_hash": null, "splash": null,
+        "discovery_splash": null, "owner_id": "700000000000000099",
+        "afk_channel_id": null, "afk_timeout": 300,
+        "widget_enabled": false, "widget_channel_id": null,
+        "verification_level": 0, "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "roles": [{"id": guild, "name": "@everyone", "color": 0, "hoist": false, "icon": null,
+            "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+            "unicode_emoji": null, "position": 0,
+            "permissions": (VIEW_CHANNEL | SEND_MESSAGES).to_string(),
+            "managed": false, "mentionable": false, "flags": 0}],
+        "emojis": [], "features": [], "mfa_level": 0, "application_id": null,
+        "system_channel_id": null, "system_channel_flags": 0, "rules_channel_id": null,
+        "max_presences": null, "max_members": 500000, "vanity_url_code": null,
+        "description": null, "banner": null, "premium_tier": 0,
+        "premium_subscription_count": 0, "preferred_locale": "en-US",
+        "public_updates_channel_id": null, "max_video_channel_users": 25,
+        "max_stage_video_channel_users": 50, "nsfw_level": 0, "stickers": [],
+        "premium_progress_bar_enabled": false, "safety_alerts_channel_id": null,
+    })
+}
+
 impl FakeDiscord {
+    /// The channel's overwrites deny Send Messages to @everyone: the bot may read it but not
+    /// post (set the bot's own roles with `set_roles(APP_ID, …)` for its member to be read).
+    pub fn deny_send(&self, channel: u64) {
+        self.state.lock().unwrap().no_send.insert(channel);
+    }
+
     /// The bot may neither read nor post in `channel` (403 Missing Access), as when its role
     /// lacks View Channel there.
     pub fn unpostable(&self, channel: u64) {

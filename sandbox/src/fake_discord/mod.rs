@@ -69,6 +69,8 @@ struct State {
     slows: Vec<(String, String, u64, usize)>,
     /// Channels the bot may not see or post in (403 Missing Access).
     unpostable: HashSet<u64>,
+    /// Channels whose overwrites deny Send Messages to @everyone (the bot may read them).
+    no_send: HashSet<u64>,
 }
 
 #[derive(Clone)]
