@@ -96,6 +96,8 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     /// Grants live now, read from the core at each scrape.
     grants_live: Sampled,
+    /// Break-glass uses neither acknowledged nor flagged yet (overdue ones included).
+    pub break_glass_unacknowledged: Gauge,
 }
 
 /// The labels of `vncbot_limited_total`: a per-member limit, a per-instance limit, or refusals
@@ -166,6 +168,7 @@ impl Metrics {
             config_reload_failures: Counter::default(),
             config_last_reload_success: Gauge::default(),
             grants_live: Sampled::default(),
+            break_glass_unacknowledged: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("commands", "Commands by outcome", m.commands.clone());
@@ -256,6 +259,11 @@ impl Metrics {
             "audit_ship_lag_seconds",
             "Age of the oldest journal record not yet shipped to object storage",
             m.audit_ship_lag.clone(),
+        );
+        registry.register(
+            "break_glass_unacknowledged",
+            "Break-glass uses that no approver has acknowledged or flagged yet",
+            m.break_glass_unacknowledged.clone(),
         );
         // Labels known from the start are exported at 0, so an alert on a rate sees a series
         // before the first event instead of no data.

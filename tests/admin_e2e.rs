@@ -16,6 +16,7 @@ use vncbot::config::{Config, TencentCredentials};
 const PROD_ROLE: u64 = 555000000000000003;
 const APPROVER: u64 = 555000000000000009;
 const ADMIN: u64 = 555000000000000007;
+const GLASS_ROLE: u64 = 555000000000000008;
 const APPROVALS: u64 = 810000000000000003;
 /// Where the fake's slash commands are run (and their ephemeral answers shown).
 const COMMAND_CHANNEL: u64 = 820000000000000001;
@@ -26,7 +27,7 @@ fn config_text(bot: &Fakes) -> String {
     bot.config.replace(
         "[limits]",
         &format!(
-            "[[allow]]\nroles = [{PROD_ROLE}]\ninstances = [\"*\"]\nregions = [\"*\"]\napproval = \"required\"\napprover_roles = [{APPROVER}]\n\n[approvals]\nchannel_id = {APPROVALS}\nadmin_roles = [{ADMIN}]\n\n[limits]"
+            "[[allow]]\nroles = [{PROD_ROLE}]\ninstances = [\"*\"]\nregions = [\"*\"]\napproval = \"required\"\napprover_roles = [{APPROVER}]\nbreak_glass_roles = [{GLASS_ROLE}]\n\n[approvals]\nchannel_id = {APPROVALS}\nadmin_roles = [{ADMIN}]\n\n[limits]"
         ),
     )
 }
@@ -165,9 +166,47 @@ async fn admins_list_and_revoke_grants_and_nobody_else_may() {
         .map(|r| r["seq"].as_u64().unwrap())
         .unwrap();
 
+    // A break-glass grant: listed as such, and it has no Extend.
+    let t = bot.discord.invoke(vnc(
+        7004,
+        vec![PROD_ROLE, GLASS_ROLE],
+        vec![
+            ("instance", "ins-dup00002"),
+            ("reason", "INC-77 the primary is down and nobody is awake"),
+            ("break_glass", "true"),
+        ],
+    ));
+    bot.discord.reply(&t).await;
+    let glass = bot
+        .discord
+        .grant_dm(7004)
+        .expect("the break-glass grant's DM");
+    let glass_dm = bot
+        .discord
+        .calls()
+        .into_iter()
+        .find(|c| {
+            c.method == "POST" && c.path == format!("/api/v10/channels/{}/messages", glass.channel)
+        })
+        .unwrap();
+    assert_eq!(
+        custom_ids(&glass_dm.body),
+        [
+            format!("vnc:open:{}", glass.grant),
+            format!("vnc:done:{}", glass.grant)
+        ]
+    );
+
     let text = admin(&bot, 7100, vec![ADMIN], "grants", vec![]).await;
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("grant {}: <@7004>", glass.grant))
+                && l.contains("⚠ **break-glass**")),
+        "{text}"
+    );
+    assert_eq!(text.matches("break-glass").count(), 1, "{text}");
     for want in [
-        "**Live grants**: 2".to_owned(),
+        "**Live grants**: 3".to_owned(),
         format!(
             "• grant {}: <@7001>, **db-01** (ins-running1, ap-guangzhou) until <t:",
             g1.grant

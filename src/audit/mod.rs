@@ -78,6 +78,16 @@ pub enum Event {
     Expired,
     /// The requester cancelled their request.
     Cancelled,
+    /// A member used break-glass: access at once, without approval, for a short window
+    /// (`until`; `count`: their uses in the last 24 hours, this one included); its `granted`
+    /// follows, referring to it.
+    BreakGlass,
+    /// An approver acknowledged a break-glass use (`refers_to` it).
+    Acknowledged,
+    /// An approver flagged a break-glass use as not justified (`refers_to` it).
+    Flagged,
+    /// A break-glass use went `ack_hours` without an acknowledgement or a flag; re-posted.
+    AckOverdue,
     /// A grant's window was extended (`refers_to`: the grant; `until`: the new end;
     /// `previous_until`: the end it replaced). Once per grant.
     Extended,

@@ -5,9 +5,12 @@
 //! The rows are a projection of the journal's records, made here and nowhere else: a `granted`
 //! record opens a row (its `seq` is the grant's id); records that refer to it (`refers_to`) fill
 //! it in: `requested` per press, `issued` per link (referring to its `requested`), a press
-//! refused or failed (referring to the grant or to its `requested`), and `ended` with its code. Fields a newer bot writes (`instance_name`, `rule_roles`, `approvers`,
+//! refused or failed (referring to the grant or to its `requested`), and `ended` with its code.
+//! A break-glass grant refers to its `break_glass` record, and that use's `acknowledged`,
+//! `flagged` and `ack_overdue` records (which refer to the use) land on the grant's row. Fields a newer bot writes (`instance_name`, `rule_roles`, `approvers`,
 //! `break_glass`, `acknowledged_by`, `on_call`) show when present and are simply absent before.
 
+mod allowed;
 pub mod html;
 pub mod select;
 
@@ -20,6 +23,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use vncbot::text::{json_escape_hidden, visible};
 
+pub use self::allowed::{text_of, Allowed};
 use self::select::{format_time, journal_path, read_raw, Chain, Raw, Selection, When};
 use super::Exit;
 
@@ -39,81 +43,6 @@ pub struct Options {
     pub instance: Option<String>,
     pub format: Format,
     pub file: Option<PathBuf>,
-}
-
-/// How a grant was allowed. Today's records name the rule by its index; the optional fields are
-/// what newer records add, kept as the JSON they were written as.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Allowed {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule_roles: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approvers: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub break_glass: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub acknowledged_by: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_call: Option<Value>,
-}
-
-impl Allowed {
-    pub fn is_break_glass(&self) -> bool {
-        present(self.break_glass.as_ref())
-    }
-
-    pub fn is_acknowledged(&self) -> bool {
-        present(self.acknowledged_by.as_ref())
-    }
-
-    /// One phrase: `rule 2; roles 555…; approved by bob; BREAK-GLASS, NOT acknowledged; on call: …`.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(r) = self.rule {
-            parts.push(format!("rule {r}"));
-        }
-        if let Some(v) = self.rule_roles.as_ref().filter(|v| !v.is_null()) {
-            parts.push(format!("roles {}", text_of(v)));
-        }
-        if let Some(v) = self.approvers.as_ref().filter(|v| !v.is_null()) {
-            parts.push(format!("approved by {}", text_of(v)));
-        }
-        if self.is_break_glass() {
-            parts.push(match &self.acknowledged_by {
-                Some(v) if !v.is_null() => format!("BREAK-GLASS, acknowledged by {}", text_of(v)),
-                _ => "BREAK-GLASS, NOT acknowledged".to_owned(),
-            });
-        }
-        if let Some(v) = self.on_call.as_ref().filter(|v| present(Some(v))) {
-            parts.push(format!("on call: {}", text_of(v)));
-        }
-        parts.join("; ")
-    }
-}
-
-/// A field that says yes: anything but absent, `null` and `false`.
-fn present(v: Option<&Value>) -> bool {
-    !matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
-}
-
-/// A JSON value as plain words: strings as they are, lists joined, `{"id","name"}` as `name (id)`.
-pub fn text_of(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join(", "),
-        Value::Object(m) => match (m.get("name"), m.get("id")) {
-            (Some(n), Some(i)) => format!("{} ({})", text_of(n), text_of(i)),
-            _ => m
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", text_of(v)))
-                .collect::<Vec<_>>()
-                .join(", "),
-        },
-        other => other.to_string(),
-    }
 }
 
 /// One grant, as the report shows it.
@@ -163,6 +92,8 @@ impl GrantRow {
                 break_glass: opt("break_glass"),
                 acknowledged_by: opt("acknowledged_by"),
                 on_call: opt("on_call"),
+                flagged_by: opt("flagged_by"),
+                ack_overdue: opt("ack_overdue"),
             },
             granted_at: r.time.map(format_time),
             until: until.map(format_time),
@@ -204,6 +135,8 @@ pub struct Projection {
     by_grant: HashMap<u64, usize>,
     /// A press's `requested` seq → its grant, so its `issued` counts for the grant.
     presses: HashMap<u64, u64>,
+    /// A `break_glass` record's seq → the grant it opened (once its `granted` is read).
+    glass: HashMap<u64, Option<u64>>,
 }
 
 impl Projection {
@@ -214,9 +147,18 @@ impl Projection {
     pub fn add(&mut self, r: &Raw) {
         let refers = r.u64("refers_to");
         match r.event.as_str() {
+            "break_glass" => {
+                self.glass.insert(r.seq, None);
+                return;
+            }
             "granted" => {
                 self.by_grant.insert(r.seq, self.rows.len());
-                self.rows.push(GrantRow::open(r));
+                let mut row = GrantRow::open(r);
+                if let Some(used) = refers.and_then(|u| self.glass.get_mut(&u)) {
+                    *used = Some(r.seq);
+                    row.allowed.break_glass = Some(serde_json::json!({ "use": refers }));
+                }
+                self.rows.push(row);
                 return;
             }
             "requested" => {
@@ -233,6 +175,14 @@ impl Projection {
                 return;
             }
             _ => {}
+        }
+        // What refers to a break-glass use: only its answers count on the grant's row (a
+        // refused press on Acknowledge is no press of the grant).
+        if let Some(used) = refers.and_then(|u| self.glass.get(&u)) {
+            if let Some(i) = self.index(*used) {
+                self.answer(i, r);
+            }
+            return;
         }
         // An outcome of a press refers to the press's `requested`; the rest to the grant.
         let grant = refers.map(|q| self.presses.get(&q).copied().unwrap_or(q));
@@ -265,12 +215,28 @@ impl Projection {
                 }
             }
             // An acknowledgement written as its own record, by whoever acknowledged.
-            "acknowledged" if !g.allowed.is_acknowledged() => {
-                g.allowed.acknowledged_by = Some(serde_json::json!({
-                    "id": r.actor_id(),
-                    "name": r.actor_name(),
-                }));
+            "acknowledged" | "flagged" | "ack_overdue" => self.answer(i, r),
+            _ => {}
+        }
+    }
+
+    /// A break-glass use's answer (or its lack) on its grant's row.
+    fn answer(&mut self, i: usize, r: &Raw) {
+        let a = &mut self.rows[i].allowed;
+        let who = || {
+            Some(serde_json::json!({
+                "id": r.actor_id(),
+                "name": r.actor_name(),
+            }))
+        };
+        match r.event.as_str() {
+            "acknowledged" if !a.is_answered() => {
+                a.acknowledged_by = who();
             }
+            "flagged" if !a.is_answered() => {
+                a.flagged_by = who();
+            }
+            "ack_overdue" => a.ack_overdue = Some(Value::Bool(true)),
             _ => {}
         }
     }
@@ -303,6 +269,8 @@ pub struct Totals {
     pub presses_refused: u64,
     pub break_glass: usize,
     pub break_glass_unacknowledged: usize,
+    /// Break-glass uses an approver flagged as not justified.
+    pub break_glass_flagged: usize,
 }
 
 impl Totals {
@@ -317,7 +285,11 @@ impl Totals {
             links_minted: rows.iter().map(|g| g.links_minted).sum(),
             presses_refused: rows.iter().map(|g| g.presses_refused).sum(),
             break_glass: glass.clone().count(),
-            break_glass_unacknowledged: glass.filter(|g| !g.allowed.is_acknowledged()).count(),
+            break_glass_unacknowledged: glass
+                .clone()
+                .filter(|g| !g.allowed.is_acknowledged() && !g.allowed.is_flagged())
+                .count(),
+            break_glass_flagged: glass.filter(|g| g.allowed.is_flagged()).count(),
         }
     }
 }
@@ -469,8 +441,8 @@ fn write_table(r: &Report, out: &mut impl Write) -> io::Result<()> {
     let t = &r.totals;
     writeln!(
         out,
-        "{} grant(s), {} member(s), {} instance(s), {} link(s) minted, {} press(es) refused, {} break-glass use(s) ({} not acknowledged)",
-        t.grants, t.members, t.instances, t.links_minted, t.presses_refused, t.break_glass, t.break_glass_unacknowledged
+        "{} grant(s), {} member(s), {} instance(s), {} link(s) minted, {} press(es) refused, {} break-glass use(s) ({} not acknowledged, {} flagged)",
+        t.grants, t.members, t.instances, t.links_minted, t.presses_refused, t.break_glass, t.break_glass_unacknowledged, t.break_glass_flagged
     )
 }
 
@@ -508,6 +480,8 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
         "ended_by",
         "links_minted",
         "presses_refused",
+        "flagged_by",
+        "ack_overdue",
     ])?;
     let text = |v: &Option<Value>| v.as_ref().map(text_of).unwrap_or_default();
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -534,6 +508,8 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
             opt(&g.ended_by),
             g.links_minted.to_string(),
             g.presses_refused.to_string(),
+            text(&a.flagged_by),
+            text(&a.ack_overdue),
         ];
         w.write_record(cells.iter().map(|c| csv_cell(c)))?;
     }

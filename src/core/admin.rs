@@ -134,11 +134,14 @@ impl<C: Console> Core<C> {
         }
     }
 
-    /// Marks a grant as opened by break-glass, for `/vncadmin grants` (a rebuilt grant is
-    /// marked from its `granted` record's code).
+    /// Marks a grant as opened by break-glass: `/vncadmin grants` says so, and it has no
+    /// Extend (an emergency window is not stretched; the member may ask again, counted, or
+    /// through approvers). A rebuilt grant is marked from its `granted` record referring to a
+    /// `break_glass` one.
     pub fn mark_break_glass(&self, id: u64) {
         if let Some(s) = self.grants.slots().get_mut(&id) {
             s.break_glass = true;
+            s.extension = Extension::Used;
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod approvals;
+pub mod break_glass;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
@@ -29,12 +30,15 @@ use crate::tencent::{self, Catalog, View};
 use crate::tencent::{Console, TencentClient};
 
 pub use approvals::{ApprovalEvent, ApprovalRequest, Choice, Opened, Standing, VoteRefusal, Voted};
+pub use break_glass::{
+    AckRefusal, AckStanding, Answer, BreakGlassEvent, BreakGlassUse, BrokeGlass,
+};
 pub use decision::{decide, Decision, Rejection};
 pub use grants::{
     EndWhy, ExtendRefusal, Extended, Extending, Grant, GrantEvent, HeadsUp, Minted, Press,
 };
 pub use outcome::{Exit, FailureKind, Outcome};
-pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
+pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_BREAK_GLASS_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
 
 /// How long a caller may queue for a Tencent slot before being told to retry: enough for a burst
@@ -65,6 +69,7 @@ pub struct Core<C = TencentClient> {
     suppressed: Mutex<HashMap<String, Suppressed>>,
     grants: grants::Grants,
     approvals: approvals::Approvals,
+    break_glass: break_glass::BreakGlasses,
     timers: grants::timers::Timers,
     catalog: Option<CatalogLink>,
     clock: Clock,
@@ -114,6 +119,7 @@ impl<C: Console> Core<C> {
             suppressed: Mutex::new(HashMap::new()),
             grants: grants::Grants::default(),
             approvals: approvals::Approvals::default(),
+            break_glass: break_glass::BreakGlasses::default(),
             timers: grants::timers::Timers::default(),
             catalog: None,
             clock: Clock::system(),

@@ -122,6 +122,14 @@ pub enum Outcome {
     DmFailed,
     /// `vncbot url` could not print the link (stdout closed); it was discarded.
     NotPrinted,
+    /// Break-glass asked on a rule that offers none (no `break_glass_roles`).
+    BreakGlassNotOffered,
+    /// Break-glass asked by a member holding none of the rule's `break_glass_roles`.
+    BreakGlassNotAllowed,
+    /// Break-glass asked with a reason under 20 characters.
+    BreakGlassReasonShort,
+    /// Break-glass asked past `break_glass_per_day` in the last 24 hours.
+    BreakGlassOverCap,
 }
 
 impl Outcome {
@@ -177,6 +185,10 @@ impl Outcome {
             Self::DmsClosed => "not delivered: DMs closed, link discarded",
             Self::DmFailed => "not delivered: DM failed, link discarded",
             Self::NotPrinted => "not delivered: the terminal went away, link discarded",
+            Self::BreakGlassNotOffered => "refused: break-glass is not offered on that rule",
+            Self::BreakGlassNotAllowed => "denied: break-glass without a break-glass role",
+            Self::BreakGlassReasonShort => "refused: break-glass reason under 20 characters",
+            Self::BreakGlassOverCap => "limited: break-glass daily cap reached",
             Self::NotInGuild => "refused: not in a server",
             Self::OtherGuild => "refused: another server",
             Self::BadInstance => "refused: malformed instance",
@@ -216,6 +228,9 @@ impl Outcome {
             Self::Tencent { .. } => Event::Failed,
             Self::Delivered => Event::Delivered,
             Self::DmsClosed | Self::DmFailed | Self::NotPrinted => Event::DmFailed,
+            Self::BreakGlassNotOffered | Self::BreakGlassReasonShort => Event::Invalid,
+            Self::BreakGlassNotAllowed => Event::Denied,
+            Self::BreakGlassOverCap => Event::Limited,
         }
     }
 
@@ -269,6 +284,8 @@ impl Outcome {
                 FailureKind::Transient => Exit::Temporary,
             },
             Self::DmsClosed | Self::DmFailed | Self::NotPrinted => Exit::Temporary,
+            Self::BreakGlassNotOffered | Self::BreakGlassReasonShort => Exit::BadInput,
+            Self::BreakGlassNotAllowed | Self::BreakGlassOverCap => Exit::Denied,
         }
     }
 }
@@ -286,7 +303,8 @@ mod tests {
         let codes: std::collections::HashSet<String> =
             Outcome::ours().map(|o| o.code().to_owned()).collect();
         assert_eq!(codes.len(), Outcome::ours().count(), "codes are distinct");
-        assert_eq!(Outcome::ours().count(), 25);
+        // 25, and break-glass's four refusals.
+        assert_eq!(Outcome::ours().count(), 25 + 4);
     }
 
     fn api(code: &str) -> TencentError {
@@ -334,6 +352,26 @@ mod tests {
                 Outcome::InstanceNotReady,
                 "instance_not_ready",
                 Exit::Refused,
+            ),
+            (
+                Outcome::BreakGlassNotOffered,
+                "break_glass_not_offered",
+                Exit::BadInput,
+            ),
+            (
+                Outcome::BreakGlassNotAllowed,
+                "break_glass_not_allowed",
+                Exit::Denied,
+            ),
+            (
+                Outcome::BreakGlassReasonShort,
+                "break_glass_reason_short",
+                Exit::BadInput,
+            ),
+            (
+                Outcome::BreakGlassOverCap,
+                "break_glass_over_cap",
+                Exit::Denied,
             ),
             (
                 Outcome::tencent(&api("InvalidInstanceId.NotFound")),

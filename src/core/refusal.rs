@@ -14,6 +14,9 @@ use super::outcome::Outcome;
 pub const MAX_REASON_CHARS: usize = 200;
 /// Shortest reason when `audit.require_reason` is on: "deploy" is not an explanation.
 pub const MIN_REASON_CHARS: usize = 8;
+/// Shortest reason for break-glass (counted after trimming): access without approval must say
+/// why in words an approver can check later.
+pub const MIN_BREAK_GLASS_REASON_CHARS: usize = 20;
 
 /// Why no link (or no grant). The sentence a person is told is the adapter's: Discord's in
 /// `discord::refusals`, the terminal's in the CLI.
@@ -72,6 +75,20 @@ pub enum Refusal {
         error: Box<TencentError>,
         message: String,
     },
+    /// Break-glass on a rule without `break_glass_roles` (or with no `[approvals]` to post in).
+    BreakGlassNotOffered,
+    /// Break-glass by a member holding none of these roles.
+    BreakGlassNotAllowed {
+        roles: Vec<Snowflake>,
+    },
+    /// Break-glass with a reason shorter than [`MIN_BREAK_GLASS_REASON_CHARS`].
+    BreakGlassReasonShort,
+    /// Break-glass past the member's `per_day` uses in the last 24 hours; the oldest of them
+    /// leaves that window after `retry_after`.
+    BreakGlassOverCap {
+        per_day: u32,
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -102,6 +119,10 @@ impl Refusal {
             Refusal::AmbiguousName { .. } => Outcome::AmbiguousName,
             Refusal::NotReady { .. } => Outcome::InstanceNotReady,
             Refusal::Tencent { error, .. } => Outcome::tencent(error),
+            Refusal::BreakGlassNotOffered => Outcome::BreakGlassNotOffered,
+            Refusal::BreakGlassNotAllowed { .. } => Outcome::BreakGlassNotAllowed,
+            Refusal::BreakGlassReasonShort => Outcome::BreakGlassReasonShort,
+            Refusal::BreakGlassOverCap { .. } => Outcome::BreakGlassOverCap,
         }
     }
 

@@ -212,6 +212,35 @@ impl Lines {
                     Some(keys) => escape(&keys.join(", "), 300),
                 }
             ))),
+            Event::BreakGlass => Some(Line::Access(audit_line(
+                &actor,
+                e.instance.as_deref().unwrap_or("?"),
+                e.region.as_deref(),
+                e.reason.as_deref(),
+                &format!(
+                    "BREAK-GLASS: access without approval (use {}, {} in 24 h)",
+                    r.seq,
+                    e.count.unwrap_or(1)
+                ),
+                None,
+            ))),
+            Event::Acknowledged | Event::Flagged => {
+                let what = if r.event == Event::Acknowledged {
+                    "acknowledged"
+                } else {
+                    "FLAGGED"
+                };
+                Some(Line::Access(say(&format!(
+                    "{what} break-glass use {}",
+                    e.refers_to.unwrap_or_default()
+                ))))
+            }
+            Event::AckOverdue => Some(Line::Access(format!(
+                "break-glass use {} was neither acknowledged nor flagged in time (ack overdue): {} ({})",
+                e.refers_to.unwrap_or_default(),
+                escape(e.instance.as_deref().unwrap_or("?"), 40),
+                escape(e.region.as_deref().unwrap_or("?"), 40)
+            ))),
             Event::Extended => {
                 let t = |v: Option<&str>| {
                     v.and_then(crate::core::grants::parse_rfc3339).map_or_else(
@@ -403,6 +432,72 @@ mod tests {
             },
         ));
         assert!(matches!(summary, Some(Line::Summary(t)) if t.starts_with("7 refused")));
+    }
+
+    #[test]
+    fn a_break_glass_use_and_its_answers_read_as_loud_lines() {
+        let mut lines = Lines::default();
+        let used = text(lines.line(&record(
+            5,
+            Event::BreakGlass,
+            "901",
+            Entry {
+                reason: Some("INC-9 the primary is down".into()),
+                count: Some(2),
+                ..at("ins-running1")
+            },
+        )));
+        assert!(
+            used.contains("<@901>")
+                && used.contains("BREAK-GLASS: access without approval \\(use 5, 2 in 24 h\\)")
+                && used.contains("INC-9"),
+            "{used}"
+        );
+        let answer = |event, seq| {
+            record(
+                seq,
+                event,
+                "902",
+                Entry {
+                    refers_to: Some(5),
+                    ..at("ins-running1")
+                },
+            )
+        };
+        let ack = text(lines.line(&answer(Event::Acknowledged, 7)));
+        assert!(
+            ack.contains("<@902>") && ack.contains("acknowledged break-glass use 5"),
+            "{ack}"
+        );
+        let flag = text(lines.line(&answer(Event::Flagged, 8)));
+        assert!(flag.contains("FLAGGED break-glass use 5"), "{flag}");
+        let overdue = text(lines.line(&record(
+            9,
+            Event::AckOverdue,
+            "local",
+            Entry {
+                refers_to: Some(5),
+                ..at("ins-running1")
+            },
+        )));
+        assert!(
+            overdue.starts_with("break-glass use 5 was neither"),
+            "{overdue}"
+        );
+        // A refused break-glass is a refusal line, in the outcome's words.
+        let refused = lines.line(&record(
+            10,
+            Event::Limited,
+            "901",
+            Entry {
+                code: Some("break_glass_over_cap".into()),
+                ..at("ins-running1")
+            },
+        ));
+        assert!(
+            matches!(&refused, Some(Line::Refusal { user: 901, text }) if text.contains("break-glass daily cap")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod audit_feed;
 pub mod audit_lines;
 pub mod autocomplete;
+pub mod break_glass;
 pub mod extend;
 pub mod grant_buttons;
 pub mod messages;
@@ -86,6 +87,7 @@ impl Bot {
         // comes up (they wait in the channel until the REST client exists).
         render::spawn(&bot);
         approvals::spawn(&bot);
+        break_glass::spawn(&bot);
         bot
     }
 
@@ -384,6 +386,8 @@ impl EventHandler for Handler {
                 }
                 if approvals::is_ours(&comp.data.custom_id) {
                     approvals::run(&ctx, &self.app, &comp).await;
+                } else if break_glass::is_ours(&comp.data.custom_id) {
+                    break_glass::press(&ctx, &self.app, &comp).await;
                 } else if pick::is_ours(&comp.data.custom_id) {
                     pick::run(&ctx, &self.app, &comp).await;
                 } else {

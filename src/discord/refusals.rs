@@ -2,7 +2,7 @@
 //! (`/vnc`, its options, buttons, role mentions). The terminal has its own (`vncbot url`).
 
 use crate::core::refusal::secs;
-use crate::core::{Refusal, MAX_REASON_CHARS, MIN_REASON_CHARS};
+use crate::core::{Refusal, MAX_REASON_CHARS, MIN_BREAK_GLASS_REASON_CHARS, MIN_REASON_CHARS};
 use crate::ids::{InstanceId, Region, Snowflake};
 use crate::limits::Limited;
 
@@ -59,6 +59,19 @@ pub fn say(r: &Refusal) -> String {
         Refusal::RolesUnavailable => "Discord did not tell me your current roles, so no link was made. Try again in a moment.".into(),
         Refusal::RoleRemoved { instance, region } => format!("Your roles no longer allow {instance} in {region}, so this access has ended. Ask an admin if you need it."),
         Refusal::Tencent { message, .. } => message.clone(),
+        Refusal::BreakGlassNotOffered => "Break-glass is not offered for this instance: the rule that allows it has no break-glass roles. Run /vnc without break_glass to ask the approvers.".into(),
+        Refusal::BreakGlassNotAllowed { roles } => {
+            let roles: Vec<String> = roles.iter().map(|r| format!("<@&{r}>")).collect();
+            format!(
+                "Break-glass on this instance is only for members with one of these roles: {}. Run /vnc without break_glass to ask the approvers.",
+                roles.join(", ")
+            )
+        }
+        Refusal::BreakGlassReasonShort => format!("Break-glass needs a reason of at least {MIN_BREAK_GLASS_REASON_CHARS} characters in the reason option: what is broken and why it cannot wait for an approver (for example the incident)."),
+        Refusal::BreakGlassOverCap { per_day, retry_after } => format!(
+            "You have used break-glass {per_day} time(s) in the last 24 hours, the most allowed. Run /vnc without break_glass to ask the approvers, or try break-glass again in {} minutes.",
+            secs(*retry_after).div_ceil(60)
+        ),
     }
 }
 

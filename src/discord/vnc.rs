@@ -56,6 +56,7 @@ pub fn register(regions: &[Region], require_reason: bool) -> CreateCommand {
             .required(require_reason)
             .max_length(MAX_REASON_CHARS as u16),
         )
+        .add_option(super::break_glass::option())
 }
 
 /// The interaction as a core request.
@@ -98,6 +99,9 @@ fn request(cmd: &CommandInteraction) -> Request {
 /// Runs `/vnc` on an interaction that has already been deferred: a grant, whose DM carries the
 /// Open console and Done buttons. No link and no Tencent call yet.
 pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
+    if super::break_glass::asked(cmd) {
+        return super::break_glass::run(ctx, app, cmd, request(cmd)).await;
+    }
     proceed(ctx, app, cmd, request(cmd)).await;
 }
 
@@ -120,10 +124,28 @@ pub(super) async fn proceed(ctx: &Context, app: &Arc<App>, to: &impl Answer, req
 /// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
 /// its ID is known and the buttons' DM can be edited later.
 async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &impl Answer, grant: Grant) {
+    deliver_marked(ctx, app, cmd, grant, None).await;
+}
+
+/// [`deliver`], with `mark` (break-glass says so) before the DM's text and the reply's.
+pub(super) async fn deliver_marked(
+    ctx: &Context,
+    app: &Arc<App>,
+    cmd: &impl Answer,
+    grant: Grant,
+    mark: Option<&str>,
+) {
+    let marked = |text: String| match mark {
+        Some(m) => format!("{m}\n{text}"),
+        None => text,
+    };
     let name = app.core.instance_name(&grant.instance);
     let message = CreateMessage::new()
-        .content(messages::grant_dm(&grant, name.as_deref()))
-        .components(grant_buttons::grant_buttons(grant.id))
+        .content(marked(messages::grant_dm(&grant, name.as_deref())))
+        .components(grant_buttons::grant_buttons_for(
+            grant.id,
+            app.core.may_extend(grant.id),
+        ))
         .allowed_mentions(no_mentions())
         .nonce(serenity::all::Nonce::String(format!("grant-{}", grant.id)))
         .enforce_nonce(true);
@@ -162,7 +184,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &impl Answer, grant: Grant)
                 ctx,
                 app,
                 cmd,
-                &messages::grant_reply(&grant, name.as_deref()),
+                &marked(messages::grant_reply(&grant, name.as_deref())),
             )
             .await;
         }

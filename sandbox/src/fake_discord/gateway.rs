@@ -33,11 +33,7 @@ impl FakeDiscord {
         let token = format!("itoken{id}");
         let user = json!({"id": inv.user.to_string(), "username": inv.name, "discriminator": "0",
             "global_name": null, "avatar": null});
-        let options: Vec<Value> = inv
-            .options
-            .iter()
-            .map(|(n, v)| json!({"name": n, "type": 3, "value": v}))
-            .collect();
+        let options: Vec<Value> = inv.options.iter().map(|(n, v)| option_json(n, v)).collect();
         let mut d = json!({
             "id": id.to_string(),
             "application_id": APP_ID.to_string(),
@@ -186,6 +182,17 @@ impl FakeDiscord {
             .send(json!({"op": 0, "t": "INTERACTION_CREATE", "d": d}))
             .expect("the bot is connected to the gateway");
         token
+    }
+}
+
+/// Options Discord sends as booleans (type 5, `"true"` is true); every other is a string.
+const BOOLEAN_OPTIONS: [&str; 1] = ["break_glass"];
+
+fn option_json(name: &str, value: &str) -> Value {
+    if BOOLEAN_OPTIONS.contains(&name) {
+        json!({"name": name, "type": 5, "value": value == "true"})
+    } else {
+        json!({"name": name, "type": 3, "value": value})
     }
 }
 

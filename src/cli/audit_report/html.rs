@@ -138,28 +138,37 @@ fn summary(h: &mut String, r: &Report) {
         t.presses_refused.to_string(),
         false,
     );
-    let glass = if t.break_glass_unacknowledged > 0 {
-        format!(
-            "{} <small>({} not acknowledged)</small>",
-            t.break_glass, t.break_glass_unacknowledged
-        )
-    } else {
+    let mut notes = Vec::new();
+    if t.break_glass_unacknowledged > 0 {
+        notes.push(format!("{} not acknowledged", t.break_glass_unacknowledged));
+    }
+    if t.break_glass_flagged > 0 {
+        notes.push(format!("{} flagged", t.break_glass_flagged));
+    }
+    let glass = if notes.is_empty() {
         t.break_glass.to_string()
+    } else {
+        format!("{} <small>({})</small>", t.break_glass, notes.join(", "))
     };
     item(
         h,
         "break-glass",
         "Break-glass uses",
         glass,
-        t.break_glass_unacknowledged > 0,
+        !notes.is_empty(),
     );
     h.push_str("</dl>\n");
 }
 
 fn classes(g: &GrantRow) -> &'static str {
-    match (g.allowed.is_break_glass(), g.allowed.is_acknowledged()) {
-        (true, false) => "bg unack",
-        (true, true) => "bg",
+    match (
+        g.allowed.is_break_glass(),
+        g.allowed.is_acknowledged(),
+        g.allowed.is_flagged(),
+    ) {
+        (true, false, true) => "bg unack flagged",
+        (true, false, false) => "bg unack",
+        (true, true, _) => "bg",
         _ => "",
     }
 }
@@ -186,7 +195,7 @@ fn timeline(h: &mut String, r: &Report) {
         return;
     }
     let (lo, hi) = span(r);
-    h.push_str("<p class=\"legend\"><span><i class=\"swatch\" style=\"background:#3b6ea5\"></i>grant</span><span><i class=\"swatch\" style=\"background:#e08a00\"></i>break-glass, acknowledged</span><span><i class=\"swatch\" style=\"background:#b00020\"></i>break-glass, NOT acknowledged</span></p>\n");
+    h.push_str("<p class=\"legend\"><span><i class=\"swatch\" style=\"background:#3b6ea5\"></i>grant</span><span><i class=\"swatch\" style=\"background:#e08a00\"></i>break-glass, acknowledged</span><span><i class=\"swatch\" style=\"background:#b00020\"></i>break-glass, NOT acknowledged or flagged</span></p>\n");
     let by_member = group(&r.rows, |g| (g.member_id.clone(), g.member()));
     let by_instance = group(&r.rows, |g| (g.instance.clone(), g.instance_label()));
     for (id, title, groups) in [
@@ -254,6 +263,8 @@ fn bar(h: &mut String, g: &GrantRow, lo: OffsetDateTime, hi: OffsetDateTime) {
     if g.allowed.is_break_glass() {
         tip.push_str(if g.allowed.is_acknowledged() {
             " (break-glass, acknowledged)"
+        } else if g.allowed.is_flagged() {
+            " (break-glass, FLAGGED)"
         } else {
             " (break-glass, NOT acknowledged)"
         });
@@ -302,6 +313,8 @@ fn grants(h: &mut String, r: &Report) {
         if g.allowed.is_break_glass() {
             allowed.push_str(if g.allowed.is_acknowledged() {
                 " <span class=\"badge\">break-glass</span>"
+            } else if g.allowed.is_flagged() {
+                " <span class=\"badge unack\">break-glass: FLAGGED</span>"
             } else {
                 " <span class=\"badge unack\">break-glass: NOT acknowledged</span>"
             });

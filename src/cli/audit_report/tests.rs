@@ -162,6 +162,77 @@ fn the_html_marks_break_glass_and_escapes_everything() {
     }
 }
 
+/// Break-glass as the bot writes it: `break_glass`, then `granted` referring to it, then the
+/// use's answers referring to the use. Refused presses on Acknowledge are no presses of the
+/// grant.
+#[test]
+fn break_glass_records_land_on_the_grants_row_with_their_answer() {
+    let used = |seq: u64| {
+        json!({"seq": seq, "event": "break_glass", "actor_id": "42", "actor_name": "alice",
+               "instance": "ins-a1b2c3d4", "reason": "INC-9 the primary is down"})
+    };
+    let about = |seq: u64, event: &str, to: u64, who: (&str, &str)| json!({"seq": seq, "event": event, "refers_to": to, "actor_id": who.0, "actor_name": who.1});
+    let erin = ("46", "erin");
+    let rows = project(vec![
+        used(1),
+        granted(2, json!({"refers_to": 1})),
+        json!({"seq": 3, "event": "denied", "refers_to": 1, "code": "not_approver", "actor_id": "47"}),
+        json!({"seq": 4, "event": "delivered", "refers_to": 1, "channel": "9", "message": "8"}),
+        about(5, "acknowledged", 1, erin),
+        about(6, "flagged", 1, ("48", "frank")),
+        used(10),
+        granted(11, json!({"refers_to": 10})),
+        about(12, "ack_overdue", 10, ("local", "vncbot")),
+        about(13, "flagged", 10, erin),
+        about(14, "acknowledged", 10, ("48", "frank")),
+        used(20),
+        granted(21, json!({"refers_to": 20})),
+        about(22, "ack_overdue", 20, ("local", "vncbot")),
+        // A grant that refers to something that is no break-glass use is no break-glass.
+        granted(30, json!({"refers_to": 29})),
+    ]);
+    let d: Vec<String> = rows.iter().map(|g| g.allowed.describe()).collect();
+    assert_eq!(
+        d,
+        [
+            "rule 1; BREAK-GLASS, acknowledged by erin (46)",
+            "rule 1; BREAK-GLASS, FLAGGED by erin (46)",
+            "rule 1; BREAK-GLASS, NOT acknowledged (overdue)",
+            "rule 1",
+        ]
+    );
+    assert_eq!(rows[0].presses_refused, 0);
+    let t = Totals::of(&rows);
+    assert_eq!(
+        (
+            t.break_glass,
+            t.break_glass_unacknowledged,
+            t.break_glass_flagged
+        ),
+        (3, 1, 1)
+    );
+    let report = Report {
+        path: Path::new("/j/audit.jsonl"),
+        chain: Chain {
+            verified: true,
+            records: 30,
+            head_seq: Some(30),
+            head_hash: Some("ab".repeat(32)),
+            problem: None,
+        },
+        sel: Selection::default(),
+        totals: t,
+        rows,
+        now: datetime!(2026-12-01 12:00 UTC),
+    };
+    let h = html::render(&report);
+    assert!(h.contains("<tr id=\"grant-2\" class=\"bg\">"), "{h}");
+    assert!(h.contains("<tr id=\"grant-11\" class=\"bg unack flagged\">"));
+    assert!(h.contains("break-glass: FLAGGED"));
+    assert!(h.contains("<tr id=\"grant-21\" class=\"bg unack\">"));
+    assert!(h.contains("<dd>3 <small>(1 not acknowledged, 1 flagged)</small></dd>"));
+}
+
 #[test]
 fn an_extension_moves_the_rows_end_and_a_revoke_names_the_admin() {
     let rows = project(vec![

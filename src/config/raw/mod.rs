@@ -159,6 +159,7 @@ impl RawConfig {
         let audit = self.audit.validate(&mut p);
         let admin = self.admin.and_then(|a| a.validate(&mut p));
         let log = self.log.validate();
+        approvals::check_break_glass_answerers(&mut p, &allow, approvals.as_ref());
         if !p.0.is_empty() {
             return Err(p.0);
         }

@@ -248,7 +248,7 @@ impl<C: Console> Core<C> {
     }
 
     /// A refusal found after admission (the reason an approval rule needs): recorded like any.
-    async fn refuse_request(
+    pub(crate) async fn refuse_request(
         &self,
         req: &Request,
         a: &super::Approved,

@@ -155,6 +155,8 @@ impl<C: Console> Core<C> {
                 self.schedule_request(&r);
             }
         }
+        // Open break-glass acknowledgements and their deadlines come back with the requests.
+        self.resume_break_glass(journal).await?;
         Ok((live, lapsed))
     }
 }

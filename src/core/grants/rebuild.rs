@@ -28,6 +28,8 @@ impl<C: Console> Core<C> {
         let mut requested: HashMap<u64, u64> = HashMap::new();
         // An extension's request → its grant.
         let mut extensions: HashMap<u64, u64> = HashMap::new();
+        // `break_glass` records: a `granted` referring to one was opened by break-glass.
+        let mut broke_glass: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for record in read_records(journal)? {
             let r = record?;
             let e = &r.entry;
@@ -70,8 +72,14 @@ impl<C: Console> Core<C> {
                         until,
                         dm: None,
                     });
-                    state.break_glass = e.code.as_deref() == Some("break_glass");
+                    if e.refers_to.is_some_and(|u| broke_glass.contains(&u)) {
+                        state.break_glass = true;
+                        state.extension = Extension::Used;
+                    }
                     slots.insert(r.seq, state);
+                }
+                Event::BreakGlass => {
+                    broke_glass.insert(r.seq);
                 }
                 Event::Extended => {
                     let Some(s) = e.refers_to.and_then(|g| slots.get_mut(&g)) else {

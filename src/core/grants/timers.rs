@@ -20,6 +20,8 @@ pub(crate) enum Due {
     LinkExpires { grant: u64, dm: (u64, u64) },
     /// A request's expiry or reminder (src/core/approvals).
     Approval(crate::core::approvals::ApprovalDue),
+    /// A break-glass use's acknowledgement deadline (src/core/break_glass).
+    BreakGlass(crate::core::break_glass::BreakGlassDue),
 }
 
 /// The queue of deadlines; [`Core::run_timers`] serves it.
@@ -105,6 +107,7 @@ impl<C: Console + Send + Sync + 'static> Core<C> {
                 }
             }
             Due::Approval(due) => self.fire_approval(due).await,
+            Due::BreakGlass(due) => self.fire_break_glass(due).await,
             Due::LinkExpires { grant, dm } => {
                 let Some(g) = self.grant_by_id(grant) else {
                     return;

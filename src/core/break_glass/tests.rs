@@ -1,0 +1,328 @@
+//! The pure checks branch by branch, and the core over a real journal: a use, its answer, the
+//! daily cap and the overdue deadline across a restart.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::access::{ApprovalMode, Rule};
+use crate::audit::Journal;
+use crate::clock::Clock;
+use crate::config::LimitsConfig;
+use crate::core::{Authority, Policy};
+use crate::limits::RequestLimits;
+use crate::tencent::{TencentError, VncUrl};
+
+const ROLE: u64 = 555000000000000003;
+const GLASS: u64 = 555000000000000008;
+const APPROVER: u64 = 555000000000000009;
+const ADMIN: u64 = 555000000000000007;
+const GUILD: u64 = 800000000000000001;
+const REASON: &str = "INC-7 the primary database is down";
+
+fn sf(n: u64) -> Snowflake {
+    Snowflake::new(n).unwrap()
+}
+
+fn gate(break_glass: &[u64]) -> Gate {
+    Gate {
+        approval: ApprovalMode::Required,
+        approver_roles: vec![sf(APPROVER)],
+        break_glass_roles: break_glass.iter().map(|r| sf(*r)).collect(),
+        ..Gate::default()
+    }
+}
+
+fn approvals(per_day: u32) -> ApprovalsConfig {
+    ApprovalsConfig {
+        channel_id: sf(810000000000000003),
+        break_glass_minutes: 5,
+        break_glass_per_day: per_day,
+        ack_hours: 2,
+        admin_roles: vec![sf(ADMIN)],
+    }
+}
+
+#[test]
+fn check_break_glass_branch_by_branch() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
+    let a = approvals(2);
+    let mine = [sf(ROLE), sf(GLASS)];
+    let ok = |used: &[SystemTime]| {
+        check_break_glass(&gate(&[GLASS]), Some(&a), &mine, Some(REASON), used, now)
+    };
+    assert!(ok(&[]).is_ok());
+    // A rule without break-glass roles, or no [approvals] to post in: not offered.
+    assert!(matches!(
+        check_break_glass(&gate(&[]), Some(&a), &mine, Some(REASON), &[], now),
+        Err(Refusal::BreakGlassNotOffered)
+    ));
+    assert!(matches!(
+        check_break_glass(&gate(&[GLASS]), None, &mine, Some(REASON), &[], now),
+        Err(Refusal::BreakGlassNotOffered)
+    ));
+    // Without the role, named in the refusal.
+    match check_break_glass(
+        &gate(&[GLASS]),
+        Some(&a),
+        &[sf(ROLE)],
+        Some(REASON),
+        &[],
+        now,
+    ) {
+        Err(Refusal::BreakGlassNotAllowed { roles }) => assert_eq!(roles, vec![sf(GLASS)]),
+        other => panic!("{other:?}"),
+    }
+    // Twenty characters after trimming, counted as characters, not bytes.
+    let short = format!("  {}  ", "x".repeat(19));
+    for reason in [None, Some("INC-7"), Some(short.as_str())] {
+        assert!(
+            matches!(
+                check_break_glass(&gate(&[GLASS]), Some(&a), &mine, reason, &[], now),
+                Err(Refusal::BreakGlassReasonShort)
+            ),
+            "{reason:?}"
+        );
+    }
+    let twenty = "é".repeat(20);
+    assert!(check_break_glass(&gate(&[GLASS]), Some(&a), &mine, Some(&twenty), &[], now).is_ok());
+    // The cap counts a rolling 24 hours, and says when the oldest use leaves it.
+    let hour = Duration::from_secs(3600);
+    assert!(ok(&[now - 25 * hour, now - 30 * hour, now - hour]).is_ok());
+    match ok(&[now - 23 * hour, now - hour]) {
+        Err(Refusal::BreakGlassOverCap {
+            per_day,
+            retry_after,
+        }) => {
+            assert_eq!(per_day, 2);
+            assert_eq!(retry_after, hour);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn a_use(now: SystemTime) -> BreakGlassUse {
+    BreakGlassUse {
+        id: 5,
+        grant: 6,
+        user: 1,
+        name: "alice".into(),
+        guild: sf(GUILD),
+        instance: InstanceId::parse("ins-a1b2c3d4").unwrap(),
+        region: Region::parse("ap-guangzhou").unwrap(),
+        reason: REASON.into(),
+        rule: Some(0),
+        approver_roles: vec![sf(APPROVER)],
+        admin_roles: vec![],
+        at: now,
+        until: now + Duration::from_secs(300),
+        ack_by: now + Duration::from_secs(7200),
+        standing: AckStanding::Open,
+        overdue: false,
+        posts: vec![],
+    }
+}
+
+#[test]
+fn check_answer_branch_by_branch() {
+    let u = a_use(SystemTime::UNIX_EPOCH);
+    let approver = [sf(APPROVER)];
+    assert_eq!(check_answer(&u, 2, Some(&approver)), Ok(()));
+    // The member, even holding the approver role.
+    assert_eq!(
+        check_answer(&u, 1, Some(&approver)),
+        Err(AckRefusal::OwnUse)
+    );
+    assert_eq!(
+        check_answer(&u, 2, Some(&[sf(ROLE)])),
+        Err(AckRefusal::NotApprover)
+    );
+    assert_eq!(check_answer(&u, 2, None), Err(AckRefusal::RolesUnavailable));
+    // Overdue is still open: an approver may answer it late.
+    let late = BreakGlassUse {
+        overdue: true,
+        ..u.clone()
+    };
+    assert_eq!(check_answer(&late, 2, Some(&approver)), Ok(()));
+    for standing in [
+        AckStanding::Acknowledged { by: 4 },
+        AckStanding::Flagged { by: 4 },
+    ] {
+        let answered = BreakGlassUse {
+            standing: standing.clone(),
+            ..u.clone()
+        };
+        // Says who answered first, to anyone.
+        assert_eq!(
+            check_answer(&answered, 1, None),
+            Err(AckRefusal::Answered(standing))
+        );
+    }
+    // A rule with no approver roles is answered by the admins.
+    let none = Gate {
+        approver_roles: vec![],
+        ..gate(&[GLASS])
+    };
+    assert_eq!(approver_roles(&none, &approvals(2)), vec![sf(ADMIN)]);
+}
+
+struct NoConsole;
+
+impl Console for NoConsole {
+    async fn describe_instance_vnc_url(
+        &self,
+        _: &Region,
+        _: &InstanceId,
+        _: &(dyn Fn() -> bool + Sync),
+    ) -> Result<VncUrl, TencentError> {
+        Err(TencentError::Withdrawn)
+    }
+}
+
+fn core(path: &Path, clock: &Clock) -> Core<NoConsole> {
+    let n = |v| NonZeroU32::new(v).unwrap();
+    let policy = Policy {
+        rules: vec![Rule {
+            roles: vec![sf(ROLE)],
+            instances: vec!["*".into()],
+            regions: None,
+            tags: vec![],
+            gate: gate(&[GLASS]),
+        }],
+        regions: vec![Region::parse("ap-guangzhou").unwrap()],
+        require_reason: false,
+        guilds: vec![sf(GUILD)],
+        grant_for: Duration::from_secs(600),
+        links_per_grant: 3,
+        tencent: None,
+        approvals: Some(approvals(2)),
+    };
+    let limits = RequestLimits::new(&LimitsConfig {
+        per_user_per_minute: n(10),
+        per_instance_per_minute: n(10),
+        refusals_per_user_per_minute: n(10),
+        api_per_second: n(10),
+    });
+    let (journal, _) = Journal::open_clocked(path, clock.clone()).unwrap();
+    Core::new(policy, limits, journal, NoConsole).with_clock(clock.clone())
+}
+
+fn ask(user: u64) -> Request {
+    Request {
+        actor: Actor::Discord {
+            id: user,
+            name: format!("m{user}"),
+        },
+        authority: Authority::Roles(vec![sf(ROLE), sf(GLASS)]),
+        guild: Some(sf(GUILD)),
+        channel: None,
+        instance: "ins-a1b2c3d4".into(),
+        region: None,
+        reason: Some(REASON.into()),
+    }
+}
+
+fn approver(id: u64) -> Actor {
+    Actor::Discord {
+        id,
+        name: format!("v{id}"),
+    }
+}
+
+fn events(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["event"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// A use grants at once for the shorter window, is answered once, and the cap and an open
+/// use's overdue deadline survive a restart (an overdue that passed while down is recorded at
+/// start, once).
+#[tokio::test]
+async fn a_use_its_answer_the_cap_and_the_deadline_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let before = core(&path, &clock);
+    let first = before.break_glass(ask(1)).await.unwrap();
+    // min(10-minute grants, 5-minute break-glass).
+    assert_eq!(first.used.window(), Duration::from_secs(300));
+    assert_eq!(first.grant.until, first.used.until);
+    assert!(before.grant_is_live(first.grant.id));
+    assert_eq!(before.break_glass_unacknowledged(), 1);
+    before
+        .record_break_glass_post(first.used.id, (77, 88))
+        .await;
+    let answered = before
+        .answer_break_glass(
+            first.used.id,
+            &approver(9),
+            Some(vec![sf(APPROVER)]),
+            Answer::Acknowledge,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered.standing, AckStanding::Acknowledged { by: 9 });
+    assert_eq!(
+        before
+            .answer_break_glass(
+                first.used.id,
+                &approver(10),
+                Some(vec![sf(APPROVER)]),
+                Answer::Flag
+            )
+            .await,
+        Err(AckRefusal::Answered(AckStanding::Acknowledged { by: 9 }))
+    );
+    assert_eq!(before.break_glass_unacknowledged(), 0);
+    clock.advance(Duration::from_secs(3600));
+    let second = before.break_glass(ask(1)).await.unwrap();
+    drop(before);
+
+    // Down for 150 minutes: the second use's 2-hour deadline passed.
+    clock.advance(Duration::from_secs(150 * 60));
+    let after = core(&path, &clock);
+    assert_eq!(after.resume_break_glass(&path).await.unwrap(), (1, 1));
+    let open = after.break_glass_use(second.used.id).unwrap();
+    assert!(open.overdue && open.is_open());
+    assert_eq!(open.grant, second.grant.id);
+    assert_eq!(
+        after.break_glass_use(first.used.id).unwrap().posts,
+        vec![(77, 88)]
+    );
+    assert_eq!(after.break_glass_unacknowledged(), 1);
+    // The cap (2 a day) counts both uses from before the restart.
+    assert!(matches!(
+        after.break_glass(ask(1)).await,
+        Err(Refusal::BreakGlassOverCap { per_day: 2, .. })
+    ));
+    // Another start records no second overdue.
+    let again = core(&path, &clock);
+    assert_eq!(again.resume_break_glass(&path).await.unwrap(), (1, 0));
+    let events = events(&path);
+    assert_eq!(events.iter().filter(|e| *e == "ack_overdue").count(), 1);
+    assert_eq!(events.iter().filter(|e| *e == "break_glass").count(), 2);
+    assert_eq!(
+        events.iter().filter(|e| *e == "limited").count(),
+        1,
+        "the refusal over the cap is recorded"
+    );
+    // Flagged late, by an approver, after the restart.
+    let flagged = again
+        .answer_break_glass(
+            second.used.id,
+            &approver(10),
+            Some(vec![sf(APPROVER)]),
+            Answer::Flag,
+        )
+        .await
+        .unwrap();
+    assert_eq!(flagged.standing, AckStanding::Flagged { by: 10 });
+    assert_eq!(again.break_glass_unacknowledged(), 0);
+}
