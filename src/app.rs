@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod anchor;
+pub mod approvals_channel;
 mod reload;
 
 use reload::reload_on_sighup;
@@ -198,6 +199,8 @@ pub enum RunError {
     Discord(Box<serenity::Error>),
     #[error(transparent)]
     AnchorMismatch(#[from] anchor::AnchorMismatch),
+    #[error(transparent)]
+    ApprovalsChannel(#[from] approvals_channel::ApprovalsChannelError),
 }
 
 /// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
@@ -317,6 +320,20 @@ pub async fn run_until(
             app.bot.audit_feed.post(format!(
                 "WARNING: the journal was not checked against an earlier journal head at this start: {why}. Check it by hand with `vncbot audit verify --head` and the last head you trust."
             ));
+        }
+    }
+    // Requests must reach an approver: refuse to start when some rule needs approvers and the
+    // bot cannot post in their channel (src/app/approvals_channel.rs).
+    if let Some(a) = &config.approvals {
+        if let Err(e) = approvals_channel::check(&client.http, a.channel_id.get()).await {
+            let needed = config
+                .allow
+                .iter()
+                .any(|r| r.gate.needs_approval() || !r.gate.break_glass_roles.is_empty());
+            if needed {
+                return Err(e.into());
+            }
+            tracing::error!(error = %e, "STARTING ANYWAY: no rule needs approvers or break-glass, but the approvals channel cannot be posted in");
         }
     }
     discord::watch_gateway(Arc::clone(&app.bot), &client);

@@ -101,6 +101,9 @@ pub enum Event {
     /// The permissions of one of the bot's commands changed in a server (`command`, and the
     /// overwrites now in force in `permissions`). Discord does not say who.
     CommandPermissionsChanged,
+    /// A grant's window was extended (`refers_to`: the grant; `until`: the new end;
+    /// `previous_until`: the end it replaced). Once per grant.
+    Extended,
 }
 
 /// Who asked.

@@ -83,6 +83,9 @@ pub struct Entry {
     pub command: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Vec<String>>,
+    /// On `extended` records: the end the extension replaced (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<String>,
 }
 
 /// One whole journal line as read back.

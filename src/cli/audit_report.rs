@@ -210,6 +210,15 @@ impl Projection {
                     g.end = r.time;
                 }
             }
+            // Extended once (the Extend button): the row shows the new end.
+            "extended" => {
+                if let Some(until) = r.str("until").and_then(select::parse_time) {
+                    g.until = Some(format_time(until));
+                    if g.ended_at.is_none() {
+                        g.end = Some(until);
+                    }
+                }
+            }
             // An acknowledgement written as its own record, by whoever acknowledged.
             "acknowledged" | "flagged" | "ack_overdue" => self.answer(i, r),
             _ => {}

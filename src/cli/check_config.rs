@@ -168,7 +168,7 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
     if let Some(a) = &c.approvals {
         let _ = writeln!(
             out,
-            "approvals: posted in channel {} (the bot needs View Channel and Send Messages there; start-up checks it); break-glass {} min, {} per member a day, acknowledged within {} h; /vncadmin for roles {}",
+            "approvals: posted in channel {} (the bot needs View Channel and Send Messages there; check-config makes no network call, so `vncbot run` checks it at start-up and refuses to start without them when a rule needs approvers or break-glass); break-glass {} min, {} per member a day, acknowledged within {} h; /vncadmin for roles {}",
             a.channel_id,
             a.break_glass_minutes,
             a.break_glass_per_day,

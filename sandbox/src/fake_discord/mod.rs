@@ -19,11 +19,13 @@ use tokio::sync::broadcast;
 use crate::http::serve;
 
 mod audit_log;
+mod admin;
 mod gateway;
 mod member;
 mod rest;
 
 pub use audit_log::{AuditEntry, GUILD_MODERATION};
+pub use admin::AdminOption;
 pub use gateway::Invocation;
 pub use member::{vnc, GrantDm};
 
@@ -77,6 +79,10 @@ struct State {
     intents: Vec<u64>,
     /// The query of each `GET /guilds/{id}/audit-logs`, in order.
     audit_log_queries: Vec<String>,
+    /// Channels the bot may not see or post in (403 Missing Access).
+    unpostable: HashSet<u64>,
+    /// Channels whose overwrites deny Send Messages to @everyone (the bot may read them).
+    no_send: HashSet<u64>,
 }
 
 #[derive(Clone)]

@@ -272,3 +272,18 @@ fn each_row_names_the_config_its_grant_was_recorded_under() {
     let json = serde_json::to_value(&report.rows[1]).unwrap();
     assert_eq!(json["config_digest"], digest.as_str());
 }
+
+#[test]
+fn an_extension_moves_the_rows_end_and_a_revoke_names_the_admin() {
+    let rows = project(vec![
+        granted(1, json!({})),
+        json!({"seq": 2, "event": "extended", "refers_to": 1, "actor_id": "42", "actor_name": "alice",
+               "until": "2026-12-01T10:20:00Z", "previous_until": "2026-12-01T10:10:00Z"}),
+        json!({"seq": 3, "time": "2026-12-01T10:15:00Z", "event": "ended", "refers_to": 1,
+               "code": "revoked", "actor_id": "7100", "actor_name": "root-admin"}),
+    ]);
+    let g = &rows[0];
+    assert_eq!(g.until.as_deref(), Some("2026-12-01T10:20:00.000Z"));
+    assert_eq!(g.ended_why.as_deref(), Some("revoked"));
+    assert_eq!(g.ended_by.as_deref(), Some("root-admin (7100)"));
+}
