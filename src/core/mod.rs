@@ -5,14 +5,17 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod admin;
 pub mod approvals;
 pub mod break_glass;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
+pub mod pick;
 mod record;
 pub mod refusal;
 pub mod request;
+pub mod role_changes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +35,9 @@ pub use break_glass::{
     AckRefusal, AckStanding, Answer, BreakGlassEvent, BreakGlassUse, BrokeGlass,
 };
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
+pub use grants::{
+    EndWhy, ExtendRefusal, Extended, Extending, Grant, GrantEvent, HeadsUp, Minted, Press,
+};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_BREAK_GLASS_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -71,6 +76,10 @@ pub struct Core<C = TencentClient> {
     clock: Clock,
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
+    /// Which role changes are recorded already (see [`role_changes`]).
+    role_changes: role_changes::Ledger,
+    /// Candidates offered for ambiguous names ([`pick`]).
+    picks: pick::Picks,
 }
 
 impl<C> Core<C> {
@@ -118,6 +127,8 @@ impl<C: Console> Core<C> {
             catalog: None,
             clock: Clock::system(),
             metrics: journal_metrics,
+            role_changes: role_changes::Ledger::default(),
+            picks: pick::Picks::default(),
         }
     }
 
