@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod anchor;
+pub mod approvals_channel;
 mod reload;
 
 use reload::reload_on_sighup;
@@ -52,7 +53,9 @@ pub fn build_core(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<Core, StartError> {
-    let (journal, repair) = Journal::open_clocked(&config.audit.path, clock.clone())?;
+    // Every record this process writes names the config it ran under (`config_digest`).
+    let (journal, repair) =
+        Journal::open_configured(&config.audit.path, clock.clone(), config.source.digest())?;
     let path = config.audit.path.display();
     match repair {
         Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
@@ -201,6 +204,8 @@ pub enum RunError {
     AnchorMismatch(#[from] anchor::AnchorMismatch),
     #[error(transparent)]
     OnCall(#[from] crate::oncall::startup::OnCallStartError),
+    #[error(transparent)]
+    ApprovalsChannel(#[from] approvals_channel::ApprovalsChannelError),
 }
 
 /// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
@@ -281,7 +286,50 @@ pub async fn run_with_oncall(
     clock: Clock,
     pagerduty_token: Option<secrecy::SecretString>,
 ) -> Result<(), RunError> {
-    let stop = stop_signals();
+    run_until_oncall(
+        config,
+        config_path,
+        token,
+        creds,
+        clock,
+        stop_signals(),
+        pagerduty_token,
+    )
+    .await
+}
+
+/// [`run_with`], stopping (with the same clean shutdown) when `stop` completes instead of at a
+/// signal: `vncbot demo` ends its tour's bot this way and keeps the stand-ins running. With
+/// `[oncall]`, the PagerDuty key comes from `PAGERDUTY_TOKEN` (see [`run_until_oncall`]).
+pub async fn run_until(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let pagerduty = match config.oncall {
+        Some(_) => Some(crate::config::pagerduty_token_from_env()?),
+        None => None,
+    };
+    run_until_oncall(config, config_path, token, creds, clock, stop, pagerduty).await
+}
+
+/// [`run_until`], with the PagerDuty key given (the demo starts the PagerDuty stand-in and
+/// passes its key). Without `[oncall]` the key is ignored; with it, it is required.
+pub async fn run_until_oncall(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+    pagerduty_token: Option<secrecy::SecretString>,
+) -> Result<(), RunError> {
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "config: {warning}");
+    }
     let core = build_core(&config, creds, clock.clone())?;
     let core = match (&config.oncall, pagerduty_token) {
         (None, _) => core,
@@ -347,6 +395,20 @@ pub async fn run_with_oncall(
             ));
         }
     }
+    // Requests must reach an approver: refuse to start when some rule needs approvers and the
+    // bot cannot post in their channel (src/app/approvals_channel.rs).
+    if let Some(a) = &config.approvals {
+        if let Err(e) = approvals_channel::check(&client.http, a.channel_id.get()).await {
+            let needed = config
+                .allow
+                .iter()
+                .any(|r| r.gate.needs_approval() || !r.gate.break_glass_roles.is_empty());
+            if needed {
+                return Err(e.into());
+            }
+            tracing::error!(error = %e, "STARTING ANYWAY: no rule needs approvers or break-glass, but the approvals channel cannot be posted in");
+        }
+    }
     discord::watch_gateway(Arc::clone(&app.bot), &client);
     core.run_timers();
     // The catalog: filled now in the background and refreshed every `refresh_secs`; requests by
@@ -390,6 +452,11 @@ pub async fn run_with_oncall(
         Err(e) => {
             tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
         }
+    }
+    // Role changes already recorded: each audit log entry is recorded once across restarts, and
+    // the backfill at READY starts after the newest.
+    if let Err(e) = core.resume_role_changes(&config.audit.path) {
+        tracing::error!(error = %e, "could not read the role changes recorded in the journal; the backfill reads the whole audit log and may record some twice");
     }
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;

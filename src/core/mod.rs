@@ -5,15 +5,18 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod admin;
 pub mod approvals;
 pub mod break_glass;
 pub mod decision;
 pub mod grants;
 pub(crate) mod on_call;
 pub mod outcome;
+pub mod pick;
 mod record;
 pub mod refusal;
 pub mod request;
+pub mod role_changes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,7 +36,9 @@ pub use break_glass::{
     AckRefusal, AckStanding, Answer, BreakGlassEvent, BreakGlassUse, BrokeGlass,
 };
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
+pub use grants::{
+    EndWhy, ExtendRefusal, Extended, Extending, Grant, GrantEvent, HeadsUp, Minted, Press,
+};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_BREAK_GLASS_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -74,6 +79,10 @@ pub struct Core<C = TencentClient> {
     metrics: Arc<Metrics>,
     /// Who is on call (PagerDuty), when `[oncall]` is configured.
     oncall: Option<Arc<dyn crate::oncall::OnCallSource>>,
+    /// Which role changes are recorded already (see [`role_changes`]).
+    role_changes: role_changes::Ledger,
+    /// Candidates offered for ambiguous names ([`pick`]).
+    picks: pick::Picks,
 }
 
 impl<C> Core<C> {
@@ -122,6 +131,8 @@ impl<C: Console> Core<C> {
             clock: Clock::system(),
             metrics: journal_metrics,
             oncall: None,
+            role_changes: role_changes::Ledger::default(),
+            picks: pick::Picks::default(),
         }
     }
 

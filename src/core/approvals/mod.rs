@@ -8,6 +8,7 @@
 //! serialised ([`vote`]), so exactly one decision is recorded. The approvals channel message is
 //! the request's face, rendered from [`ApprovalEvent`]s; never the source of truth.
 
+mod extend;
 mod rebuild;
 mod vote;
 
@@ -25,6 +26,7 @@ use crate::ids::{InstanceId, Region, Snowflake};
 use crate::limits::Spend;
 use crate::tencent::Console;
 
+pub use extend::EXTEND_CODE;
 pub use vote::{check_vote, Choice, VoteRefusal, Voted};
 
 /// Approval events an adapter may fall behind by.

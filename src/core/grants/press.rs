@@ -337,7 +337,7 @@ impl<C: Console> Core<C> {
 
     /// The member's roles no longer allow the grant's instance: the press is refused and the
     /// grant ends.
-    async fn role_removed(&self, presser: &Actor, g: &Grant) -> Refusal {
+    pub(super) async fn role_removed(&self, presser: &Actor, g: &Grant) -> Refusal {
         let refusal = Refusal::RoleRemoved {
             instance: g.instance.clone(),
             region: g.region.clone(),
