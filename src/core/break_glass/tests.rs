@@ -415,3 +415,33 @@ async fn the_cap_frees_a_use_exactly_a_day_later_and_refusals_do_not_count() {
     clock.advance(Duration::from_secs(1));
     core.break_glass(ask(1)).await.unwrap();
 }
+
+/// A `break_glass` whose `granted` never made it to the journal (the write failed, or the bot
+/// stopped between the two) opened nothing: after a restart it is not an open use (no gauge, no
+/// overdue re-post about access nobody had) and it does not count against the cap.
+#[tokio::test]
+async fn a_use_without_its_grant_is_not_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let before = core(&path, &clock);
+    let used = before.break_glass(ask(1)).await.unwrap().used;
+    drop(before);
+    // Keep the journal up to the `break_glass` record: its `granted` was never written.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.contains("\"granted\""))
+        .collect();
+    assert!(kept.last().unwrap().contains("\"break_glass\""));
+    std::fs::write(&path, format!("{}\n", kept.join("\n"))).unwrap();
+
+    clock.advance(Duration::from_secs(3 * 3600));
+    let after = core(&path, &clock);
+    assert_eq!(after.resume_break_glass(&path).await.unwrap(), (0, 0));
+    assert_eq!(after.break_glass_use(used.id), None);
+    assert_eq!(after.break_glass_unacknowledged(), 0);
+    assert!(!events(&path).iter().any(|e| e == "ack_overdue"));
+    after.break_glass(ask(1)).await.unwrap();
+    after.break_glass(ask(1)).await.unwrap();
+}
