@@ -445,3 +445,34 @@ async fn a_use_without_its_grant_is_not_rebuilt() {
     after.break_glass(ask(1)).await.unwrap();
     after.break_glass(ask(1)).await.unwrap();
 }
+
+/// An `ack_overdue` that cannot be written when it falls due (another writer holds the
+/// journal's lock past the wait) is tried again, not dropped until the next restart.
+#[tokio::test]
+async fn an_overdue_that_could_not_be_recorded_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let core = std::sync::Arc::new(core(&path, &clock));
+    core.run_timers();
+    let mut answers = core.break_glass_events();
+    let used = core.break_glass(ask(1)).await.unwrap().used;
+    let held = std::fs::File::open(&path).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600 + 1));
+    // The overdue's write waits out the journal's lock wait (10 s) and fails.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(!core.journal().is_healthy());
+    drop(held);
+    assert!(!events(&path).iter().any(|e| e == "ack_overdue"));
+    clock.advance(OVERDUE_RETRY);
+    let event = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+        .await
+        .expect("the overdue was tried again")
+        .unwrap();
+    assert!(matches!(event, BreakGlassEvent::Overdue(u) if u.id == used.id));
+    assert_eq!(
+        events(&path).iter().filter(|e| *e == "ack_overdue").count(),
+        1
+    );
+}
