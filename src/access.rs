@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::ids::{InstanceId, Product, Region, Snowflake};
 
+mod overlap;
+pub use overlap::{overlaps, Overlap};
+
 /// Approvals a rule needs by default: one person other than the requester.
 pub const DEFAULT_APPROVALS_REQUIRED: u32 = 1;
 /// More would rarely be reachable at 3 a.m.

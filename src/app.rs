@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod anchor;
+pub mod approvals_channel;
 mod reload;
 
 use reload::reload_on_sighup;
@@ -52,7 +53,9 @@ pub fn build_core(
     creds: TencentCredentials,
     clock: Clock,
 ) -> Result<Core, StartError> {
-    let (journal, repair) = Journal::open_clocked(&config.audit.path, clock.clone())?;
+    // Every record this process writes names the config it ran under (`config_digest`).
+    let (journal, repair) =
+        Journal::open_configured(&config.audit.path, clock.clone(), config.source.digest())?;
     let path = config.audit.path.display();
     match repair {
         Some(Repair::Sealed(s)) => tracing::warn!(seq = s.seq, %path,
@@ -196,6 +199,8 @@ pub enum RunError {
     Discord(Box<serenity::Error>),
     #[error(transparent)]
     AnchorMismatch(#[from] anchor::AnchorMismatch),
+    #[error(transparent)]
+    ApprovalsChannel(#[from] approvals_channel::ApprovalsChannelError),
 }
 
 /// `vncbot run`: load everything (failing fast with one clear line), then serve until a signal.
@@ -259,11 +264,33 @@ pub async fn run_with(
     clock: Clock,
 ) -> Result<(), RunError> {
     let stop = stop_signals();
+    run_until(config, config_path, token, creds, clock, stop).await
+}
+
+/// [`run_with`], stopping (with the same clean shutdown) when `stop` completes instead of at a
+/// signal: `vncbot demo` ends its tour's bot this way and keeps the stand-ins running.
+pub async fn run_until(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: &str,
+    creds: TencentCredentials,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "config: {warning}");
+    }
     let core = Arc::new(build_core(&config, creds, clock)?);
     let live = Arc::downgrade(&core);
     core.metrics().sample_grants_live(move || {
         live.upgrade()
             .map_or(0, |c| i64::try_from(c.live_grants()).unwrap_or(i64::MAX))
+    });
+    let pending = Arc::downgrade(&core);
+    core.metrics().sample_approvals_pending(move || {
+        pending.upgrade().map_or(0, |c| {
+            i64::try_from(c.pending_approvals()).unwrap_or(i64::MAX)
+        })
     });
     core.metrics().config_loaded(std::time::SystemTime::now());
     let shipping = crate::ship::Shipping::start(
@@ -299,6 +326,20 @@ pub async fn run_with(
             app.bot.audit_feed.post(format!(
                 "WARNING: the journal was not checked against an earlier journal head at this start: {why}. Check it by hand with `vncbot audit verify --head` and the last head you trust."
             ));
+        }
+    }
+    // Requests must reach an approver: refuse to start when some rule needs approvers and the
+    // bot cannot post in their channel (src/app/approvals_channel.rs).
+    if let Some(a) = &config.approvals {
+        if let Err(e) = approvals_channel::check(&client.http, a.channel_id.get()).await {
+            let needed = config
+                .allow
+                .iter()
+                .any(|r| r.gate.needs_approval() || !r.gate.break_glass_roles.is_empty());
+            if needed {
+                return Err(e.into());
+            }
+            tracing::error!(error = %e, "STARTING ANYWAY: no rule needs approvers or break-glass, but the approvals channel cannot be posted in");
         }
     }
     discord::watch_gateway(Arc::clone(&app.bot), &client);
@@ -344,6 +385,11 @@ pub async fn run_with(
         Err(e) => {
             tracing::error!(error = %e, "could not rebuild requests from the journal; their buttons will be refused")
         }
+    }
+    // Role changes already recorded: each audit log entry is recorded once across restarts, and
+    // the backfill at READY starts after the newest.
+    if let Err(e) = core.resume_role_changes(&config.audit.path) {
+        tracing::error!(error = %e, "could not read the role changes recorded in the journal; the backfill reads the whole audit log and may record some twice");
     }
 
     // Anchor the head at start (queued until the gateway is up) and then every anchor_minutes;

@@ -54,7 +54,8 @@ enum Command {
     // stand-in code, and clap answers `demo` there as an unknown subcommand.
     #[cfg(feature = "demo")]
     Demo {
-        /// Leave the stand-ins and the bot running after the tour, until Ctrl-C
+        /// After the tour, keep the stand-ins running until Ctrl-C and print a ready config and the
+        /// commands that point `vncbot run`, `vncbot url` and curl at them
         #[arg(long)]
         keep: bool,
     },

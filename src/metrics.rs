@@ -88,8 +88,8 @@ pub struct Metrics {
     /// Age in seconds of the oldest journal record not yet shipped to object storage (0 when
     /// all are, or when shipping is off).
     pub audit_ship_lag: Gauge,
-    /// Approval requests waiting for an approver (0 until approvals exist).
-    pub approvals_pending: Gauge,
+    /// Approval requests waiting for an approver, read from the core at each scrape.
+    approvals_pending: Sampled,
     /// Config reloads (SIGHUP) that failed; the config in force was kept.
     pub config_reload_failures: Counter,
     /// When the config in force was last loaded (start-up or reload), in Unix seconds.
@@ -110,28 +110,46 @@ struct Version {
     version: String,
 }
 
-/// A gauge read at scrape time from whoever holds the number (0 until someone does).
-#[derive(Clone, Default)]
-struct Sampled(Arc<Mutex<Option<Sample>>>);
+/// A gauge read at scrape time from whoever holds the number (0 until someone does), so it
+/// cannot drift from the state it counts.
+#[derive(Clone)]
+struct Sampled {
+    name: &'static str,
+    help: &'static str,
+    sample: Arc<Mutex<Option<Sample>>>,
+}
+
+impl Sampled {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            sample: Arc::default(),
+        }
+    }
+
+    fn set(&self, sample: Sample) {
+        *self.sample.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+    }
+}
 
 type Sample = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl std::fmt::Debug for Sampled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sampled")
+        f.write_str(self.name)
     }
 }
 
 impl Collector for Sampled {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let sample = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sample = self
+            .sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let gauge = ConstGauge::new(sample.map_or(0, |f| f()));
-        let metric = encoder.encode_descriptor(
-            "grants_live",
-            "Grants whose window is open now",
-            None,
-            gauge.metric_type(),
-        )?;
+        let metric = encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
         gauge.encode(metric)
     }
 }
@@ -164,10 +182,13 @@ impl Metrics {
             catalog_instances: Family::default(),
             catalog_refresh_failures: Family::default(),
             audit_ship_lag: Gauge::default(),
-            approvals_pending: Gauge::default(),
+            approvals_pending: Sampled::new(
+                "approvals_pending",
+                "Approval requests waiting for an approver",
+            ),
             config_reload_failures: Counter::default(),
             config_last_reload_success: Gauge::default(),
-            grants_live: Sampled::default(),
+            grants_live: Sampled::new("grants_live", "Grants whose window is open now"),
             break_glass_unacknowledged: Gauge::default(),
             registry: Registry::default(),
         };
@@ -232,11 +253,7 @@ impl Metrics {
             "Catalog refreshes that failed; the last good list was kept",
             m.catalog_refresh_failures.clone(),
         );
-        registry.register(
-            "approvals_pending",
-            "Approval requests waiting for an approver",
-            m.approvals_pending.clone(),
-        );
+        registry.register_collector(Box::new(m.approvals_pending.clone()));
         registry.register(
             "config_reload_failures",
             "Config reloads (SIGHUP) that failed; the config in force was kept",
@@ -315,12 +332,12 @@ impl Metrics {
 
     /// Where `vncbot_grants_live` is read from at each scrape.
     pub fn sample_grants_live(&self, live: impl Fn() -> i64 + Send + Sync + 'static) {
-        *self.grants_live.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(live));
+        self.grants_live.set(Arc::new(live));
     }
 
-    /// Sets `vncbot_approvals_pending`.
-    pub fn set_approvals_pending(&self, n: i64) {
-        self.approvals_pending.set(n);
+    /// Where `vncbot_approvals_pending` is read from at each scrape.
+    pub fn sample_approvals_pending(&self, pending: impl Fn() -> i64 + Send + Sync + 'static) {
+        self.approvals_pending.set(Arc::new(pending));
     }
 
     /// The config in force was loaded now (at start-up, or by a successful reload).
@@ -483,7 +500,7 @@ mod tests {
             "{started} vs {now}"
         );
         m.sample_grants_live(|| 3);
-        m.set_approvals_pending(2);
+        m.sample_approvals_pending(|| 2);
         let out = m.render();
         assert!(out.contains("vncbot_grants_live 3\n"), "{out}");
         assert!(out.contains("vncbot_approvals_pending 2\n"), "{out}");

@@ -447,7 +447,6 @@ async fn catalog_refreshes_do_not_delay_console_calls() {
     while mock.seen_catalog().len() < 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let start = Instant::now();
     for _ in 0..3 {
         c.describe_instance_vnc_url(&region(GZ), &id("ins-c0000001"))
             .await
@@ -457,15 +456,15 @@ async fn catalog_refreshes_do_not_delay_console_calls() {
     let refresh_done = refresh.await.unwrap();
     // Three console calls within the console's own budget go out at once; the 60 pages of the
     // refresh take over a second at 36 a window. Sharing one pace, the console calls would wait
-    // behind pages.
-    assert!(
-        console_done - start < Duration::from_millis(600),
-        "{:?}",
-        console_done - start
-    );
+    // behind the pages, until the catalog's window turns: after its 36th page. Order, not time,
+    // so a slow machine does not change the verdict.
     assert!(refresh_done > console_done);
     let pages = mock.seen_catalog();
-    assert!(pages.iter().filter(|p| p.at < console_done).count() >= 3);
+    let before = pages.iter().filter(|p| p.at < console_done).count();
+    assert!(
+        (3..36).contains(&before),
+        "{before} pages before the console calls were done"
+    );
     assert!(pages.iter().any(|p| p.at > console_done));
     assert_eq!(cat.view().len(), 3000);
     assert!(mock.max_catalog_per_second() <= 40);

@@ -125,11 +125,16 @@ pub(super) async fn apply(app: &App, new: Config) {
             );
         }
         let new = keep_running(&old, new);
+        for warning in new.warnings() {
+            tracing::warn!(%warning, "config: {warning}");
+        }
         let changed = old.source.changed(&new.source);
         let digest = new.source.digest();
         let commands_changed = old.tencent.regions != new.tencent.regions
             || old.audit.require_reason != new.audit.require_reason;
         let limits_changed = old.limits != new.limits;
+        // From here on, records name the new config; `config_reloaded` below says when it came.
+        app.core().journal().set_config_digest(digest.clone());
         app.core().reconfigure(
             Policy::from_config(&new),
             limits_changed.then(|| app.core().limits().reconfigured(&new.limits)),

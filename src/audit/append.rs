@@ -143,6 +143,7 @@ impl Writer {
             status: Mutex::new(Status::new()),
             checked: Condvar::new(),
             metrics: Mutex::new(Arc::default()),
+            config_digest: Mutex::new(None),
         });
         let mut writer = Writer {
             shared,
@@ -255,10 +256,14 @@ impl Writer {
                     user: "vncbot".into(),
                 };
                 let torn = (hex::encode(Sha256::digest(&fragment)), fragment.len());
+                let entry = Entry {
+                    config_digest: self.shared.config_digest(),
+                    ..Entry::default()
+                };
                 let sealed = encode(
                     &mut end,
                     &self.clock,
-                    (Event::Sealed, &actor, Entry::default()),
+                    (Event::Sealed, &actor, entry),
                     Some(torn),
                     &mut buf,
                 );
@@ -269,9 +274,15 @@ impl Writer {
                 Some(Repair::Sealed(appended))
             }
         };
+        let in_force = self.shared.config_digest();
         let appended = records
             .into_iter()
-            .map(|(event, actor, entry)| {
+            .map(|(event, actor, mut entry)| {
+                // A record that names no config (all but `config_reloaded`) was written under
+                // the one in force.
+                if entry.config_digest.is_none() {
+                    entry.config_digest.clone_from(&in_force);
+                }
                 let record = encode(
                     &mut end,
                     &self.clock,

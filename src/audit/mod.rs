@@ -88,6 +88,22 @@ pub enum Event {
     Flagged,
     /// A break-glass use went `ack_hours` without an acknowledgement or a flag; re-posted.
     AckOverdue,
+    /// Someone gave a member a role the config names (from the server's audit log, action 25):
+    /// `actor` who, `target` whom, `role`, `reason`, `audit_log_entry`.
+    RoleGranted,
+    /// Someone took a role the config names from a member (action 25, `$remove`).
+    RoleRevoked,
+    /// A role the config names was changed (action 31): `changed` holds the keys (`name`,
+    /// `permissions`, …).
+    RoleUpdated,
+    /// A role the config names was deleted (action 32).
+    RoleDeleted,
+    /// The permissions of one of the bot's commands changed in a server (`command`, and the
+    /// overwrites now in force in `permissions`). Discord does not say who.
+    CommandPermissionsChanged,
+    /// A grant's window was extended (`refers_to`: the grant; `until`: the new end;
+    /// `previous_until`: the end it replaced). Once per grant.
+    Extended,
 }
 
 /// Who asked.

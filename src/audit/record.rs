@@ -61,6 +61,31 @@ pub struct Entry {
     /// On `config_reloaded` records: the keys whose value the reload changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// On role records: the member a role was given to or taken from.
+    #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// On role records: the role, and its name where Discord gave it.
+    #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
+    pub role: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<String>,
+    /// On role records: the server's audit log entry they were read from (what makes each
+    /// entry recorded once, across restarts).
+    #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
+    pub audit_log_entry: Option<u64>,
+    /// How a role record reached the bot: `gateway` (as it happened) or `backfill` (read from
+    /// the audit log at start: it happened while the bot was down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// On `command_permissions_changed` records: the command (or the application, for all its
+    /// commands) and its permission overwrites now, as `role:ID=allow`, `user:ID=deny`, ….
+    #[serde(with = "id_string", skip_serializing_if = "Option::is_none")]
+    pub command: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// On `extended` records: the end the extension replaced (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<String>,
 }
 
 /// One whole journal line as read back.

@@ -40,6 +40,10 @@ pub(super) struct Shared {
     /// Where write times and failures are counted (the process's registry once the core is
     /// built; a registry of its own until then).
     pub(super) metrics: Mutex<Arc<Metrics>>,
+    /// The digest of the config in force, stamped on every record that names none, so an
+    /// auditor can tell which config allowed what. `None` for a journal opened without a config
+    /// (tests, `audit` commands that only read).
+    pub(super) config_digest: Mutex<Option<String>>,
 }
 
 pub(super) struct Status {
@@ -143,6 +147,14 @@ impl Shared {
         let result = f();
         self.status().busy_since = None;
         result
+    }
+
+    /// The digest of the config in force, if any.
+    pub(super) fn config_digest(&self) -> Option<String> {
+        self.config_digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(super) fn metrics(&self) -> Arc<Metrics> {

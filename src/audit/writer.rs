@@ -57,6 +57,17 @@ impl Journal {
         Self::open_with(path, TIMING, clock, || {})
     }
 
+    /// [`Journal::open_clocked`] for a process running under a config: every record it writes
+    /// (a seal made at open included) carries `config_digest`, the digest of the config in force
+    /// (`config::Source::digest`), until [`Journal::set_config_digest`] names another.
+    pub fn open_configured(
+        path: &Path,
+        clock: Clock,
+        config_digest: String,
+    ) -> Result<(Self, Option<Repair>), AuditError> {
+        Self::open_full(path, TIMING, clock, Some(config_digest), || {})
+    }
+
     /// [`Journal::open`] with other timing, and `unlocked` run between reading the chain and
     /// taking the lock (for tests).
     pub(super) fn open_with(
@@ -65,11 +76,26 @@ impl Journal {
         clock: Clock,
         unlocked: impl FnOnce(),
     ) -> Result<(Self, Option<Repair>), AuditError> {
+        Self::open_full(path, timing, clock, None, unlocked)
+    }
+
+    fn open_full(
+        path: &Path,
+        timing: Timing,
+        clock: Clock,
+        config_digest: Option<String>,
+        unlocked: impl FnOnce(),
+    ) -> Result<(Self, Option<Repair>), AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_owned(),
             source,
         };
         let mut writer = Writer::open(path, timing, clock)?;
+        *writer
+            .shared
+            .config_digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = config_digest;
         let shared = Arc::clone(&writer.shared);
         let reader = Reader {
             shared: Arc::clone(&shared),
@@ -123,6 +149,15 @@ impl Journal {
             m.audit_failures.inc();
         }
         result
+    }
+
+    /// A reload put another config in force: records written from now on carry its digest.
+    pub fn set_config_digest(&self, digest: String) {
+        *self
+            .shared
+            .config_digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(digest);
     }
 
     /// Counts this journal's write times and failures (every clone's) into `metrics` from now on.
@@ -292,6 +327,46 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn every_record_names_the_config_in_force_and_old_records_still_verify() {
+        // Three records written before digests existed, and a torn tail.
+        let (dir, bytes) = journal_with(3);
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let (j, repair) = Journal::open_configured(&path, Clock::system(), a.clone()).unwrap();
+        assert!(matches!(repair, Some(Repair::Sealed(_))), "{repair:?}");
+        j.append_blocking(Event::Denied, &alice(), Entry::default())
+            .unwrap();
+        j.set_config_digest(b.clone());
+        j.append_blocking(Event::Granted, &alice(), Entry::default())
+            .unwrap();
+        // A record that names its config (a reload's) keeps it.
+        let own = Entry {
+            config_digest: Some("c".repeat(64)),
+            ..Entry::default()
+        };
+        j.append_blocking(Event::ConfigReloaded, &alice(), own)
+            .unwrap();
+        let digests: Vec<Option<String>> = crate::audit::read_records(&path)
+            .unwrap()
+            .map(|r| r.unwrap().entry.config_digest)
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                None,
+                None,
+                Some(a.clone()),
+                Some(a),
+                Some(b),
+                Some("c".repeat(64))
+            ]
+        );
+        let s = verify_file(&path).unwrap().unwrap();
+        assert_eq!((s.records, s.sealed), (6, 1));
+    }
 
     #[test]
     fn torn_tail_is_sealed_on_open_and_the_chain_continues() {

@@ -67,6 +67,10 @@ pub struct GrantRow {
     pub links_minted: u64,
     /// Presses that minted no link: refused by policy or limits, or failed at Tencent.
     pub presses_refused: u64,
+    /// The digest of the config in force when the grant was recorded (its `granted` record's
+    /// `config_digest`; absent in journals from before digests were recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
     #[serde(skip)]
     pub start: Option<OffsetDateTime>,
     #[serde(skip)]
@@ -102,6 +106,7 @@ impl GrantRow {
             ended_by: None,
             links_minted: 0,
             presses_refused: 0,
+            config_digest: r.str("config_digest").map(str::to_owned),
             start: r.time,
             end: until,
         }
@@ -203,6 +208,15 @@ impl Projection {
                 g.ended_by = Some(format!("{} ({})", r.actor_name(), r.actor_id()));
                 if r.time.is_some() {
                     g.end = r.time;
+                }
+            }
+            // Extended once (the Extend button): the row shows the new end.
+            "extended" => {
+                if let Some(until) = r.str("until").and_then(select::parse_time) {
+                    g.until = Some(format_time(until));
+                    if g.ended_at.is_none() {
+                        g.end = Some(until);
+                    }
                 }
             }
             // An acknowledgement written as its own record, by whoever acknowledged.
@@ -385,13 +399,14 @@ fn write_table(r: &Report, out: &mut impl Write) -> io::Result<()> {
         "WHY",
         "LINKS",
         "REFUSED",
+        "CONFIG",
     ];
     let short = |t: &Option<String>| {
         t.as_deref()
             .map(|t| t.replace('T', " ").trim_end_matches('Z').to_owned())
             .unwrap_or_else(|| "-".into())
     };
-    let rows: Vec<[String; 12]> = r
+    let rows: Vec<[String; 13]> = r
         .rows
         .iter()
         .map(|g| {
@@ -408,6 +423,10 @@ fn write_table(r: &Report, out: &mut impl Write) -> io::Result<()> {
                 cell(&g.ended_text(r.now), 24),
                 g.links_minted.to_string(),
                 g.presses_refused.to_string(),
+                // The digest's first 12 digits tell configs apart; CSV and JSON carry it whole.
+                g.config_digest
+                    .as_deref()
+                    .map_or("-".into(), |d| visible(d).chars().take(12).collect()),
             ]
         })
         .collect();
@@ -473,6 +492,7 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
         "presses_refused",
         "flagged_by",
         "ack_overdue",
+        "config_digest",
     ])?;
     let text = |v: &Option<Value>| v.as_ref().map(text_of).unwrap_or_default();
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -501,6 +521,7 @@ fn write_csv(r: &Report, out: &mut impl Write) -> io::Result<()> {
             g.presses_refused.to_string(),
             text(&a.flagged_by),
             text(&a.ack_overdue),
+            opt(&g.config_digest),
         ];
         w.write_record(cells.iter().map(|c| csv_cell(c)))?;
     }

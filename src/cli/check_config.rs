@@ -27,6 +27,12 @@ pub fn main(config_path: &Path, offline: bool) -> Exit {
     };
     let (report, problems) = report(config_path, &config, offline);
     print!("{report}");
+    // What every journal record written under this config names (`config_digest`).
+    println!("config digest: {}", config.source.digest());
+    // Valid, but probably not what was meant: said, and the exit code stays 0.
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     if problems.is_empty() && offline {
         println!("OK: the config is valid (the environment was not checked: --offline).");
         Exit::Ok
@@ -162,7 +168,7 @@ fn report(path: &Path, c: &Config, offline: bool) -> (String, Vec<String>) {
     if let Some(a) = &c.approvals {
         let _ = writeln!(
             out,
-            "approvals: posted in channel {} (the bot needs View Channel and Send Messages there; start-up checks it); break-glass {} min, {} per member a day, acknowledged within {} h; /vncadmin for roles {}",
+            "approvals: posted in channel {} (the bot needs View Channel and Send Messages there; check-config makes no network call, so `vncbot run` checks it at start-up and refuses to start without them when a rule needs approvers or break-glass); break-glass {} min, {} per member a day, acknowledged within {} h; /vncadmin for roles {}",
             a.channel_id,
             a.break_glass_minutes,
             a.break_glass_per_day,

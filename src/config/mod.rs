@@ -281,3 +281,15 @@ impl Config {
         raw::parse(text)
     }
 }
+
+impl Config {
+    /// What is valid but probably not what was meant: duplicate or overlapping `[[allow]]` rules
+    /// (see `access::overlaps` for the exact definition). Never an error: `check-config` prints
+    /// these, and the bot logs them at start and at each reload.
+    pub fn warnings(&self) -> Vec<String> {
+        crate::access::overlaps(&self.allow, &self.tencent.regions)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+}

@@ -5,14 +5,17 @@
 //! journal (every decision is recorded before it takes effect) and Tencent (behind the
 //! [`Console`] trait, so the core is tested without HTTP).
 
+pub mod admin;
 pub mod approvals;
 pub mod break_glass;
 pub mod decision;
 pub mod grants;
 pub mod outcome;
+pub mod pick;
 mod record;
 pub mod refusal;
 pub mod request;
+pub mod role_changes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +35,9 @@ pub use break_glass::{
     AckRefusal, AckStanding, Answer, BreakGlassEvent, BreakGlassUse, BrokeGlass,
 };
 pub use decision::{decide, Decision, Rejection};
-pub use grants::{EndWhy, Grant, GrantEvent, HeadsUp, Minted, Press};
+pub use grants::{
+    EndWhy, ExtendRefusal, Extended, Extending, Grant, GrantEvent, HeadsUp, Minted, Press,
+};
 pub use outcome::{Exit, FailureKind, Outcome};
 pub use refusal::{Refusal, MAX_REASON_CHARS, MIN_BREAK_GLASS_REASON_CHARS, MIN_REASON_CHARS};
 pub use request::{Approved, Authority, Issued, Policy, Request};
@@ -71,6 +76,10 @@ pub struct Core<C = TencentClient> {
     clock: Clock,
     /// Where outcomes are counted (see [`Core::note`]); the journal counts into it too.
     metrics: Arc<Metrics>,
+    /// Which role changes are recorded already (see [`role_changes`]).
+    role_changes: role_changes::Ledger,
+    /// Candidates offered for ambiguous names ([`pick`]).
+    picks: pick::Picks,
 }
 
 impl<C> Core<C> {
@@ -118,6 +127,8 @@ impl<C: Console> Core<C> {
             catalog: None,
             clock: Clock::system(),
             metrics: journal_metrics,
+            role_changes: role_changes::Ledger::default(),
+            picks: pick::Picks::default(),
         }
     }
 
@@ -288,23 +299,31 @@ impl<C: Console> Core<C> {
     async fn admit(&self, req: &Request, spend: Spend) -> Result<Approved, Refusal> {
         let (policy, limits) = self.live();
         let key = req.actor.key();
-        let decision = {
-            let mut g = limits
-                .lock()
-                .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
-            if let Err(retry_after) = g.check_refusal(&key) {
-                drop(g);
+        let view = self.catalog_view();
+        let (owned, held_key) = (req.clone(), key.clone());
+        let decided = limits
+            .with(move |g| {
+                g.check_refusal(&held_key)?;
+                let d = decision::decide_with(
+                    &policy,
+                    &decision::Spending(g, spend),
+                    view.as_ref(),
+                    &owned,
+                );
+                match &d {
+                    Decision::Approve(a) => g.take_spend(&held_key, &a.instance, spend),
+                    Decision::Refuse(_) => g.take_refusal(&held_key),
+                }
+                Ok(d)
+            })
+            .await
+            .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
+        let decision = match decided {
+            Ok(d) => d,
+            Err(retry_after) => {
                 self.suppress(&key, &req.actor, req.guild);
                 return Err(Refusal::TooManyRefusals { retry_after });
             }
-            let view = self.catalog_view();
-            let d =
-                decision::decide_with(&policy, &decision::Spending(&g, spend), view.as_ref(), req);
-            match &d {
-                Decision::Approve(a) => g.take_spend(&key, &a.instance, spend),
-                Decision::Refuse(_) => g.take_refusal(&key),
-            }
-            d
         };
         match decision {
             Decision::Approve(approved) => Ok(*approved),

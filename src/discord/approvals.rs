@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use serenity::all::{
-    ButtonStyle, ChannelId, CommandInteraction, ComponentInteraction, Context, CreateActionRow,
-    CreateAllowedMentions, CreateButton, CreateInteractionResponse,
-    CreateInteractionResponseFollowup, CreateMessage, EditMessage, Http, MessageId, RoleId, UserId,
+    ButtonStyle, ChannelId, ComponentInteraction, Context, CreateActionRow, CreateAllowedMentions,
+    CreateButton, CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage,
+    EditMessage, Http, MessageId, RoleId, UserId,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -137,14 +137,44 @@ fn approvals_channel(bot: &Bot) -> Option<ChannelId> {
     Some(ChannelId::new(a.channel_id.get()))
 }
 
+/// The approver roles of a request, as mentions.
+pub(super) fn approver_roles(r: &ApprovalRequest) -> String {
+    r.gate
+        .approver_roles
+        .iter()
+        .map(|r| format!("<@&{r}>"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The request's text, saying which grant it extends when it is an extension.
+fn post_text(bot: &Bot, r: &ApprovalRequest) -> String {
+    let name = bot.core.instance_name(&r.instance);
+    let text = request_text(r, name.as_deref());
+    match extends(bot, r) {
+        Some(grant) => format!("**Extension** of grant {grant}, by the window above. {text}"),
+        None => text,
+    }
+}
+
+/// The grant a request asks to extend, if it is an extension.
+fn extends(bot: &Bot, r: &ApprovalRequest) -> Option<u64> {
+    match r.standing {
+        Standing::Approved { grant } if bot.core.extension_target(r.id).is_none() => {
+            // Approved: the link is gone from the grant; only an extension names an older one.
+            (grant != 0 && grant < r.id).then_some(grant)
+        }
+        _ => bot.core.extension_target(r.id),
+    }
+}
+
 /// Posts a request in the approvals channel; records where.
-async fn post(http: &Http, bot: &Bot, r: &ApprovalRequest) -> bool {
+pub(super) async fn post(http: &Http, bot: &Bot, r: &ApprovalRequest) -> bool {
     let Some(channel) = approvals_channel(bot) else {
         return false;
     };
-    let name = bot.core.instance_name(&r.instance);
     let msg = CreateMessage::new()
-        .content(request_text(r, name.as_deref()))
+        .content(post_text(bot, r))
         .components(vote_buttons(r))
         .allowed_mentions(approver_mentions(r));
     match bot.rest(
@@ -165,7 +195,7 @@ async fn post(http: &Http, bot: &Bot, r: &ApprovalRequest) -> bool {
 pub async fn requested(
     ctx: &Context,
     bot: &Arc<Bot>,
-    cmd: &CommandInteraction,
+    cmd: &impl super::answer::Answer,
     r: ApprovalRequest,
 ) {
     if !post(&ctx.http, bot, &r).await {
@@ -329,6 +359,13 @@ async fn render(http: &Http, bot: &Bot, event: ApprovalEvent) {
                             "Your request {} for `{}` expired without a decision. Run /vnc again if you still need it.",
                             request.id, request.instance
                         ),
+                        // Only an extension is approved without a new grant: its DM shows the new end.
+                        Standing::Approved { grant } => format!(
+                            "Your request {} to extend grant {grant} for `{}` was approved by {}: the grant's DM shows its new end.",
+                            request.id,
+                            request.instance,
+                            approvers(&request)
+                        ),
                         _ => format!("Your request {} for `{}` was cancelled.", request.id, request.instance),
                     };
                     let msg = CreateMessage::new()
@@ -367,16 +404,24 @@ async fn deliver_grant(http: &Http, bot: &Bot, r: &ApprovalRequest, grant: Grant
     }
 }
 
+fn approvers(r: &ApprovalRequest) -> String {
+    r.votes
+        .iter()
+        .filter(|v| v.choice == Choice::Approve)
+        .map(|v| format!("<@{}>", v.voter))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn edit_post(http: &Http, bot: &Bot, r: &ApprovalRequest) {
     let posts = bot
         .core
         .approval_request(r.id)
         .map(|r| r.posts)
         .unwrap_or_default();
-    let name = bot.core.instance_name(&r.instance);
     for (channel, message) in posts {
         let edit = EditMessage::new()
-            .content(request_text(r, name.as_deref()))
+            .content(post_text(bot, r))
             .components(vote_buttons(r))
             .allowed_mentions(no_mentions());
         bot.rest(

@@ -112,6 +112,16 @@ impl Lines {
                 let text = match e.code.as_deref() {
                     Some("done") => "ended by the member",
                     Some("expired") => "access ended: window over",
+                    // An admin's `/vncadmin revoke`: the admin is the record's actor.
+                    Some("revoked") => {
+                        return Some(Line::Access(format!(
+                            "grant {} revoked by {} (/vncadmin): {} ({})",
+                            e.refers_to.unwrap_or_default(),
+                            who(&actor),
+                            escape(e.instance.as_deref().unwrap_or("?"), 40),
+                            escape(e.region.as_deref().unwrap_or("?"), 40)
+                        )))
+                    }
                     // A lost role or a dropped region: the refused press said so; a failed DM:
                     // its own line did.
                     _ => return None,
@@ -231,6 +241,28 @@ impl Lines {
                 escape(e.instance.as_deref().unwrap_or("?"), 40),
                 escape(e.region.as_deref().unwrap_or("?"), 40)
             ))),
+            Event::RoleGranted
+            | Event::RoleRevoked
+            | Event::RoleUpdated
+            | Event::RoleDeleted
+            | Event::CommandPermissionsChanged => super::role_changes::line(r).map(Line::Access),
+            Event::Extended => {
+                let t = |v: Option<&str>| {
+                    v.and_then(crate::core::grants::parse_rfc3339).map_or_else(
+                        || "?".to_owned(),
+                        |t| format!("<t:{}:f>", super::messages::unix(t)),
+                    )
+                };
+                Some(Line::Access(format!(
+                    "grant {} extended by {} from {} to {}: {} ({})",
+                    e.refers_to.unwrap_or_default(),
+                    who(&actor),
+                    t(e.previous_until.as_deref()),
+                    t(e.until.as_deref()),
+                    escape(e.instance.as_deref().unwrap_or("?"), 40),
+                    escape(e.region.as_deref().unwrap_or("?"), 40)
+                )))
+            }
         }
     }
 
@@ -489,6 +521,40 @@ mod tests {
         let t = text(lines.line(&r));
         assert!(
             t.contains("printed to the terminal") && !t.contains("<@1>"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_extension_and_a_revoke_read_as_lines() {
+        let mut lines = Lines::default();
+        let t = text(lines.line(&record(
+            9,
+            Event::Extended,
+            "901",
+            Entry {
+                refers_to: Some(5),
+                until: Some("2026-12-03T08:20:00Z".into()),
+                previous_until: Some("2026-12-03T08:10:00Z".into()),
+                ..at("ins-running1")
+            },
+        )));
+        assert_eq!(
+            t,
+            "grant 5 extended by <@901> from <t:1796285400:f> to <t:1796286000:f>: ins-running1 (ap-guangzhou)"
+        );
+        let t = text(lines.line(&record(
+            10,
+            Event::Ended,
+            "7100",
+            Entry {
+                code: Some("revoked".into()),
+                refers_to: Some(5),
+                ..at("ins-running1")
+            },
+        )));
+        assert!(
+            t == "grant 5 revoked by <@7100> (/vncadmin): ins-running1 (ap-guangzhou)",
             "{t}"
         );
     }

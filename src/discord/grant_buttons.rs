@@ -20,12 +20,15 @@ const SHOW_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 const OPEN: &str = "vnc:open:";
 const DONE: &str = "vnc:done:";
+const EXTEND: &str = "vnc:extend:";
 
 /// What a button asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Press {
     Open(u64),
     Done(u64),
+    /// The grant's one extension (src/discord/extend.rs).
+    Extend(u64),
 }
 
 /// Reads a `custom_id`; anything but our exact shape is `None`.
@@ -39,6 +42,8 @@ pub fn parse(custom_id: &str) -> Option<Press> {
         id(rest).map(Press::Open)
     } else if let Some(rest) = custom_id.strip_prefix(DONE) {
         id(rest).map(Press::Done)
+    } else if let Some(rest) = custom_id.strip_prefix(EXTEND) {
+        id(rest).map(Press::Extend)
     } else {
         None
     }
@@ -50,14 +55,27 @@ fn done_button(grant: u64) -> CreateButton {
         .style(ButtonStyle::Secondary)
 }
 
-/// Open console and Done.
+/// Open console, Done and Extend (a new grant's extension is still to be had).
 pub fn grant_buttons(grant: u64) -> Vec<CreateActionRow> {
-    vec![CreateActionRow::Buttons(vec![
+    grant_buttons_for(grant, true)
+}
+
+/// Open console and Done, and Extend while the grant's one extension is still to be had.
+pub fn grant_buttons_for(grant: u64, extend: bool) -> Vec<CreateActionRow> {
+    let mut buttons = vec![
         CreateButton::new(format!("{OPEN}{grant}"))
             .label("Open console")
             .style(ButtonStyle::Primary),
         done_button(grant),
-    ])]
+    ];
+    if extend {
+        buttons.push(
+            CreateButton::new(format!("{EXTEND}{grant}"))
+                .label("Extend")
+                .style(ButtonStyle::Secondary),
+        );
+    }
+    vec![CreateActionRow::Buttons(buttons)]
 }
 
 /// The DM with a fresh link: a **Connect** link button when the link fits one (512
@@ -94,7 +112,7 @@ fn link_view(m: &Minted, name: Option<&str>) -> Option<EditInteractionResponse> 
 }
 
 /// Says something to the presser only (an ephemeral follow-up).
-async fn tell(ctx: &Context, app: &App, comp: &ComponentInteraction, text: &str) {
+pub(super) async fn tell(ctx: &Context, app: &App, comp: &ComponentInteraction, text: &str) {
     let msg = CreateInteractionResponseFollowup::new()
         .ephemeral(true)
         .content(text)
@@ -106,7 +124,7 @@ async fn tell(ctx: &Context, app: &App, comp: &ComponentInteraction, text: &str)
 }
 
 /// Shows the grant as ended in the DM the button sits on.
-async fn show_ended(
+pub(super) async fn show_ended(
     ctx: &Context,
     app: &App,
     comp: &ComponentInteraction,
@@ -140,6 +158,9 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
     if let Some(Press::Open(id)) = press {
         return open(ctx, app, comp, &actor, id).await;
     }
+    if let Some(Press::Extend(id)) = press {
+        return super::extend::run(ctx, app, comp, &actor, id).await;
+    }
     if !acknowledge(ctx, app, comp).await {
         return;
     }
@@ -158,13 +179,13 @@ pub async fn run(ctx: &Context, app: &Arc<App>, comp: &ComponentInteraction) {
             }
             Err(refusal) => tell(ctx, app, comp, &super::refusals::say(&refusal)).await,
         },
-        Some(Press::Open(_)) => {}
+        Some(Press::Open(_) | Press::Extend(_)) => {}
     }
 }
 
 /// Answers within Discord's 3 s with a deferred update; the DM is edited once there is
 /// something to show. False when Discord did not take it (nothing more can be said then).
-async fn acknowledge(ctx: &Context, app: &App, comp: &ComponentInteraction) -> bool {
+pub(super) async fn acknowledge(ctx: &Context, app: &App, comp: &ComponentInteraction) -> bool {
     let acked = comp
         .create_response(&ctx.http, CreateInteractionResponse::Acknowledge)
         .await;

@@ -92,12 +92,18 @@ pub fn dm_embed_link(link: &str) -> String {
 /// The DM once its grant has ended: no buttons.
 pub fn grant_ended_dm(g: &Grant, name: Option<&str>, why: EndWhy, at: SystemTime) -> String {
     let n = unix(at);
+    let revoked;
     let why = match why {
         EndWhy::Done => " (you pressed Done)",
         EndWhy::Expired => "",
         EndWhy::RoleRemoved => ": your roles no longer allow it",
         EndWhy::DmFailed => "",
         EndWhy::RegionDropped => ": the bot no longer serves its region",
+        EndWhy::Revoked { by } => {
+            // A mention renders the admin's name; `allowed_mentions` (none) keeps it silent.
+            revoked = format!(": an admin, <@{by}>, revoked it");
+            &revoked
+        }
     };
     format!(
         "Console access to {} ended <t:{n}:R>{why}. Run `/vnc` again if you need it.",

@@ -5,15 +5,20 @@
 //! Adding a command: a file with `register()` and `run()`, one line in [`commands`], one arm in
 //! [`Handler::interaction_create`].
 
+pub mod admin;
+pub mod answer;
 pub mod approvals;
 pub mod audit_feed;
 pub mod audit_lines;
 pub mod autocomplete;
 pub mod break_glass;
+pub mod extend;
 pub mod grant_buttons;
 pub mod messages;
+pub mod pick;
 pub mod refusals;
 mod render;
+pub mod role_changes;
 pub mod vnc;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,10 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serenity::all::{
-    Channel, ChannelId, Client, CommandInteraction, ConnectionStage, Context,
-    CreateAllowedMentions, CreateCommand, CreateInteractionResponse,
-    CreateInteractionResponseMessage, EditInteractionResponse, EventHandler, GatewayIntents,
-    GuildId, Http, Interaction, Ready, ShardStageUpdateEvent,
+    Channel, ChannelId, Client, ConnectionStage, Context, CreateAllowedMentions, CreateCommand,
+    CreateInteractionResponse, CreateInteractionResponseMessage, EditInteractionResponse,
+    EventHandler, GatewayIntents, GuildId, Http, Interaction, Ready, ShardStageUpdateEvent,
 };
 use serenity::async_trait;
 use serenity::http::HttpBuilder;
@@ -235,7 +239,10 @@ pub async fn client(config: &Config, token: &str, app: Arc<Bot>) -> serenity::Re
             .proxy(base.as_str().trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
-    let client = serenity::all::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
+    // GUILD_MODERATION (not privileged) brings the server's audit log entries as they are
+    // made: who gave or took a role the config names (see `role_changes`).
+    let intents = GatewayIntents::GUILDS | GatewayIntents::GUILD_MODERATION;
+    let client = serenity::all::ClientBuilder::new_with_http(http.build(), intents)
         .event_handler(Handler { app })
         .await?;
     if let Some(gw) = &config.discord.gateway_url {
@@ -296,7 +303,10 @@ pub fn watch_gateway(bot: Arc<Bot>, client: &Client) {
 /// Every command the bot registers.
 fn commands(app: &Bot) -> Vec<CreateCommand> {
     let policy = app.core.policy();
-    vec![vnc::register(&policy.regions, policy.require_reason)]
+    vec![
+        vnc::register(&policy.regions, policy.require_reason),
+        admin::register(),
+    ]
 }
 
 /// Registers the commands in each served server: guild commands appear at once and never in
@@ -308,8 +318,10 @@ pub async fn register_commands(http: &Http, app: &Bot) {
             .set_commands(http, commands.clone())
             .await
         {
-            Ok(_) => tracing::info!(guild = %g, "registered /vnc"),
-            Err(e) => tracing::error!(guild = %g, error = %e, "could not register /vnc"),
+            Ok(_) => tracing::info!(guild = %g, "registered /vnc and /vncadmin"),
+            Err(e) => {
+                tracing::error!(guild = %g, error = %e, "could not register /vnc and /vncadmin")
+            }
         }
     }
 }
@@ -323,15 +335,14 @@ pub fn no_mentions() -> CreateAllowedMentions {
         .replied_user(false)
 }
 
-/// Edits a command's deferred ephemeral reply; failures are logged, never fatal.
-pub async fn reply(ctx: &Context, bot: &Bot, cmd: &CommandInteraction, text: &str) {
+/// Edits a command's deferred ephemeral reply (or a menu's message); failures are logged, never
+/// fatal.
+pub async fn reply(ctx: &Context, bot: &Bot, cmd: &impl answer::Answer, text: &str) {
     let edit = EditInteractionResponse::new()
         .content(text)
+        .components(vec![])
         .allowed_mentions(no_mentions());
-    bot.rest(
-        "edit an ephemeral reply",
-        cmd.edit_response(&ctx.http, edit).await,
-    );
+    bot.rest("edit an ephemeral reply", cmd.edit(&ctx.http, edit).await);
 }
 
 struct Handler {
@@ -347,6 +358,7 @@ impl EventHandler for Handler {
         self.app.set_http(Arc::clone(&ctx.http));
         self.app.audit_feed.start(Arc::clone(&ctx.http));
         register_commands(&ctx.http, &self.app).await;
+        role_changes::spawn_backfill(Arc::clone(&self.app), Arc::clone(&ctx.http));
     }
 
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
@@ -381,6 +393,8 @@ impl EventHandler for Handler {
                     approvals::run(&ctx, &self.app, &comp).await;
                 } else if break_glass::is_ours(&comp.data.custom_id) {
                     break_glass::press(&ctx, &self.app, &comp).await;
+                } else if pick::is_ours(&comp.data.custom_id) {
+                    pick::run(&ctx, &self.app, &comp).await;
                 } else {
                     grant_buttons::run(&ctx, &self.app, &comp).await;
                 }
@@ -412,7 +426,25 @@ impl EventHandler for Handler {
         }
         match cmd.data.name.as_str() {
             vnc::NAME => vnc::run(&ctx, &self.app, &cmd).await,
+            admin::NAME => admin::run(&ctx, &self.app, &cmd).await,
             _ => reply(&ctx, &self.app, &cmd, messages::REPLY_UNKNOWN_COMMAND).await,
         }
+    }
+
+    async fn guild_audit_log_entry_create(
+        &self,
+        ctx: Context,
+        entry: serenity::model::guild::audit_log::AuditLogEntry,
+        guild_id: GuildId,
+    ) {
+        role_changes::on_entry(&ctx, &self.app, &entry, guild_id).await;
+    }
+
+    async fn command_permissions_update(
+        &self,
+        ctx: Context,
+        permission: serenity::all::CommandPermissions,
+    ) {
+        role_changes::on_command_permissions(&ctx, &self.app, &permission).await;
     }
 }

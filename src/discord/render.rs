@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serenity::all::{ChannelId, EditMessage, Http, MessageId};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::grant_buttons::grant_buttons;
+use super::grant_buttons::grant_buttons_for;
 use super::{messages, no_mentions, Bot};
 use crate::core::{EndWhy, Grant, GrantEvent};
 
@@ -50,6 +50,12 @@ async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
                 edit(http, bot, dm, waiting_view(bot, &grant), &grant).await;
             }
         }
+        // The new end, and no Extend button (it is had once).
+        GrantEvent::Extended { grant } => {
+            if let Some(dm) = grant.dm {
+                edit(http, bot, dm, waiting_view(bot, &grant), &grant).await;
+            }
+        }
     }
 }
 
@@ -58,7 +64,9 @@ pub(super) async fn scrub(http: &Http, bot: &Bot, dm: (u64, u64), grant: &Grant)
     let view = if bot.core.grant_is_live(grant.id) {
         waiting_view(bot, grant)
     } else {
-        ended_view(bot, grant, EndWhy::Expired)
+        // Said as its end was (revoked by whom, Done), not as a plain expiry.
+        let why = bot.core.grant_end_why(grant.id).unwrap_or(EndWhy::Expired);
+        ended_view(bot, grant, why)
     };
     edit(http, bot, dm, view, grant).await;
     bot.link_scrubbed(dm);
@@ -71,7 +79,7 @@ fn waiting_view(bot: &Bot, grant: &Grant) -> EditMessage {
         .embeds(vec![])
         .allowed_mentions(no_mentions())
         .content(messages::grant_dm(grant, name.as_deref()))
-        .components(grant_buttons(grant.id))
+        .components(grant_buttons_for(grant.id, bot.core.may_extend(grant.id)))
 }
 
 /// The DM of an ended grant: why and when, and no buttons.

@@ -8,11 +8,12 @@ use serenity::all::{
     CreateMessage, ResolvedValue,
 };
 
+use super::answer::Answer;
 use super::messages;
 use super::Bot as App;
 use super::{grant_buttons, no_mentions, reply};
 use crate::audit::Actor;
-use crate::core::{Authority, Grant, Opened, Outcome, Request, MAX_REASON_CHARS};
+use crate::core::{Authority, Grant, Opened, Outcome, Refusal, Request, MAX_REASON_CHARS};
 use crate::ids::{Region, Snowflake};
 
 pub const NAME: &str = "vnc";
@@ -101,17 +102,28 @@ pub async fn run(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction) {
     if super::break_glass::asked(cmd) {
         return super::break_glass::run(ctx, app, cmd, request(cmd)).await;
     }
-    match app.core.open(request(cmd)).await {
-        Ok(Opened::Granted(grant)) => deliver(ctx, app, cmd, grant).await,
-        Ok(Opened::Requested(r)) => super::approvals::requested(ctx, app, cmd, r).await,
-        Err(refusal) => reply(ctx, app, cmd, &super::refusals::say(&refusal)).await,
+    proceed(ctx, app, cmd, request(cmd)).await;
+}
+
+/// `/vnc` as asked (typed, or picked from a menu of the instances a name may mean).
+pub(super) async fn proceed(ctx: &Context, app: &Arc<App>, to: &impl Answer, req: Request) {
+    match app.core.open(req.clone()).await {
+        Ok(Opened::Granted(grant)) => deliver(ctx, app, to, grant).await,
+        Ok(Opened::Requested(r)) => super::approvals::requested(ctx, app, to, r).await,
+        // Several instances carry the name: a menu of them, instead of IDs to retype.
+        Err(refusal @ Refusal::AmbiguousName { .. }) => {
+            if !super::pick::offer(ctx, app, to, &req).await {
+                reply(ctx, app, to, &super::refusals::say(&refusal)).await;
+            }
+        }
+        Err(refusal) => reply(ctx, app, to, &super::refusals::say(&refusal)).await,
     }
 }
 
 /// DMs the grant with its buttons; returns the outcome. A DM whose fate is unknown (Discord's
 /// answer was lost) is sent once more with the same nonce, which Discord deduplicates, so that
 /// its ID is known and the buttons' DM can be edited later.
-async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant: Grant) {
+async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &impl Answer, grant: Grant) {
     deliver_marked(ctx, app, cmd, grant, None).await;
 }
 
@@ -119,7 +131,7 @@ async fn deliver(ctx: &Context, app: &Arc<App>, cmd: &CommandInteraction, grant:
 pub(super) async fn deliver_marked(
     ctx: &Context,
     app: &Arc<App>,
-    cmd: &CommandInteraction,
+    cmd: &impl Answer,
     grant: Grant,
     mark: Option<&str>,
 ) {
@@ -130,13 +142,16 @@ pub(super) async fn deliver_marked(
     let name = app.core.instance_name(&grant.instance);
     let message = CreateMessage::new()
         .content(marked(messages::grant_dm(&grant, name.as_deref())))
-        .components(grant_buttons::grant_buttons(grant.id))
+        .components(grant_buttons::grant_buttons_for(
+            grant.id,
+            app.core.may_extend(grant.id),
+        ))
         .allowed_mentions(no_mentions())
         .nonce(serenity::all::Nonce::String(format!("grant-{}", grant.id)))
         .enforce_nonce(true);
-    let sent = match cmd.user.id.create_dm_channel(&ctx.http).await {
+    let sent = match cmd.asker().create_dm_channel(&ctx.http).await {
         Ok(channel) => {
-            app.dm_is(channel.id.get(), cmd.user.id.get());
+            app.dm_is(channel.id.get(), cmd.asker().get());
             let mut sent = channel.send_message(&ctx.http, message.clone()).await;
             if sent.as_ref().is_err_and(answer_lost) {
                 sent = channel.send_message(&ctx.http, message).await;
@@ -157,7 +172,7 @@ pub(super) async fn deliver_marked(
                 Outcome::DmFailed
             };
             app.core.metrics().dm_failures.inc();
-            tracing::warn!(user = %cmd.user.id, grant = grant.id, code = outcome.code(), error = %e,
+            tracing::warn!(user = %cmd.asker(), grant = grant.id, code = outcome.code(), error = %e,
                 "could not DM the grant; it was ended");
             (outcome.clone(), Err(outcome))
         }

@@ -12,7 +12,7 @@ pub mod store;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::{Add, Sub};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -173,6 +173,28 @@ pub struct RequestLimits {
     state: Mutex<Tats<Instant>>,
     /// The counters, in the file every process on the journal shares, when set.
     shared: Option<Arc<StateFile>>,
+    /// The thread that runs decisions on shared limits (see [`RequestLimits::with`]).
+    worker: Option<mpsc::Sender<Job>>,
+}
+
+/// One decision for the limits thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that runs decisions one after another, as the file lock would order them anyway.
+/// It ends when its limits are dropped (a reload builds new ones).
+fn start_worker() -> Option<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("limits".into())
+        .spawn(move || {
+            for job in rx {
+                // A panicking decision (a bug) fails its own request, not every later one.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the limits thread; deciding on the runtime's threads"))
+        .ok()?;
+    Some(tx)
 }
 
 /// The limits, held for one decision: what is checked and what is then taken cannot be changed
@@ -206,6 +228,7 @@ impl RequestLimits {
             },
             state: Mutex::new(Tats::default()),
             shared: None,
+            worker: None,
         }
     }
 
@@ -213,6 +236,7 @@ impl RequestLimits {
     pub fn shared(cfg: &LimitsConfig, file: Arc<StateFile>) -> Self {
         Self {
             shared: Some(file),
+            worker: start_worker(),
             ..Self::new(cfg)
         }
     }
@@ -248,6 +272,33 @@ impl RequestLimits {
             rates: self.rates,
             held,
         })
+    }
+
+    /// Runs `f` with the limits held for one decision. In-process limits are a mutex held for
+    /// microseconds, so `f` runs here; shared ones lock, read and rewrite a file (and may wait
+    /// up to half a second for another process), so `f` runs on the limits thread, and the
+    /// runtime's worker threads stay free to acknowledge the next interaction meanwhile. One
+    /// thread, not the blocking pool: a burst of 300 would start a thread for each decision,
+    /// only for them to queue on the file lock one by one.
+    pub async fn with<T, F>(self: &Arc<Self>, f: F) -> Result<T, StateError>
+    where
+        F: FnOnce(&mut LimitsGuard<'_>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(worker) = self.worker.as_ref() else {
+            return self.lock().map(|mut g| f(&mut g));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = Arc::clone(self);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(this.lock().map(|mut g| f(&mut g)));
+        });
+        if let Err(mpsc::SendError(job)) = worker.send(job) {
+            // The thread is gone: decide here, as without it.
+            job();
+        }
+        rx.await
+            .unwrap_or_else(|_| panic!("a limits decision panicked on the limits thread"))
     }
 
     /// Forgets keys whose limits have fully recovered, so memory follows active members only

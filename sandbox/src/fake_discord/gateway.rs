@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{rest::message_json, FakeDiscord, APP_ID};
+use super::{rest::message_json, FakeDiscord, State, APP_ID};
 
 /// One slash command as a member sends it.
 pub struct Invocation<'a> {
@@ -116,7 +117,16 @@ impl FakeDiscord {
     ) -> String {
         let id = self.ids.fetch_add(1, Ordering::SeqCst);
         let token = format!("itoken{id}");
-        let user_json = json!({"id": user.to_string(), "username": format!("user{user}"),
+        // The name the member's commands carried (or [`FakeDiscord::set_name`]), as for a DM press.
+        let name = self
+            .state
+            .lock()
+            .unwrap()
+            .names
+            .get(&user)
+            .cloned()
+            .unwrap_or_else(|| format!("user{user}"));
+        let user_json = json!({"id": user.to_string(), "username": name,
             "discriminator": "0", "global_name": null, "avatar": null});
         let d = json!({
             "id": id.to_string(),
@@ -200,6 +210,7 @@ pub(super) async fn session(
     stream: tokio::net::TcpStream,
     addr: SocketAddr,
     mut events: broadcast::Receiver<Value>,
+    state: Arc<Mutex<State>>,
 ) {
     // Without this, Nagle's algorithm holds small event frames back for tens of milliseconds.
     let _ = stream.set_nodelay(true);
@@ -207,6 +218,8 @@ pub(super) async fn session(
         return;
     };
     let mut seq = 0u64;
+    // What the bot asked for at IDENTIFY: events of other intents are not sent, as by Discord.
+    let mut intents = 0u64;
     // Discord asks for a heartbeat every 41.25 s; the stand-in asks every 5 s, so a lost gateway
     // shows within seconds in tests and the demo.
     let hello = json!({"op": 10, "d": {"heartbeat_interval": 5000}});
@@ -224,6 +237,8 @@ pub(super) async fn session(
                         let _ = ws.send(Message::text(json!({"op": 11}).to_string())).await;
                     }
                     Some(2) => {
+                        intents = v["d"]["intents"].as_u64().unwrap_or(0);
+                        state.lock().unwrap().intents.push(intents);
                         seq += 1;
                         let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
                             "v": 10,
@@ -245,6 +260,9 @@ pub(super) async fn session(
                 if ev["fake"] == "close" {
                     let _ = ws.close(None).await;
                     return;
+                }
+                if !super::audit_log::delivered(&ev, intents, &state) {
+                    continue;
                 }
                 seq += 1;
                 ev["s"] = json!(seq);

@@ -148,4 +148,14 @@ impl FakeDiscord {
         })
         .await
     }
+
+    /// The name `user` goes by in their interactions (by default their commands' name, or
+    /// `user<ID>`): for a member who presses without having run a command first.
+    pub fn set_name(&self, user: u64, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .names
+            .insert(user, name.to_owned());
+    }
 }

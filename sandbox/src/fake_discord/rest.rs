@@ -43,7 +43,17 @@ pub(super) fn answer(
             f.2
         })
     };
-    let (status, reply) = if let Some(status) = injected {
+    // A channel the bot may not see: reading it or posting in it is 403, as Discord answers.
+    let forbidden = match (req.method.as_str(), &seg[..]) {
+        ("GET", ["api", "v10", "channels", channel])
+        | ("POST", ["api", "v10", "channels", channel, "messages"]) => channel
+            .parse::<u64>()
+            .is_ok_and(|c| state.lock().unwrap().unpostable.contains(&c)),
+        _ => false,
+    };
+    let (status, reply) = if forbidden {
+        (403, json!({"message": "Missing Access", "code": 50001}))
+    } else if let Some(status) = injected {
         let body = match status {
             429 => {
                 json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false})
@@ -77,12 +87,21 @@ pub(super) fn answer(
                         json!({"id": channel, "type": 1, "last_message_id": null,
                             "recipients": [{"id": user.to_string(), "username": "member", "discriminator": "0", "global_name": null, "avatar": null}]}),
                     ),
-                    // Any other channel is a text channel of the server.
-                    None => (
-                        200,
-                        json!({"id": channel, "type": 0, "guild_id": "800000000000000001",
-                            "name": "ops", "position": 0, "permission_overwrites": [], "nsfw": false}),
-                    ),
+                    // Any other channel is a text channel of the server (where @everyone may
+                    // be denied Send Messages: `FakeDiscord::deny_send`).
+                    None => {
+                        let overwrites = if state.lock().unwrap().no_send.contains(&id) {
+                            json!([{"id": crate::GUILD.to_string(), "type": 0, "allow": "0",
+                                "deny": super::admin::SEND_MESSAGES.to_string()}])
+                        } else {
+                            json!([])
+                        };
+                        (
+                            200,
+                            json!({"id": channel, "type": 0, "guild_id": "800000000000000001",
+                                "name": "ops", "position": 0, "permission_overwrites": overwrites, "nsfw": false}),
+                        )
+                    }
                 }
             }
             ("GET", ["api", "v10", "channels", channel, "messages"]) => {
@@ -119,6 +138,7 @@ pub(super) fn answer(
                 (200, Value::Array(page))
             }
             ("PUT", ["api", "v10", "applications", _, "guilds", _, "commands"]) => (200, json!([])),
+            ("GET", ["api", "v10", "guilds", guild]) => (200, super::admin::guild_json(guild)),
             ("POST", ["api", "v10", "interactions", _, _, "callback"]) => (204, Value::Null),
             ("PATCH", ["api", "v10", "webhooks", _, _, "messages", "@original"]) => {
                 (200, message_json(new_id(), 820000000000000001, &body))
@@ -201,6 +221,16 @@ pub(super) fn answer(
                     channel.parse().unwrap_or(1),
                     &body,
                 ),
+            ),
+            ("GET", ["api", "v10", "guilds", guild, "audit-logs"]) => super::audit_log::page(
+                state,
+                guild,
+                req.path.split_once('?').map_or("", |(_, q)| q),
+            ),
+            ("GET", ["api", "v10", "users", user]) => (
+                200,
+                json!({"id": user, "username": format!("user{user}"), "discriminator": "0",
+                    "global_name": null, "avatar": null}),
             ),
             _ => (404, json!({"message": "404: Not Found", "code": 0})),
         }

@@ -232,3 +232,58 @@ fn break_glass_records_land_on_the_grants_row_with_their_answer() {
     assert!(h.contains("<tr id=\"grant-21\" class=\"bg unack\">"));
     assert!(h.contains("<dd>3 <small>(1 not acknowledged, 1 flagged)</small></dd>"));
 }
+
+#[test]
+fn each_row_names_the_config_its_grant_was_recorded_under() {
+    let digest = "0123456789abcdef".repeat(4);
+    let rows = project(vec![
+        // A journal from before digests were recorded: no config named.
+        granted(1, json!({})),
+        granted(2, json!({"config_digest": digest})),
+    ]);
+    assert_eq!(rows[0].config_digest, None);
+    assert_eq!(rows[1].config_digest.as_deref(), Some(digest.as_str()));
+    let report = Report {
+        path: Path::new("/j/audit.jsonl"),
+        chain: Chain {
+            verified: true,
+            records: 2,
+            head_seq: Some(2),
+            head_hash: Some("ab".repeat(32)),
+            problem: None,
+        },
+        sel: Selection::default(),
+        totals: Totals::of(&rows),
+        rows,
+        now: datetime!(2026-12-01 12:00 UTC),
+    };
+    let mut table = Vec::new();
+    write_table(&report, &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].ends_with("CONFIG"), "{table}");
+    assert!(lines[2].ends_with(" -"), "{table}");
+    assert!(lines[3].ends_with(" 0123456789ab"), "{table}");
+    let mut csv = Vec::new();
+    write_csv(&report, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",config_digest"));
+    assert!(csv.lines().nth(2).unwrap().ends_with(&format!(",{digest}")));
+    let json = serde_json::to_value(&report.rows[1]).unwrap();
+    assert_eq!(json["config_digest"], digest.as_str());
+}
+
+#[test]
+fn an_extension_moves_the_rows_end_and_a_revoke_names_the_admin() {
+    let rows = project(vec![
+        granted(1, json!({})),
+        json!({"seq": 2, "event": "extended", "refers_to": 1, "actor_id": "42", "actor_name": "alice",
+               "until": "2026-12-01T10:20:00Z", "previous_until": "2026-12-01T10:10:00Z"}),
+        json!({"seq": 3, "time": "2026-12-01T10:15:00Z", "event": "ended", "refers_to": 1,
+               "code": "revoked", "actor_id": "7100", "actor_name": "root-admin"}),
+    ]);
+    let g = &rows[0];
+    assert_eq!(g.until.as_deref(), Some("2026-12-01T10:20:00.000Z"));
+    assert_eq!(g.ended_why.as_deref(), Some("revoked"));
+    assert_eq!(g.ended_by.as_deref(), Some("root-admin (7100)"));
+}

@@ -8,6 +8,7 @@
 //! serialised ([`vote`]), so exactly one decision is recorded. The approvals channel message is
 //! the request's face, rendered from [`ApprovalEvent`]s; never the source of truth.
 
+mod extend;
 mod rebuild;
 mod vote;
 
@@ -25,6 +26,7 @@ use crate::ids::{InstanceId, Region, Snowflake};
 use crate::limits::Spend;
 use crate::tencent::Console;
 
+pub use extend::EXTEND_CODE;
 pub use vote::{check_vote, Choice, VoteRefusal, Voted};
 
 /// Approval events an adapter may fall behind by.
@@ -165,6 +167,12 @@ impl<C: Console> Core<C> {
     /// What becomes of requests: votes, decisions, reminders.
     pub fn approval_events(&self) -> broadcast::Receiver<ApprovalEvent> {
         self.approvals.events.subscribe()
+    }
+
+    /// Requests still waiting for a decision: the `vncbot_approvals_pending` gauge.
+    pub fn pending_approvals(&self) -> usize {
+        let slots = self.approvals.slots();
+        slots.values().filter(|r| r.is_pending()).count()
     }
 
     /// The request with this id, in whatever state.

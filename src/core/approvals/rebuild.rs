@@ -22,6 +22,8 @@ impl<C: Console> Core<C> {
         let now = self.clock.now();
         let policy = self.policy();
         let mut slots: HashMap<u64, ApprovalRequest> = HashMap::new();
+        // An extension's request → the grant it asks to extend.
+        let mut extends: HashMap<u64, u64> = HashMap::new();
         for record in read_records(journal)? {
             let r = record?;
             let e = &r.entry;
@@ -59,6 +61,9 @@ impl<C: Console> Core<C> {
                         );
                         continue;
                     };
+                    if let (Some(super::EXTEND_CODE), Some(g)) = (e.code.as_deref(), e.refers_to) {
+                        extends.insert(r.seq, g);
+                    }
                     if let Some(n) = e.count.and_then(|n| u32::try_from(n).ok()) {
                         gate.approvals_required = n.max(1);
                     }
@@ -116,7 +121,9 @@ impl<C: Console> Core<C> {
                         continue;
                     };
                     s.standing = match (r.event, r.actor()) {
-                        (Event::Approved, _) => Standing::Approved { grant: 0 },
+                        (Event::Approved, _) => Standing::Approved {
+                            grant: extends.get(&s.id).copied().unwrap_or(0),
+                        },
                         (Event::RequestDenied, Actor::Discord { id, .. }) => {
                             Standing::Denied { by: id }
                         }

@@ -180,9 +180,24 @@ impl<C: Console> Core<C> {
                     )
                     .await
                     .map_err(audit)?;
-                let grant = self.grant_approved(&r).await.map_err(audit)?;
-                r.standing = Standing::Approved { grant: grant.id };
-                Some(grant)
+                // An extension's approval extends its grant (src/core/approvals/extend.rs).
+                if let Some(g) = self.extension_target(r.id) {
+                    match self.extend_now(g, &r.requester(), r.rule).await {
+                        Ok(_) => {}
+                        Err(crate::core::ExtendRefusal::Audit(e)) => {
+                            return Err(VoteRefusal::Audit(e))
+                        }
+                        Err(e) => {
+                            tracing::warn!(request = id, grant = g, refusal = ?e, "an approved extension found its grant ended");
+                        }
+                    }
+                    r.standing = Standing::Approved { grant: g };
+                    None
+                } else {
+                    let grant = self.grant_approved(&r).await.map_err(audit)?;
+                    r.standing = Standing::Approved { grant: grant.id };
+                    Some(grant)
+                }
             }
         };
         if let Some(s) = self.approvals.slots().get_mut(&id) {

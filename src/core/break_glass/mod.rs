@@ -337,6 +337,8 @@ impl<C: Console> Core<C> {
             dm: None,
         };
         self.start_grant(grant.clone());
+        // Listed as break-glass by `/vncadmin grants`, and not extendable (src/core/admin.rs).
+        self.mark_break_glass(granted);
         let used = BreakGlassUse {
             id,
             grant: granted,

@@ -158,6 +158,7 @@ impl<C: Console> Core<C> {
                 }
                 Some(s) => {
                     s.ended = true;
+                    s.end_why = Some(why);
                     Ok(Some(s.grant.clone()))
                 }
             }
@@ -187,6 +188,8 @@ impl<C: Console> Core<C> {
             grant: grant.clone(),
             why,
         });
+        // An extension still waiting for approvers has nothing left to extend.
+        self.withdraw_extension(grant.id).await;
         match recorded {
             Ok(_) => Ok(Some(grant)),
             Err(e) => {
@@ -197,9 +200,24 @@ impl<C: Console> Core<C> {
         }
     }
 
-    /// Ends a grant whose window has run out (a no-op if it ended otherwise).
+    /// Ends a grant whose window has run out (a no-op if it ended otherwise, or if an
+    /// extension moved its end past now: its timer at the old end then finds it live).
     pub async fn expire_grant(&self, id: u64) -> Result<Option<Grant>, Refusal> {
+        let now = self.clock.now();
+        let extended = self
+            .grants
+            .slots()
+            .get(&id)
+            .is_some_and(|s| !s.ended && !s.grant.is_over(now));
+        if extended {
+            return Ok(None);
+        }
         self.end_grant(id, &bot(), EndWhy::Expired).await
+    }
+
+    /// Why a grant ended, once it has.
+    pub fn grant_end_why(&self, id: u64) -> Option<EndWhy> {
+        self.grants.slots().get(&id).and_then(|s| s.end_why)
     }
 
     /// The grant with this id, live or ended.

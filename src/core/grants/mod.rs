@@ -8,6 +8,7 @@
 //! The core owns every state change of a grant and every timer ([`timers`]): the window's end and
 //! a link's expiry are [`GrantEvent`]s, which adapters subscribe to and only render.
 
+mod extend;
 mod lifecycle;
 mod press;
 mod rebuild;
@@ -23,6 +24,7 @@ use super::{Policy, Refusal};
 use crate::audit::Actor;
 use crate::ids::{InstanceId, Region, Snowflake};
 
+pub use extend::{ExtendRefusal, Extended, Extending};
 pub(crate) use lifecycle::{bot, parse_rfc3339, rfc3339};
 pub use press::Press;
 
@@ -84,6 +86,9 @@ pub enum EndWhy {
     /// A config reload stopped serving the grant's region.
     #[strum(serialize = "region_not_served")]
     RegionDropped,
+    /// An admin revoked it (`/vncadmin revoke`); `by` is their Discord user ID, also the
+    /// `ended` record's actor.
+    Revoked { by: u64 },
 }
 
 impl EndWhy {
@@ -112,6 +117,9 @@ pub enum GrantEvent {
     /// A live grant was rebuilt at start: its DM shows it as it stands (a link that was on
     /// screen when the bot stopped is dead by now).
     Resumed { grant: Grant },
+    /// The grant's window was extended (its `until` is the new end): its DM shows the new end
+    /// and no Extend button.
+    Extended { grant: Grant },
 }
 
 /// Another member minted a link for the same instance a moment ago.
@@ -139,6 +147,24 @@ pub(crate) struct GrantState {
     pub pressing: bool,
     /// Ended in memory; stays so even if its `ended` record could not be written.
     pub ended: bool,
+    /// Why it ended, once it has (so a later scrub of its DM says the same).
+    pub end_why: Option<EndWhy>,
+    /// Whether its one extension is still to be had.
+    pub extension: Extension,
+    /// Opened by break-glass (the grant's record says so): marked in `/vncadmin grants`.
+    pub break_glass: bool,
+}
+
+/// A grant's one extension (the Extend button).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Extension {
+    /// Not used yet: the DM shows Extend.
+    #[default]
+    Available,
+    /// Its rule needs approval: this request (its `approval_requested` seq) asks for it.
+    Asked { request: u64 },
+    /// Extended (or asked for and closed): never again.
+    Used,
 }
 
 impl GrantState {
@@ -148,10 +174,13 @@ impl GrantState {
             links: 0,
             pressing: false,
             ended: false,
+            end_why: None,
+            extension: Extension::Available,
+            break_glass: false,
         }
     }
 
-    fn is_live(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_live(&self, now: SystemTime) -> bool {
         !self.ended && !self.grant.is_over(now)
     }
 }
@@ -202,7 +231,7 @@ impl Default for Grants {
 }
 
 impl Grants {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, GrantState>> {
+    pub(crate) fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, GrantState>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -324,5 +353,7 @@ mod tests {
                 "region_not_served"
             ]
         );
+        // Who revoked it is the record's actor, not part of its code.
+        assert_eq!(EndWhy::Revoked { by: 9 }.code(), "revoked");
     }
 }

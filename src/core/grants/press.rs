@@ -40,18 +40,22 @@ impl<C: Console> Core<C> {
         // Refused presses count against the member's refusal budget, as refused requests do:
         // past it they are answered from memory and recorded as one count.
         let key = presser.key();
-        {
-            let limits = self.limits();
-            let mut g = match limits.lock() {
-                Ok(g) => g,
-                Err(e) => return Refusal::AuditUnavailable(e.into()),
-            };
-            if let Err(retry_after) = g.check_refusal(&key) {
-                drop(g);
+        let held_key = key.clone();
+        let spent = self
+            .limits()
+            .with(move |g| {
+                g.check_refusal(&held_key)?;
+                g.take_refusal(&held_key);
+                Ok(())
+            })
+            .await;
+        match spent {
+            Err(e) => return Refusal::AuditUnavailable(e.into()),
+            Ok(Err(retry_after)) => {
                 self.suppress(&key, presser, grant.map(|g| g.guild));
                 return Refusal::TooManyRefusals { retry_after };
             }
-            g.take_refusal(&key);
+            Ok(Ok(())) => {}
         }
         let entry = Entry {
             instance: grant.map(|g| g.instance.to_string()),
@@ -148,18 +152,18 @@ impl<C: Console> Core<C> {
         // A press spends the instance's budget and the member's own budget for presses (at the
         // member's rate, apart from their `/vnc` budget): one member pressing over and over
         // cannot use up an instance's budget and lock everyone else out of it.
-        let limited = {
-            let limits = self.limits();
-            let mut guard = limits
-                .lock()
-                .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
-            let key = format!("press:{}", presser.key());
-            let checked = guard.check_spend(&key, &g.instance, Spend::MemberAndInstance);
-            if checked.is_ok() {
-                guard.take_spend(&key, &g.instance, Spend::MemberAndInstance);
-            }
-            checked.err()
-        };
+        let (key, instance) = (format!("press:{}", presser.key()), g.instance.clone());
+        let limited = self
+            .limits()
+            .with(move |guard| {
+                let checked = guard.check_spend(&key, &instance, Spend::MemberAndInstance);
+                if checked.is_ok() {
+                    guard.take_spend(&key, &instance, Spend::MemberAndInstance);
+                }
+                checked.err()
+            })
+            .await
+            .map_err(|e| Refusal::AuditUnavailable(e.into()))?;
         if let Some(l) = limited {
             self.count_limited(&l);
             return Err(self
@@ -287,7 +291,7 @@ impl<C: Console> Core<C> {
 
     /// The member's roles no longer allow the grant's instance: the press is refused and the
     /// grant ends.
-    async fn role_removed(&self, presser: &Actor, g: &Grant) -> Refusal {
+    pub(super) async fn role_removed(&self, presser: &Actor, g: &Grant) -> Refusal {
         let refusal = Refusal::RoleRemoved {
             instance: g.instance.clone(),
             region: g.region.clone(),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::lifecycle::{bot, parse_rfc3339, rfc3339};
 use super::timers::Due;
-use super::{EndWhy, Grant, GrantEvent, GrantState, REMEMBER_ENDED};
+use super::{EndWhy, Extension, Grant, GrantEvent, GrantState, REMEMBER_ENDED};
 use crate::audit::{read_records, Actor, Entry, Event};
+use crate::core::approvals::EXTEND_CODE;
 use crate::core::Core;
 use crate::ids::{InstanceId, Region, Snowflake};
 use crate::tencent::Console;
@@ -25,6 +26,10 @@ impl<C: Console> Core<C> {
         let mut slots: HashMap<u64, GrantState> = HashMap::new();
         // `requested` seq → its grant, to count `issued` records per grant.
         let mut requested: HashMap<u64, u64> = HashMap::new();
+        // An extension's request → its grant.
+        let mut extensions: HashMap<u64, u64> = HashMap::new();
+        // `break_glass` records: a `granted` referring to one was opened by break-glass.
+        let mut broke_glass: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for record in read_records(journal)? {
             let r = record?;
             let e = &r.entry;
@@ -56,20 +61,53 @@ impl<C: Console> Core<C> {
                     if until + REMEMBER_ENDED < now {
                         continue;
                     }
-                    slots.insert(
-                        r.seq,
-                        GrantState::new(Grant {
-                            id: r.seq,
-                            user,
-                            name,
-                            guild,
-                            instance,
-                            region,
-                            reason: e.reason.clone(),
-                            until,
-                            dm: None,
-                        }),
-                    );
+                    let mut state = GrantState::new(Grant {
+                        id: r.seq,
+                        user,
+                        name,
+                        guild,
+                        instance,
+                        region,
+                        reason: e.reason.clone(),
+                        until,
+                        dm: None,
+                    });
+                    if e.refers_to.is_some_and(|u| broke_glass.contains(&u)) {
+                        state.break_glass = true;
+                        state.extension = Extension::Used;
+                    }
+                    slots.insert(r.seq, state);
+                }
+                Event::BreakGlass => {
+                    broke_glass.insert(r.seq);
+                }
+                Event::Extended => {
+                    let Some(s) = e.refers_to.and_then(|g| slots.get_mut(&g)) else {
+                        continue;
+                    };
+                    s.extension = Extension::Used;
+                    // Capped as a grant is: never past two windows from when it was written.
+                    let written = parse_rfc3339(&r.time).unwrap_or(now);
+                    if let Some(until) = e.until.as_deref().and_then(parse_rfc3339) {
+                        let cap = (written + 2 * MAX_GRANT).min(written + 2 * window);
+                        s.grant.until = s.grant.until.max(until.min(cap));
+                    }
+                }
+                Event::ApprovalRequested if e.code.as_deref() == Some(EXTEND_CODE) => {
+                    if let Some(s) = e.refers_to.and_then(|g| slots.get_mut(&g)) {
+                        s.extension = Extension::Asked { request: r.seq };
+                        extensions.insert(r.seq, s.grant.id);
+                    }
+                }
+                // An extension's request closed undecided or denied: the extension was had.
+                Event::RequestDenied | Event::Expired | Event::Cancelled => {
+                    if let Some(s) = e
+                        .refers_to
+                        .and_then(|q| extensions.get(&q))
+                        .and_then(|g| slots.get_mut(g))
+                    {
+                        s.extension = Extension::Used;
+                    }
                 }
                 Event::Delivered => {
                     if let (Some(s), Some(c), Some(m)) = (
@@ -97,6 +135,15 @@ impl<C: Console> Core<C> {
                 Event::Ended => {
                     if let Some(s) = e.refers_to.and_then(|g| slots.get_mut(&g)) {
                         s.ended = true;
+                        s.end_why = match e.code.as_deref() {
+                            Some("revoked") => match r.actor() {
+                                Actor::Discord { id, .. } => Some(EndWhy::Revoked { by: id }),
+                                Actor::Local { .. } => Some(EndWhy::Revoked { by: 0 }),
+                            },
+                            Some("done") => Some(EndWhy::Done),
+                            Some("role_removed") => Some(EndWhy::RoleRemoved),
+                            _ => Some(EndWhy::Expired),
+                        };
                     }
                 }
                 _ => {}
