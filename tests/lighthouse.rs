@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::mock_cvm::{self, MockCvm, MockInstance, Scripted, Seen, Service};
 use support::tencent::ClientBuilder;
