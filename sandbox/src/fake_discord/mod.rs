@@ -18,14 +18,14 @@ use tokio::sync::broadcast;
 
 use crate::http::serve;
 
-mod audit_log;
 mod admin;
+mod audit_log;
 mod gateway;
 mod member;
 mod rest;
 
-pub use audit_log::{AuditEntry, GUILD_MODERATION};
 pub use admin::AdminOption;
+pub use audit_log::{AuditEntry, GUILD_MODERATION};
 pub use gateway::Invocation;
 pub use member::{vnc, GrantDm};
 

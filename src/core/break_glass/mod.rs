@@ -37,6 +37,8 @@ pub use ack::{check_answer, AckRefusal, Answer};
 
 /// The window `break_glass_per_day` counts in.
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
+/// How soon an `ack_overdue` that could not be recorded is tried again.
+const OVERDUE_RETRY: Duration = Duration::from_secs(60);
 /// Break-glass events an adapter may fall behind by.
 const EVENTS: usize = 1024;
 
@@ -153,8 +155,7 @@ pub fn check_break_glass(
             roles: gate.break_glass_roles.clone(),
         });
     }
-    let words = reason.map_or(0, |r| r.trim().chars().count());
-    if words < MIN_BREAK_GLASS_REASON_CHARS {
+    if reason.map_or(0, readable_chars) < MIN_BREAK_GLASS_REASON_CHARS {
         return Err(Refusal::BreakGlassReasonShort);
     }
     let in_window: Vec<SystemTime> = used.iter().copied().filter(|t| *t + DAY > now).collect();
@@ -166,6 +167,26 @@ pub fn check_break_glass(
         });
     }
     Ok(())
+}
+
+/// The characters of a reason an approver can read: hidden ones (zero-width spaces, bidi marks,
+/// controls) are not counted, and a run of whitespace counts once, so twenty invisible
+/// characters or two letters padded with spaces are not twenty characters of reason.
+fn readable_chars(reason: &str) -> usize {
+    let mut count = 0;
+    let mut gap = false;
+    for c in reason
+        .chars()
+        .filter(|c| !crate::text::is_hidden(*c) || c.is_whitespace())
+    {
+        if c.is_whitespace() {
+            gap = count > 0;
+        } else {
+            count += 1 + usize::from(gap);
+            gap = false;
+        }
+    }
+    count
 }
 
 /// Every use the core remembers (open ones, and any from the last 24 hours for the cap).
@@ -403,7 +424,13 @@ impl<C: Console> Core<C> {
             .append(Event::AckOverdue, &super::grants::bot(), use_entry(&u))
             .await;
         if let Err(e) = written {
-            tracing::error!(break_glass = id, error = %e, "AUDIT WRITE FAILED for an overdue break-glass acknowledgement");
+            // A journal busy for a moment (another writer holding its lock) must not silence the
+            // escalation until the next restart: tried again shortly.
+            tracing::error!(break_glass = id, error = %e, "AUDIT WRITE FAILED for an overdue break-glass acknowledgement; trying again in a minute");
+            self.timers.schedule(
+                self.clock.now() + OVERDUE_RETRY,
+                Due::BreakGlass(BreakGlassDue::AckOverdue(id)),
+            );
             return;
         }
         let u = {
