@@ -155,7 +155,7 @@ pub fn check_break_glass(
             roles: gate.break_glass_roles.clone(),
         });
     }
-    if reason.map_or(0, readable_chars) < MIN_BREAK_GLASS_REASON_CHARS {
+    if reason.map_or(0, crate::text::readable_chars) < MIN_BREAK_GLASS_REASON_CHARS {
         return Err(Refusal::BreakGlassReasonShort);
     }
     let in_window: Vec<SystemTime> = used.iter().copied().filter(|t| *t + DAY > now).collect();
@@ -167,26 +167,6 @@ pub fn check_break_glass(
         });
     }
     Ok(())
-}
-
-/// The characters of a reason an approver can read: hidden ones (zero-width spaces, bidi marks,
-/// controls) are not counted, and a run of whitespace counts once, so twenty invisible
-/// characters or two letters padded with spaces are not twenty characters of reason.
-fn readable_chars(reason: &str) -> usize {
-    let mut count = 0;
-    let mut gap = false;
-    for c in reason
-        .chars()
-        .filter(|c| !crate::text::is_hidden(*c) || c.is_whitespace())
-    {
-        if c.is_whitespace() {
-            gap = count > 0;
-        } else {
-            count += 1 + usize::from(gap);
-            gap = false;
-        }
-    }
-    count
 }
 
 /// Every use the core remembers (open ones, and any from the last 24 hours for the cap).
