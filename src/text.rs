@@ -96,6 +96,26 @@ pub fn mask(s: &str) -> String {
     format!("{visible}…({} chars)", s.chars().count())
 }
 
+/// The characters of a reason an approver can read: hidden ones (zero-width spaces, bidi marks,
+/// controls) are not counted, and a run of whitespace counts once, so twenty invisible
+/// characters or two letters padded with spaces are not twenty characters of reason.
+pub fn readable_chars(reason: &str) -> usize {
+    let mut count = 0;
+    let mut gap = false;
+    for c in reason
+        .chars()
+        .filter(|c| !is_hidden(*c) || c.is_whitespace())
+    {
+        if c.is_whitespace() {
+            gap = count > 0;
+        } else {
+            count += 1 + usize::from(gap);
+            gap = false;
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

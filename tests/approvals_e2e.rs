@@ -227,7 +227,10 @@ async fn a_quorum_of_two_approves_once_and_the_requester_opens_the_console() {
         assert_eq!(by, "7003,7005");
         (7005, a)
     };
-    assert!(followup(&bot, &late).await.contains("already approved"));
+    let told = followup(&bot, &late).await;
+    assert!(told.contains("already approved"), "{told}");
+    // Told who decided: the two approvers whose votes made the quorum.
+    assert!(told.contains(&format!("by <@7003>, <@{winner}>")), "{told}");
     assert!(
         dm.content()
             .contains(&format!("Approved by <@7003>, <@{winner}>")),

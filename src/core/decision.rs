@@ -223,7 +223,8 @@ fn evaluate(
         Some(r) if r.chars().count() > MAX_REASON_CHARS => {
             return Err(fail(Refusal::ReasonTooLong))
         }
-        Some(r) if policy.require_reason && r.chars().count() < MIN_REASON_CHARS => {
+        // Counted as a reader sees it: zero-width or padding characters are not a reason.
+        Some(r) if policy.require_reason && crate::text::readable_chars(r) < MIN_REASON_CHARS => {
             return Err(fail(Refusal::ReasonTooShort))
         }
         None if policy.require_reason => return Err(fail(Refusal::ReasonRequired)),
@@ -504,6 +505,14 @@ mod tests {
             decide(&policy(false), &OPEN, &req),
             Decision::Approve(_)
         ));
+        // Eight characters a reader cannot see, or two letters padded out, are not a reason.
+        for hidden in ["\u{200b}".repeat(8), "a       b".to_owned()] {
+            req.reason = Some(hidden);
+            assert!(matches!(
+                refusal(decide(&policy(true), &OPEN, &req)).refusal,
+                Refusal::ReasonTooShort
+            ));
+        }
         req.reason = Some("x".repeat(MAX_REASON_CHARS + 1));
         let r = refusal(decide(&policy(false), &OPEN, &req));
         assert!(matches!(r.refusal, Refusal::ReasonTooLong));

@@ -14,7 +14,7 @@ use super::outcome::Outcome;
 pub const MAX_REASON_CHARS: usize = 200;
 /// Shortest reason when `audit.require_reason` is on: "deploy" is not an explanation.
 pub const MIN_REASON_CHARS: usize = 8;
-/// Shortest reason for break-glass (counted after trimming): access without approval must say
+/// Shortest reason for break-glass (visible characters, a run of spaces counted once): access without approval must say
 /// why in words an approver can check later.
 pub const MIN_BREAK_GLASS_REASON_CHARS: usize = 20;
 

@@ -272,7 +272,8 @@ pub async fn run(ctx: &Context, bot: &Arc<Bot>, comp: &ComponentInteraction) {
         id: comp.user.id.get(),
         name: comp.user.name.clone(),
     };
-    let result = match parse(&comp.data.custom_id) {
+    let pressed = parse(&comp.data.custom_id);
+    let result = match pressed {
         None => Err(bot.core.refuse_request_button(&actor).await),
         Some(Press::Cancel(id)) => bot.core.cancel_request(id, &actor).await.map(|_| ()),
         Some(Press::Vote(id, choice)) => {
@@ -284,8 +285,31 @@ pub async fn run(ctx: &Context, bot: &Arc<Bot>, comp: &ComponentInteraction) {
         }
     };
     if let Err(refusal) = result {
-        tell(ctx, bot, comp, &say(&refusal)).await;
+        let mut text = say(&refusal);
+        // A late press is told who decided: the approvers are on the request's votes.
+        if let (VoteRefusal::Closed(Standing::Approved { .. }), Some(Press::Vote(id, _))) =
+            (&refusal, pressed)
+        {
+            if let Some(r) = bot.core.approval_request(id) {
+                text = approved_by(&r);
+            }
+        }
+        tell(ctx, bot, comp, &text).await;
     }
+}
+
+/// "This request was already approved by @a, @b." (the approvers, mentioned without a ping).
+fn approved_by(r: &ApprovalRequest) -> String {
+    let by: Vec<String> = r
+        .votes
+        .iter()
+        .filter(|v| v.choice == Choice::Approve)
+        .map(|v| format!("<@{}>", v.voter))
+        .collect();
+    if by.is_empty() {
+        return "This request was already approved.".into();
+    }
+    format!("This request was already approved by {}.", by.join(", "))
 }
 
 /// The sentence for a refused press on a request's button, as the presser reads it.

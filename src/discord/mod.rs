@@ -64,7 +64,14 @@ pub struct Bot {
     dms: Mutex<HashMap<u64, u64>>,
     /// Recent failed REST calls, for `/healthz`.
     rest_failures: Mutex<VecDeque<(std::time::Instant, &'static str, String)>>,
+    /// Commands past their acknowledgement that may work at once (see [`FOLLOW_UPS`]).
+    follow_ups: tokio::sync::Semaphore,
 }
+
+/// How many deferred commands do their work (journal, DM) at once. In a burst the rest wait,
+/// taking no CPU, so the acknowledgements of later commands, each due within 3 s, are not
+/// queued behind the follow-up work of earlier ones on the runtime's threads.
+const FOLLOW_UPS: usize = 16;
 
 impl Bot {
     pub fn new(core: Arc<Core>, audit_channel: Option<u64>) -> Arc<Self> {
@@ -83,6 +90,7 @@ impl Bot {
             links_shown: Mutex::default(),
             dms: Mutex::default(),
             rest_failures: Mutex::default(),
+            follow_ups: tokio::sync::Semaphore::new(FOLLOW_UPS),
         });
         // Subscribed now, before grants are resumed: no event is missed while the gateway
         // comes up (they wait in the channel until the REST client exists).
@@ -424,6 +432,8 @@ impl EventHandler for Handler {
         if self.app.rest("defer a command", deferred).is_none() {
             return;
         }
+        // Never closed, so a permit always comes.
+        let _turn = self.app.follow_ups.acquire().await;
         match cmd.data.name.as_str() {
             vnc::NAME => vnc::run(&ctx, &self.app, &cmd).await,
             admin::NAME => admin::run(&ctx, &self.app, &cmd).await,

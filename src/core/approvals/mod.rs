@@ -354,7 +354,18 @@ impl<C: Console> Core<C> {
         id: u64,
         by: &Actor,
     ) -> Result<ApprovalRequest, VoteRefusal> {
-        self.close_request(id, by, Closing::Cancelled).await
+        match self.close_request(id, by, Closing::Cancelled).await {
+            // A refused Cancel (not the requester's, forged, or late) is recorded like a vote.
+            Err(
+                refusal @ (VoteRefusal::Unknown
+                | VoteRefusal::NotRequester
+                | VoteRefusal::Closed(_)),
+            ) => {
+                let r = self.approval_request(id);
+                Err(self.refuse_vote(by, r.as_ref(), refusal).await)
+            }
+            done => done,
+        }
     }
 
     async fn close_request(

@@ -319,4 +319,50 @@ mod tests {
             Standing::Approved { grant: grant.id }
         );
     }
+
+    /// A Cancel refused (pressed by someone other than the requester, naming no request, or on a
+    /// request already closed) is answered and recorded with its code, like any refused press.
+    #[tokio::test]
+    async fn refused_cancels_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let clock = Clock::adjustable();
+        let c = core(&path, &clock);
+        let Opened::Requested(r) = c.open(ask(1)).await.unwrap() else {
+            panic!("needs approval");
+        };
+        assert_eq!(
+            c.cancel_request(r.id, &voter(2)).await.unwrap_err(),
+            super::super::VoteRefusal::NotRequester
+        );
+        assert_eq!(
+            c.cancel_request(999_999, &voter(2)).await.unwrap_err(),
+            super::super::VoteRefusal::Unknown
+        );
+        c.cancel_request(r.id, &voter(1)).await.unwrap();
+        assert_eq!(
+            c.cancel_request(r.id, &voter(1)).await.unwrap_err(),
+            super::super::VoteRefusal::Closed(Standing::Cancelled)
+        );
+        let codes: Vec<(String, String)> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["event"].as_str().unwrap_or_default().to_owned(),
+                    v["code"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .filter(|(_, code)| !code.is_empty())
+            .collect();
+        let want = |e: &str, c: &str| (e.to_owned(), c.to_owned());
+        for expected in [
+            want("denied", "not_requester"),
+            want("invalid", "bad_button"),
+            want("invalid", "request_closed"),
+        ] {
+            assert!(codes.contains(&expected), "{expected:?} not in {codes:?}");
+        }
+    }
 }

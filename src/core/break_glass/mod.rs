@@ -37,6 +37,8 @@ pub use ack::{check_answer, AckRefusal, Answer};
 
 /// The window `break_glass_per_day` counts in.
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
+/// How soon an `ack_overdue` that could not be recorded is tried again.
+const OVERDUE_RETRY: Duration = Duration::from_secs(60);
 /// Break-glass events an adapter may fall behind by.
 const EVENTS: usize = 1024;
 
@@ -153,8 +155,7 @@ pub fn check_break_glass(
             roles: gate.break_glass_roles.clone(),
         });
     }
-    let words = reason.map_or(0, |r| r.trim().chars().count());
-    if words < MIN_BREAK_GLASS_REASON_CHARS {
+    if reason.map_or(0, crate::text::readable_chars) < MIN_BREAK_GLASS_REASON_CHARS {
         return Err(Refusal::BreakGlassReasonShort);
     }
     let in_window: Vec<SystemTime> = used.iter().copied().filter(|t| *t + DAY > now).collect();
@@ -403,7 +404,13 @@ impl<C: Console> Core<C> {
             .append(Event::AckOverdue, &super::grants::bot(), use_entry(&u))
             .await;
         if let Err(e) = written {
-            tracing::error!(break_glass = id, error = %e, "AUDIT WRITE FAILED for an overdue break-glass acknowledgement");
+            // A journal busy for a moment (another writer holding its lock) must not silence the
+            // escalation until the next restart: tried again shortly.
+            tracing::error!(break_glass = id, error = %e, "AUDIT WRITE FAILED for an overdue break-glass acknowledgement; trying again in a minute");
+            self.timers.schedule(
+                self.clock.now() + OVERDUE_RETRY,
+                Due::BreakGlass(BreakGlassDue::AckOverdue(id)),
+            );
             return;
         }
         let u = {

@@ -120,7 +120,9 @@ impl<C: Console> Core<C> {
                 _ => {}
             }
         }
-        slots.retain(|_, u| u.is_open() || u.at + DAY > now);
+        // A use whose `granted` was never written (the write failed, or the bot stopped between
+        // the two) opened nothing: no open use to answer, and not one the cap counts.
+        slots.retain(|_, u| u.grant != 0 && (u.is_open() || u.at + DAY > now));
         let waiting: Vec<BreakGlassUse> = slots
             .values()
             .filter(|u| u.is_open() && !u.overdue)

@@ -326,3 +326,153 @@ async fn a_use_its_answer_the_cap_and_the_deadline_survive_a_restart() {
     assert_eq!(flagged.standing, AckStanding::Flagged { by: 10 });
     assert_eq!(again.break_glass_unacknowledged(), 0);
 }
+
+/// Twenty characters an approver can read: invisible format characters (zero-width spaces,
+/// bidi marks) and padding between a few letters are not a reason.
+#[test]
+fn a_reason_of_invisible_characters_or_padding_is_short() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
+    let a = approvals(2);
+    let mine = [sf(ROLE), sf(GLASS)];
+    let check =
+        |reason: &str| check_break_glass(&gate(&[GLASS]), Some(&a), &mine, Some(reason), &[], now);
+    let padded = format!("a{}b", " ".repeat(18));
+    let invisible = "\u{200B}".repeat(20);
+    let mixed = format!("INC-7{}", "\u{200B}\u{202E}\u{2060}".repeat(5));
+    for reason in [padded.as_str(), invisible.as_str(), mixed.as_str()] {
+        assert!(
+            matches!(check(reason), Err(Refusal::BreakGlassReasonShort)),
+            "{reason:?}"
+        );
+    }
+    // Words separated by single spaces still count as written.
+    assert!(check("INC-7 the primary is down").is_ok());
+}
+
+/// Acknowledge and Flag pressed at once by several approvers: exactly one answer is recorded,
+/// every other press hears who answered, and the gauge goes to zero once, never below.
+#[tokio::test]
+async fn concurrent_answers_record_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let core = std::sync::Arc::new(core(&path, &clock));
+    let used = core.break_glass(ask(1)).await.unwrap().used;
+    let presses = (0..8u64).map(|i| {
+        let core = std::sync::Arc::clone(&core);
+        let answer = if i % 2 == 0 {
+            Answer::Acknowledge
+        } else {
+            Answer::Flag
+        };
+        tokio::spawn(async move {
+            core.answer_break_glass(used.id, &approver(20 + i), Some(vec![sf(APPROVER)]), answer)
+                .await
+        })
+    });
+    let mut answered = 0;
+    for press in presses.collect::<Vec<_>>() {
+        match press.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(AckRefusal::Answered(s)) => assert_ne!(s, AckStanding::Open),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answered, 1);
+    assert_eq!(core.break_glass_unacknowledged(), 0);
+    let events = events(&path);
+    let answers = events
+        .iter()
+        .filter(|e| *e == "acknowledged" || *e == "flagged")
+        .count();
+    assert_eq!(answers, 1, "{events:?}");
+}
+
+/// The cap's 24 hours are rolling: a use leaves them a day after it was made (the refusal says
+/// how long is left, to the second), and refused attempts over the cap do not count.
+#[tokio::test]
+async fn the_cap_frees_a_use_exactly_a_day_later_and_refusals_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let core = core(&path, &clock);
+    core.break_glass(ask(1)).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    core.break_glass(ask(1)).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            core.break_glass(ask(1)).await,
+            Err(Refusal::BreakGlassOverCap { .. })
+        ));
+    }
+    clock.advance(Duration::from_secs(23 * 3600 - 1));
+    let r = core.break_glass(ask(1)).await;
+    assert!(
+        matches!(r, Err(Refusal::BreakGlassOverCap { retry_after, .. })
+            if retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1)),
+        "{r:?}"
+    );
+    clock.advance(Duration::from_secs(1));
+    core.break_glass(ask(1)).await.unwrap();
+}
+
+/// A `break_glass` whose `granted` never made it to the journal (the write failed, or the bot
+/// stopped between the two) opened nothing: after a restart it is not an open use (no gauge, no
+/// overdue re-post about access nobody had) and it does not count against the cap.
+#[tokio::test]
+async fn a_use_without_its_grant_is_not_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let before = core(&path, &clock);
+    let used = before.break_glass(ask(1)).await.unwrap().used;
+    drop(before);
+    // Keep the journal up to the `break_glass` record: its `granted` was never written.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.contains("\"granted\""))
+        .collect();
+    assert!(kept.last().unwrap().contains("\"break_glass\""));
+    std::fs::write(&path, format!("{}\n", kept.join("\n"))).unwrap();
+
+    clock.advance(Duration::from_secs(3 * 3600));
+    let after = core(&path, &clock);
+    assert_eq!(after.resume_break_glass(&path).await.unwrap(), (0, 0));
+    assert_eq!(after.break_glass_use(used.id), None);
+    assert_eq!(after.break_glass_unacknowledged(), 0);
+    assert!(!events(&path).iter().any(|e| e == "ack_overdue"));
+    after.break_glass(ask(1)).await.unwrap();
+    after.break_glass(ask(1)).await.unwrap();
+}
+
+/// An `ack_overdue` that cannot be written when it falls due (another writer holds the
+/// journal's lock past the wait) is tried again, not dropped until the next restart.
+#[tokio::test]
+async fn an_overdue_that_could_not_be_recorded_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Clock::adjustable();
+    let core = std::sync::Arc::new(core(&path, &clock));
+    core.run_timers();
+    let mut answers = core.break_glass_events();
+    let used = core.break_glass(ask(1)).await.unwrap().used;
+    let held = std::fs::File::open(&path).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    clock.advance(Duration::from_secs(2 * 3600 + 1));
+    // The overdue's write waits out the journal's lock wait (10 s) and fails.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(!core.journal().is_healthy());
+    drop(held);
+    assert!(!events(&path).iter().any(|e| e == "ack_overdue"));
+    clock.advance(OVERDUE_RETRY);
+    let event = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+        .await
+        .expect("the overdue was tried again")
+        .unwrap();
+    assert!(matches!(event, BreakGlassEvent::Overdue(u) if u.id == used.id));
+    assert_eq!(
+        events(&path).iter().filter(|e| *e == "ack_overdue").count(),
+        1
+    );
+}
