@@ -207,6 +207,37 @@ fn the_demo_shows_one_approval_from_request_to_console() {
     assert!(stdout.contains("approved by @carol"), "{stdout}");
 }
 
+/// Issue 20's scenes: a role grant read from the server's audit log is journaled with who gave
+/// it, and a member PagerDuty has on call is let through an approval rule without votes.
+#[test]
+fn the_demo_records_a_role_grant_and_lets_an_on_call_member_through() {
+    let out = demo();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let scenes = scenes(&stdout);
+    let scene = |name: &str| -> String {
+        scenes
+            .iter()
+            .find(|(t, _)| t.contains(name))
+            .map(|(_, lines)| lines.join("\n"))
+            .unwrap_or_else(|| panic!("no scene {name:?} in\n{stdout}"))
+    };
+    let given = scene("gives Dave the on-call role");
+    assert!(given.contains("role_granted"), "{given}");
+    let through = scene("Dave, on call in PagerDuty");
+    for want in [
+        "only Dave sees:  Console access to db-prod",
+        "[Open console] [Done]",
+        "granted",
+    ] {
+        assert!(through.contains(want), "missing {want:?} in\n{through}");
+    }
+    // No vote was asked for: nothing new in the approvals channel, no approval records.
+    assert!(!through.contains("approval_requested"), "{through}");
+    assert!(!through.contains("#approvals"), "{through}");
+    // The audit channel names who gave the role.
+    assert!(stdout.contains("gave"), "{stdout}");
+}
+
 /// A printed command line split as a POSIX shell would (single quotes only, as the demo quotes),
 /// without its trailing `# comment`.
 fn words(line: &str) -> Vec<String> {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use vncbot_sandbox::fake_discord::TOKEN;
 use vncbot_sandbox::mock_cvm::{SECRET_ID, SECRET_KEY};
+use vncbot_sandbox::pagerduty;
 
 use super::show::say;
 use super::AUDIT_CHANNEL;
@@ -39,10 +40,11 @@ pub fn print(k: &Kept<'_>) {
         .unwrap_or_else(|_| "vncbot".into());
     let (exe, config) = (sh(&exe), sh(&k.config.display().to_string()));
     let env = format!(
-        "export DISCORD_TOKEN={TOKEN} TENCENTCLOUD_SECRET_ID={SECRET_ID} TENCENTCLOUD_SECRET_KEY={SECRET_KEY} NO_PROXY=127.0.0.1,localhost"
+        "export DISCORD_TOKEN={TOKEN} TENCENTCLOUD_SECRET_ID={SECRET_ID} TENCENTCLOUD_SECRET_KEY={SECRET_KEY} PAGERDUTY_TOKEN={} NO_PROXY=127.0.0.1,localhost",
+        pagerduty::TOKEN
     );
     say("\nKept running until Ctrl-C: the stand-ins for Discord and Tencent Cloud (the tour's bot has");
-    say("stopped). The secrets below are the stand-ins' own; they open nothing real.");
+    say("stopped), and for PagerDuty. The secrets below are the stand-ins' own; they open nothing real.");
     say(&format!(
         "  config:  {} (the tour's, with an admin endpoint)",
         k.config.display()

@@ -19,6 +19,7 @@ use vncbot::clock::Clock;
 use vncbot::config::{Config, TencentCredentials};
 use vncbot_sandbox::fake_discord::{FakeDiscord, TOKEN};
 use vncbot_sandbox::mock_cvm::{MockCvm, MockInstance, SECRET_ID, SECRET_KEY};
+use vncbot_sandbox::pagerduty::{self, MockPagerDuty};
 use vncbot_sandbox::{GUILD, ONCALL_ROLE};
 
 use self::scenes::Stage;
@@ -29,7 +30,14 @@ const ALICE: u64 = 100000000000000001;
 const BOB: u64 = 100000000000000002;
 /// An approver: she may vote on requests for the production database.
 const CAROL: u64 = 100000000000000003;
+/// On call in the PagerDuty stand-in's rota (as `PDAVE01`).
+const DAVE: u64 = 100000000000000004;
+/// An admin of the server: she gives Dave the on-call role.
+const ERIN: u64 = 100000000000000005;
 const APPROVER_ROLE: u64 = 555000000000000009;
+/// The PagerDuty stand-in's escalation policy, and Dave's user there.
+const PD_POLICY: &str = "PDEMO01";
+const PD_DAVE: &str = "PDAVE01";
 const AUDIT_CHANNEL: u64 = 810000000000000002;
 const APPROVALS_CHANNEL: u64 = 810000000000000003;
 
@@ -89,6 +97,7 @@ fn free_port() -> std::io::Result<SocketAddr> {
 fn config_text(
     discord: &FakeDiscord,
     tencent: &MockCvm,
+    rota: &MockPagerDuty,
     journal: &Path,
     admin: Option<SocketAddr>,
 ) -> String {
@@ -105,13 +114,15 @@ audit_channel_id = {AUDIT_CHANNEL}
 regions = ["ap-guangzhou"]
 endpoint = "{endpoint}"
 
-# The production database: on-call members ask, an approver decides.
+# The production database: members with the role ask and an approver decides, unless PagerDuty
+# says they are on call now.
 [[allow]]
 roles = [{ONCALL_ROLE}]
 instances = ["ins-dbprod01"]
 regions = ["*"]
 approval = "required"
 approver_roles = [{APPROVER_ROLE}]
+on_call_skips_approval = true
 warning = "production database"
 
 # Everything else: on-call members open it themselves.
@@ -123,11 +134,21 @@ regions = ["*"]
 [approvals]
 channel_id = {APPROVALS_CHANNEL}
 
+# Who is on call: the PagerDuty stand-in's rota (key from PAGERDUTY_TOKEN).
+[oncall]
+provider = "pagerduty"
+api_base = "{pagerduty}"
+escalation_policy_ids = ["{PD_POLICY}"]
+
+[oncall.users]
+"{DAVE}" = "{PD_DAVE}"
+
 [audit]
 path = {journal}
 {admin}"#,
         discord = discord.config_lines(),
         endpoint = tencent.endpoint(),
+        pagerduty = rota.api_base(),
         admin = admin
             .map(|a| format!("\n[admin]\nlisten = \"{a}\"\n"))
             .unwrap_or_default(),
@@ -146,9 +167,10 @@ async fn tour(keep: bool, dir: std::path::PathBuf) -> Exit {
             MockInstance::new("ins-dbprod01", "db-prod", 10).tag("env", "prod"),
         ],
     );
+    let rota = MockPagerDuty::start_with_rota(PD_POLICY, &[(PD_DAVE, "Dave", 1)]).await;
     let journal = dir.join("audit.jsonl");
     let config_path = dir.join("vncbot.toml");
-    let text = config_text(&discord, &tencent, &journal, None);
+    let text = config_text(&discord, &tencent, &rota, &journal, None);
     // The tour's bot runs from the file, as `vncbot run --config` would.
     let config = match std::fs::write(&config_path, text).map(|()| Config::load(&config_path)) {
         Ok(Ok(c)) => c,
@@ -180,8 +202,10 @@ async fn tour(keep: bool, dir: std::path::PathBuf) -> Exit {
         let until = async {
             let _ = stopped.await;
         };
+        let key = Some(pagerduty::TOKEN.to_owned().into());
         if let Err(e) =
-            vncbot::app::run_until(config, None, TOKEN, creds, Clock::system(), until).await
+            vncbot::app::run_until_oncall(config, None, TOKEN, creds, Clock::system(), until, key)
+                .await
         {
             eprintln!("error: the bot stopped: {e}");
         }
@@ -283,7 +307,7 @@ async fn tour(keep: bool, dir: std::path::PathBuf) -> Exit {
                 return Exit::Temporary;
             }
         };
-        let text = config_text(&discord, &tencent, &journal, Some(admin));
+        let text = config_text(&discord, &tencent, &rota, &journal, Some(admin));
         if let Err(e) = std::fs::write(&config_path, text) {
             eprintln!("error: cannot write the demo's config: {e}");
             return Exit::Config;

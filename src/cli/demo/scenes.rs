@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vncbot_sandbox::fake_discord::AuditEntry;
 use vncbot_sandbox::fake_discord::{self, Call, FakeDiscord, GrantDm, Invocation};
 use vncbot_sandbox::mock_cvm::MockCvm;
-use vncbot_sandbox::ONCALL_ROLE;
+use vncbot_sandbox::{GUILD, ONCALL_ROLE};
 
 use super::show::{say, show, step};
-use super::{ALICE, APPROVALS_CHANNEL, APPROVER_ROLE, BOB, CAROL};
+use super::{ALICE, APPROVALS_CHANNEL, APPROVER_ROLE, BOB, CAROL, DAVE, ERIN};
 
 /// What every scene plays on: the stand-ins, the journal, and what happened so far.
 pub struct Stage {
@@ -42,6 +43,8 @@ pub async fn play(st: &mut Stage) -> Result<(), Failed> {
     approval_request(st).await?;
     approval_press(st).await?;
     approved_open_console(st).await?;
+    role_granted(st).await?;
+    on_call(st).await?;
     done(st).await?;
     Ok(())
 }
@@ -311,8 +314,55 @@ async fn approved_open_console(st: &mut Stage) -> Result<(), Failed> {
     st.journal_says(&["requested", "issued", "delivered"]).await
 }
 
+async fn role_granted(st: &mut Stage) -> Result<(), Failed> {
+    st.scene("Erin (an admin) gives Dave the on-call role in Server Settings: the bot records who gave it");
+    let d = st.discord.clone();
+    d.set_name(ERIN, "erin");
+    d.set_name(DAVE, "dave");
+    // What Discord answers for Dave's roles from now on.
+    d.set_roles(DAVE, vec![ONCALL_ROLE]);
+    d.audit(
+        GUILD,
+        &AuditEntry::role_given(
+            ERIN,
+            DAVE,
+            ONCALL_ROLE,
+            "on-call",
+            Some("joins this week's rota"),
+        ),
+    );
+    say("   (from the server's audit log, as it happens; what happened while the bot was down is read at start)");
+    st.journal_says(&["role_granted"]).await
+}
+
+async fn on_call(st: &mut Stage) -> Result<(), Failed> {
+    st.scene(
+        "Dave, on call in PagerDuty, runs /vnc instance:db-prod: the rule lets on-call members through without votes",
+    );
+    let d = st.discord.clone();
+    let t = d.invoke(vnc_for(
+        DAVE,
+        "dave",
+        vec![ONCALL_ROLE],
+        "db-prod",
+        "INC-4713 replica lag",
+    ));
+    show("only Dave sees:  ", &d.reply(&t).await);
+    let g = d.grant_dm(DAVE).ok_or("no grant DM for Dave")?;
+    if let Some(dm) = d
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST" && c.path.ends_with(&format!("/{}/messages", g.channel)))
+    {
+        show("Dave's DM:       ", &dm);
+    }
+    say("   (the journal keeps the evidence: the PagerDuty policy, Dave's level and his shift's end)");
+    st.open.push(("db-prod", g));
+    st.journal_says(&["granted", "delivered"]).await
+}
+
 async fn done(st: &mut Stage) -> Result<(), Failed> {
-    st.scene("Alice presses Done on each grant she still holds: the tour leaves none open");
+    st.scene("Each member presses Done on the grants they still hold: the tour leaves none open");
     let open = std::mem::take(&mut st.open);
     for (name, g) in &open {
         let t = st.discord.press_button(g, "done");
