@@ -10,7 +10,6 @@ use serenity::all::{
     CreateButton, CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage,
     EditMessage, Http, MessageId, RoleId, UserId,
 };
-use tokio::sync::broadcast::error::RecvError;
 
 use super::grant_buttons::grant_buttons;
 use super::{messages, no_mentions, reply, Bot};
@@ -344,23 +343,11 @@ pub fn say(r: &VoteRefusal) -> String {
 
 /// Subscribes to the core's approval events now and renders them once the gateway is up.
 pub(super) fn spawn(bot: &Arc<Bot>) {
-    let mut events = bot.core.approval_events();
-    let bot = Arc::clone(bot);
-    tokio::spawn(async move {
-        let http = bot.wait_for_http().await;
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    let (bot, http) = (Arc::clone(&bot), Arc::clone(&http));
-                    tokio::spawn(async move { render(&http, &bot, event).await });
-                }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "fell behind on approval events");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+    bot.render_each(
+        bot.core.approval_events(),
+        "approval",
+        |http, bot, event| async move { render(&http, &bot, event).await },
+    );
 }
 
 async fn render(http: &Http, bot: &Bot, event: ApprovalEvent) {

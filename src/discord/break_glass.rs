@@ -11,7 +11,6 @@ use serenity::all::{
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage, EditMessage, Http,
     MessageId, ResolvedValue, RoleId,
 };
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{messages, no_mentions, reply, Bot};
 use crate::audit::Actor;
@@ -272,23 +271,11 @@ pub fn say(r: &AckRefusal) -> String {
 
 /// Subscribes to the core's break-glass events now and renders them once the gateway is up.
 pub(super) fn spawn(bot: &Arc<Bot>) {
-    let mut events = bot.core.break_glass_events();
-    let bot = Arc::clone(bot);
-    tokio::spawn(async move {
-        let http = bot.wait_for_http().await;
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    let (bot, http) = (Arc::clone(&bot), Arc::clone(&http));
-                    tokio::spawn(async move { render(&http, &bot, event).await });
-                }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "fell behind on break-glass events");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+    bot.render_each(
+        bot.core.break_glass_events(),
+        "break-glass",
+        |http, bot, event| async move { render(&http, &bot, event).await },
+    );
 }
 
 async fn render(http: &Http, bot: &Bot, event: BreakGlassEvent) {

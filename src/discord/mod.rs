@@ -100,6 +100,40 @@ impl Bot {
         bot
     }
 
+    /// Renders each event of `events` on a task of its own (one slow edit never holds up the
+    /// others), once the gateway is up. The caller subscribes before the core starts emitting,
+    /// so nothing is missed while the gateway comes up: events wait in the channel.
+    fn render_each<T, F, Fut>(
+        self: &Arc<Self>,
+        mut events: tokio::sync::broadcast::Receiver<T>,
+        what: &'static str,
+        render: F,
+    ) where
+        T: Clone + Send + 'static,
+        F: Fn(Arc<Http>, Arc<Self>, T) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tokio::sync::broadcast::error::RecvError;
+        let bot = Arc::clone(self);
+        tokio::spawn(async move {
+            let http = bot.wait_for_http().await;
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        tokio::spawn(render(Arc::clone(&http), Arc::clone(&bot), event));
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "fell behind on {what} events; those were not shown in Discord"
+                        );
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// The REST client, once the gateway has come up.
     pub fn http(&self) -> Option<Arc<Http>> {
         self.http.get().cloned()

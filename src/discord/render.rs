@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use serenity::all::{ChannelId, EditMessage, Http, MessageId};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::grant_buttons::grant_buttons_for;
 use super::{messages, no_mentions, Bot};
@@ -12,27 +11,11 @@ use crate::core::{EndWhy, Grant, GrantEvent};
 
 /// Subscribes to the core's grant events now and renders them once the gateway is up.
 pub(super) fn spawn(bot: &Arc<Bot>) {
-    let mut events = bot.core.grant_events();
-    let bot = Arc::clone(bot);
-    tokio::spawn(async move {
-        let http = bot.wait_for_http().await;
-        loop {
-            match events.recv().await {
-                // Each on its own task: one slow edit never holds up the others.
-                Ok(event) => {
-                    let (bot, http) = (Arc::clone(&bot), Arc::clone(&http));
-                    tokio::spawn(async move { render(&http, &bot, event).await });
-                }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "fell behind on grant events; some DMs were not edited"
-                    );
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+    bot.render_each(
+        bot.core.grant_events(),
+        "grant",
+        |http, bot, event| async move { render(&http, &bot, event).await },
+    );
 }
 
 async fn render(http: &Http, bot: &Bot, event: GrantEvent) {
